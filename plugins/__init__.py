@@ -1,0 +1,1 @@
+"""Built-in plugins: providers (one per cloud) and the shared host-setup steps."""
