@@ -78,6 +78,12 @@ class Profile:
     def provider_table(self) -> dict[str, Any]:
         return dict(self.provider_tables.get(self.provider or "", {}))
 
+    def table_where(self) -> str:
+        """How to name the provider sub-table in an error: file, line and table."""
+        origin = self.origins.get(self.provider or "")
+        table = f"profiles.{self.name}.{self.provider}"
+        return f"{origin}: [{table}]" if origin else f"[{table}]"
+
     def where(self, key: str) -> str:
         origin = self.origins.get(key)
         return f"{origin}: " if origin else ""
@@ -151,12 +157,15 @@ def read_file(path: Path) -> list[_RawProfile]:
             )
         origins: dict[str, Origin] = {}
         for key, value in table.items():
-            origins[key] = Origin(str(path), _line_of(lines, f"profiles.{name}", key))
             if isinstance(value, dict):
+                line = _line_of(lines, f"profiles.{name}.{key}", None)
+                origins[key] = Origin(str(path), line or _line_of(lines, f"profiles.{name}", key))
                 for sub in value:
                     origins[f"{key}.{sub}"] = Origin(
                         str(path), _line_of(lines, f"profiles.{name}.{key}", sub)
                     )
+            else:
+                origins[key] = Origin(str(path), _line_of(lines, f"profiles.{name}", key))
         found.append(_RawProfile(name, table, origins))
     return found
 
@@ -165,7 +174,7 @@ def default_files(config: Path | None) -> list[Path]:
     """The files read, in order, that exist (an explicit --config must exist)."""
     from orchestrate.core.paths import user_config_file
 
-    files = [p for p in (user_config_file(), Path("orchestrate.toml")) if p.is_file()]
+    files = [p for p in (user_config_file(), Path("orchestrate.toml").resolve()) if p.is_file()]
     if config is not None:
         if not config.is_file():
             raise ProfileError(f"--config {config}: no such file", hint="check the path")

@@ -119,7 +119,7 @@ class State:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StateError(
                 f"cannot open the state database {path}: {exc}",
                 hint="check the folder's permissions or set ORCHESTRATE_HOME",

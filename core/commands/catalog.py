@@ -76,9 +76,7 @@ def register(app: typer.Typer) -> None:
         shown["extends_chain"] = list(profile.chain)
         if profile.provider:
             provider = runtime.provider(profile.provider)
-            options = provider.validate_options(
-                profile.provider_table(), f"{profile.where('provider')}[{profile.provider}]"
-            )
+            options = provider.validate_options(profile.provider_table(), profile.table_where())
             shown[profile.provider] = dict(provider.redacted_options(options))
         if as_json:
             echo_json({"name": profile.name, "values": shown})

@@ -1,0 +1,58 @@
+"""Shared fixtures. The test bed's fixtures live in tests/bed/ and load as pytest plugins."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = []
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def orch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private ORCHESTRATE_HOME and working directory, so no test sees the real user's."""
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("ORCHESTRATE_HOME", str(home))
+    monkeypatch.delenv("ORCHESTRATE_DISABLE_PLUGINS", raising=False)
+    monkeypatch.chdir(work)
+    return home
+
+
+@pytest.fixture
+def cli(orch_home: Path) -> Callable[..., CliResult]:
+    """Run `orchestrate ARGS` in-process through `main()`, capturing both streams."""
+    from orchestrate.core.cli import main
+
+    def run(*args: str) -> CliResult:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+        return CliResult(code, out.getvalue(), err.getvalue())
+
+    return run
+
+
+@pytest.fixture
+def write_profiles(orch_home: Path) -> Iterator[Callable[[str], Path]]:
+    """Write ./orchestrate.toml in the test's working directory."""
+
+    def write(text: str) -> Path:
+        path = Path("orchestrate.toml").resolve()
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    yield write

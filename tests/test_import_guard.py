@@ -1,0 +1,50 @@
+"""`orchestrate --help` stays fast: the CLI must not import libcloud or paramiko up front.
+
+Run in a fresh interpreter, because this test process has long since imported both.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("libcloud", "paramiko", "cryptography", "rich")
+
+PROBE = """
+import json, sys, contextlib, io
+from orchestrate.core.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    code = main(sys.argv[1:])
+print(json.dumps({"code": code, "mods": sorted(m.split('.')[0] for m in sys.modules)}))
+"""
+
+
+def _modules_after(*args: str) -> tuple[int, set[str]]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60,
+        check=True,
+    ).stdout  # fmt: skip
+    data = json.loads(out.strip().splitlines()[-1])
+    return data["code"], set(data["mods"])
+
+
+def test_help_loads_no_heavy_module() -> None:
+    code, modules = _modules_after("--help")
+    assert code == 0
+    loaded = [name for name in HEAVY if name in modules]
+    assert not loaded, f"--help imported {loaded}"
+
+
+def test_every_command_help_loads_no_heavy_module() -> None:
+    from orchestrate.core.cli import make_app
+    from orchestrate.core.runtime import Runtime  # noqa: F401 - the app needs it at run time
+
+    app = make_app()
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]  # type: ignore[union-attr]
+    assert "plugins" in names
+    for name in names:
+        code, modules = _modules_after(name, "--help")
+        assert code == 0, name
+        loaded = [m for m in HEAVY if m in modules]
+        assert not loaded, f"`{name} --help` imported {loaded}"
