@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = []
+pytest_plugins = [
+    "tests.bed.fixtures_gce",
+]
 
 
 @dataclass

@@ -1,0 +1,1352 @@
+"""A stateful fake of the GCE Compute REST API (v1) on loopback, token exchange included.
+
+Why a fake server and not mocks: the provider is tested through libcloud's real
+``GCENodeDriver`` doing real HTTP, so the bytes on the wire (paths, JSON bodies, OAuth
+requests, operation polling, error bodies) are what the real API would see and send back.
+The fake keeps state between requests (instances, disks, firewalls, operations, quota usage)
+and offers switches to inject the failures the provider must survive.
+
+What it serves, under ``/compute/v1/projects/{project}``: the project (with
+``GPUS_ALL_REGIONS`` in ``quotas``), zones, regions (with GPU quotas), machine/disk/accelerator
+types, image families (in ``ubuntu-os-cloud`` and ``debian-cloud``), networks, firewalls,
+instances (insert/get/list/start/stop/delete), disks, zone and global operations (with
+``/wait``) and aggregated lists. The OAuth token endpoint answers at ``/o/oauth2/token`` (where
+libcloud posts, relative to its redirected ``url=``) and ``/token`` (the ``token_uri`` written
+into test credentials). Service-account JWTs are verified against the registered public key,
+so a key file with the wrong key is refused like Google refuses it.
+
+``selfLink`` values start with ``https://www.googleapis.com/compute/v1/projects/...`` as on the
+real API: libcloud strips scheme and host before following them, so they reach the fake.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+API_HOST = "https://www.googleapis.com"
+API_ROOT = API_HOST + "/compute/v1"
+DEFAULT_PROJECT = "orchestrate-test"
+DEFAULT_ADDRESSES = ("127.0.0.1",)
+
+#: zone -> accelerator types offered there (a small, realistic slice of GCE).
+ZONE_ACCELERATORS: dict[str, tuple[str, ...]] = {
+    "us-east1-c": ("nvidia-tesla-k80", "nvidia-tesla-p100", "nvidia-tesla-t4"),
+    "us-east1-d": ("nvidia-tesla-k80", "nvidia-tesla-t4"),
+    "us-central1-a": ("nvidia-tesla-k80", "nvidia-tesla-t4", "nvidia-tesla-v100", "nvidia-l4"),
+    "us-central1-b": ("nvidia-tesla-t4", "nvidia-l4"),
+    "us-west1-b": ("nvidia-tesla-t4", "nvidia-tesla-v100"),
+    "europe-west1-b": ("nvidia-tesla-k80", "nvidia-tesla-t4"),
+}
+
+#: machine type -> (vCPUs, memory MB, built-in accelerator or None).
+MACHINE_TYPES: dict[str, tuple[int, int, str | None]] = {
+    "n1-standard-2": (2, 7680, None),
+    "n1-standard-4": (4, 15360, None),
+    "n1-standard-8": (8, 30720, None),
+    "g2-standard-4": (4, 16384, "nvidia-l4"),
+}
+
+DISK_TYPES: dict[str, str] = {
+    "pd-standard": "Standard Persistent Disk",
+    "pd-balanced": "Balanced Persistent Disk",
+    "pd-ssd": "SSD Persistent Disk",
+}
+
+#: (project, name, family, description) of the public images the fake knows.
+IMAGES: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "ubuntu-os-cloud",
+        "ubuntu-2204-jammy-v20240319",
+        "ubuntu-2204-lts",
+        "Canonical, Ubuntu, 22.04 LTS, amd64 jammy image built on 2024-03-19",
+    ),
+    (
+        "ubuntu-os-cloud",
+        "ubuntu-2004-focal-v20240307",
+        "ubuntu-2004-lts",
+        "Canonical, Ubuntu, 20.04 LTS, amd64 focal image built on 2024-03-07",
+    ),
+    ("debian-cloud", "debian-12-bookworm-v20240312", "debian-12", "Debian, Debian GNU/Linux 12"),
+)
+IMAGE_PROJECTS = frozenset(image[0] for image in IMAGES)
+
+NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+
+
+def region_of(zone: str) -> str:
+    """``us-east1-c`` -> ``us-east1``."""
+    return zone.rsplit("-", 1)[0]
+
+
+def gpu_quota_metric(accelerator: str, *, preemptible: bool = False) -> str:
+    """The regional quota metric GCE charges an accelerator to (``NVIDIA_K80_GPUS``)."""
+    core_name = accelerator.removeprefix("nvidia-").removeprefix("tesla-")
+    metric = "NVIDIA_" + core_name.upper().replace("-", "_") + "_GPUS"
+    return ("PREEMPTIBLE_" + metric) if preemptible else metric
+
+
+REGIONS: dict[str, tuple[str, ...]] = {}
+for _zone in ZONE_ACCELERATORS:
+    REGIONS.setdefault(region_of(_zone), ())
+    REGIONS[region_of(_zone)] += (_zone,)
+GPU_METRICS = tuple(
+    sorted(
+        {gpu_quota_metric(a) for accels in ZONE_ACCELERATORS.values() for a in accels}
+        | {gpu_quota_metric(a, preemptible=True) for a in ZONE_ACCELERATORS["us-central1-a"]}
+        | {gpu_quota_metric(a, preemptible=True) for a in ZONE_ACCELERATORS["us-east1-c"]}
+    )
+)
+
+
+def _now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000+00:00", time.gmtime())
+
+
+def _b64url_decode(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _last(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _zone_in(url: str) -> str | None:
+    match = re.search(r"zones/([^/]+)/", url)
+    return match.group(1) if match else None
+
+
+class ApiError(Exception):
+    """Raised inside a handler to answer with a GCE-shaped error body."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "code": self.status,
+                "message": self.message,
+                "errors": [{"domain": "global", "reason": self.reason, "message": self.message}],
+            }
+        }
+
+
+@dataclass
+class RecordedRequest:
+    """One request the fake received: tests assert on these (what was sent, in order)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+
+
+@dataclass
+class GceFaults:
+    """Failure switches. ``reset()`` puts every switch back to off.
+
+    - ``stockout_zones``: inserts there fail with ``ZONE_RESOURCE_POOL_EXHAUSTED`` in the
+      operation (as GCE usually does), or, with ``stockout_on_insert``, synchronously with
+      HTTP 503 ``ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS``.
+    - ``exhausted_quota_regions``: GPU quota limits in these regions read 0 and GPU inserts
+      there fail with ``QUOTA_EXCEEDED`` on the regional metric (``NVIDIA_K80_GPUS``).
+    - ``zero_global_gpu_quota``: the project's ``GPUS_ALL_REGIONS`` limit reads 0 (the default
+      of a new project) and every GPU insert fails with ``QUOTA_EXCEEDED``.
+    - ``operation_latency``: seconds before an operation is DONE (PENDING, then RUNNING).
+    - ``server_errors``: the next N API requests (whose path contains ``server_error_path``,
+      when set) answer ``server_error_status`` (503) and change nothing.
+    - ``auth_failure``: the token endpoint refuses every grant and the API answers 401.
+    - ``change_ip_on_start``: a started instance gets the next address of
+      ``instance_addresses`` (ephemeral IPs change on stop/start on the real cloud).
+    """
+
+    stockout_zones: set[str] = field(default_factory=set)
+    stockout_on_insert: bool = False
+    exhausted_quota_regions: set[str] = field(default_factory=set)
+    zero_global_gpu_quota: bool = False
+    operation_latency: float = 0.0
+    server_errors: int = 0
+    server_error_status: int = 503
+    server_error_path: str | None = None
+    auth_failure: bool = False
+    change_ip_on_start: bool = False
+
+
+@dataclass
+class _Operation:
+    resource: dict[str, Any]
+    created: float
+    done_at: float
+    finish: Callable[[], dict[str, Any] | None]
+    finished: bool = False
+
+
+class GceFake:
+    """The fake API. Start it (or use it as a context manager), point libcloud at
+    ``endpoint`` and read ``requests`` / ``instances`` / ``firewalls`` to assert."""
+
+    def __init__(
+        self,
+        project: str = DEFAULT_PROJECT,
+        *,
+        instance_addresses: Iterable[str] = DEFAULT_ADDRESSES,
+        gpu_quota: float = 8.0,
+    ) -> None:
+        self.project = project
+        self.default_addresses = list(instance_addresses)
+        self.default_gpu_quota = gpu_quota
+        self.lock = threading.RLock()
+        self._ids = itertools.count(1_000_000_000_000)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._service_accounts: dict[str, Any] = {}
+        self._refresh_tokens: dict[str, tuple[str, str]] = {}
+        self.reset()
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> GceFake:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server.daemon_threads = True
+        server.fake = self  # type: ignore[attr-defined]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="gce-fake", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> GceFake:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the fake first"
+        return int(self._server.server_address[1])
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL to redirect libcloud to (API and token exchange share it)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token_uri(self) -> str:
+        return self.endpoint + "/token"
+
+    def reset(self) -> None:
+        """Forget every resource, request, token and switch (registered keys stay)."""
+        with self.lock:
+            self.faults = GceFaults()
+            self.instance_addresses = list(self.default_addresses)
+            self.gpu_quota = self.default_gpu_quota
+            self._instances: dict[tuple[str, str], dict[str, Any]] = {}
+            self._disks: dict[tuple[str, str], dict[str, Any]] = {}
+            self._firewalls: dict[str, dict[str, Any]] = {}
+            self._operations: dict[str, _Operation] = {}
+            self._tokens: dict[str, str] = {}
+            self._released_ips: dict[tuple[str, str], str] = {}
+            self._requests: list[RecordedRequest] = []
+
+    # ------------------------------------------------------------ credentials
+    def register_service_account(self, email: str, public_key: Any) -> None:
+        """Accept JWTs from `email` signed by the private half of `public_key`."""
+        with self.lock:
+            self._service_accounts[email] = public_key
+
+    def register_refresh_token(self, client_id: str, client_secret: str, token: str) -> None:
+        """Accept a refresh-token grant (application-default credentials)."""
+        with self.lock:
+            self._refresh_tokens[token] = (client_id, client_secret)
+
+    # ------------------------------------------------------------- inspection
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self.lock:
+            return list(self._requests)
+
+    def calls(self, method: str | None = None, contains: str = "") -> list[RecordedRequest]:
+        """Recorded API requests filtered by method and a path substring."""
+        return [
+            r
+            for r in self.requests
+            if (method is None or r.method == method) and contains in r.path
+        ]
+
+    @property
+    def instances(self) -> dict[str, dict[str, Any]]:
+        """Current instances by name (operations due by now are applied first)."""
+        with self.lock:
+            self._tick()
+            return {name: json.loads(json.dumps(i)) for (_, name), i in self._instances.items()}
+
+    @property
+    def firewalls(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            self._tick()
+            copy: dict[str, dict[str, Any]] = json.loads(json.dumps(self._firewalls))
+            return copy
+
+    @property
+    def disks(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            self._tick()
+            return {name: dict(d) for (_, name), d in self._disks.items()}
+
+    # ------------------------------------------------------------- dispatch
+    def handle(
+        self, method: str, raw_path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        parsed = urllib.parse.urlsplit(raw_path)
+        path = parsed.path
+        query = dict(urllib.parse.parse_qsl(parsed.query))
+        if path in ("/o/oauth2/token", "/token") and method == "POST":
+            return self._token(body)
+        parsed_body: Any = None
+        if body:
+            try:
+                parsed_body = json.loads(body)
+            except ValueError:
+                parsed_body = body.decode("utf-8", "replace")
+        with self.lock:
+            self._requests.append(RecordedRequest(method, path, query, parsed_body))
+            try:
+                self._authorize(headers)
+                self._maybe_server_error(path)
+                self._tick()
+                return self._route(method, path, query, parsed_body)
+            except ApiError as exc:
+                return exc.status, exc.body()
+
+    def _authorize(self, headers: dict[str, str]) -> None:
+        auth = headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ").strip()
+        if self.faults.auth_failure or token not in self._tokens:
+            raise ApiError(
+                401,
+                "authError",
+                "Request had invalid authentication credentials. Expected OAuth 2 access "
+                "token, login cookie or other valid authentication credential.",
+            )
+
+    def _maybe_server_error(self, path: str) -> None:
+        faults = self.faults
+        if faults.server_errors > 0 and (
+            faults.server_error_path is None or faults.server_error_path in path
+        ):
+            faults.server_errors -= 1
+            raise ApiError(
+                faults.server_error_status, "backendError", "Internal error. Please try again."
+            )
+
+    def _route(
+        self, method: str, path: str, query: dict[str, str], body: Any
+    ) -> tuple[int, dict[str, Any]]:
+        match = re.match(r"^/compute/v1/projects/([^/]+)(/.*)?$", path)
+        if not match:
+            raise ApiError(404, "notFound", f"Not Found: {path}")
+        project, rest = match.group(1), match.group(2) or ""
+        rest = rest.rstrip("/")
+        if rest.startswith("/global/images"):
+            if project not in IMAGE_PROJECTS | {self.project}:
+                raise ApiError(404, "notFound", f"The resource 'projects/{project}' was not found")
+            return 200, self._images(method, project, rest)
+        if project != self.project:
+            raise ApiError(404, "notFound", f"The resource 'projects/{project}' was not found")
+        for verb, pattern, handler in self._ROUTES:
+            if verb != method:
+                continue
+            m = re.fullmatch(pattern, rest)
+            if m:
+                result = handler(self, query=query, body=body, **m.groupdict())
+                return 200, result
+        if any(re.fullmatch(p, rest) for _, p, _ in self._ROUTES):
+            raise ApiError(405, "httpMethodNotAllowed", f"Method {method} not allowed")
+        raise ApiError(404, "notFound", f"The resource 'projects/{project}{rest}' was not found")
+
+    # ----------------------------------------------------------- links and ids
+    def _link(self, rest: str, project: str | None = None) -> str:
+        return f"{API_ROOT}/projects/{project or self.project}/{rest.lstrip('/')}"
+
+    def _id(self) -> str:
+        return str(next(self._ids))
+
+    def _stable_id(self, *parts: str) -> str:
+        return str(abs(hash(parts)) % 10**18)
+
+    # ---------------------------------------------------------------- project
+    def _project(self, **_: Any) -> dict[str, Any]:
+        gpus_in_use = sum(
+            acc.get("acceleratorCount", 0)
+            for inst in self._instances.values()
+            if inst["status"] != "TERMINATED"
+            for acc in inst.get("guestAccelerators", [])
+        )
+        global_limit = 0.0 if self.faults.zero_global_gpu_quota else self.gpu_quota
+        return {
+            "kind": "compute#project",
+            "id": self._stable_id("project", self.project),
+            "name": self.project,
+            "creationTimestamp": "2024-01-01T00:00:00.000+00:00",
+            "commonInstanceMetadata": {
+                "kind": "compute#metadata",
+                "fingerprint": "zzzzzzzzzzz=",
+                "items": [],
+            },
+            "quotas": [
+                {"metric": "GPUS_ALL_REGIONS", "limit": global_limit, "usage": float(gpus_in_use)},
+                {"metric": "CPUS_ALL_REGIONS", "limit": 64.0, "usage": 0.0},
+                {"metric": "FIREWALLS", "limit": 200.0, "usage": float(len(self._firewalls))},
+                {"metric": "NETWORKS", "limit": 15.0, "usage": 1.0},
+            ],
+            "selfLink": f"{API_ROOT}/projects/{self.project}",
+            "defaultServiceAccount": "123456789-compute@developer.gserviceaccount.com",
+            "defaultNetworkTier": "PREMIUM",
+        }
+
+    # ------------------------------------------------------- zones and regions
+    def _zone_resource(self, zone: str) -> dict[str, Any]:
+        return {
+            "kind": "compute#zone",
+            "id": self._stable_id("zone", zone),
+            "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+            "name": zone,
+            "description": zone,
+            "status": "UP",
+            "region": self._link(f"regions/{region_of(zone)}"),
+            "selfLink": self._link(f"zones/{zone}"),
+            "availableCpuPlatforms": ["Intel Broadwell", "Intel Haswell"],
+            "supportsPzs": False,
+        }
+
+    def _check_zone(self, zone: str) -> None:
+        if zone not in ZONE_ACCELERATORS:
+            raise ApiError(
+                404,
+                "notFound",
+                f"The resource 'projects/{self.project}/zones/{zone}' was not found",
+            )
+
+    def _list(self, kind: str, items: list[dict[str, Any]], link: str) -> dict[str, Any]:
+        return {"kind": f"compute#{kind}List", "id": link, "items": items, "selfLink": link}
+
+    def _zones(self, **_: Any) -> dict[str, Any]:
+        return self._list(
+            "zone", [self._zone_resource(z) for z in ZONE_ACCELERATORS], self._link("zones")
+        )
+
+    def _get_zone(self, zone: str, **_: Any) -> dict[str, Any]:
+        self._check_zone(zone)
+        return self._zone_resource(zone)
+
+    def _gpu_usage(self, region: str, metric: str) -> float:
+        used = 0
+        for inst in self._instances.values():
+            if inst["status"] == "TERMINATED" or region_of(_last(inst["zone"])) != region:
+                continue
+            preemptible = bool(inst.get("scheduling", {}).get("preemptible")) or (
+                inst.get("scheduling", {}).get("provisioningModel") == "SPOT"
+            )
+            for acc in inst.get("guestAccelerators", []):
+                if gpu_quota_metric(_last(acc["acceleratorType"]), preemptible=preemptible) == (
+                    metric
+                ):
+                    used += int(acc.get("acceleratorCount", 0))
+        return float(used)
+
+    def _region_quotas(self, region: str) -> list[dict[str, Any]]:
+        exhausted = region in self.faults.exhausted_quota_regions
+        quotas: list[dict[str, Any]] = [
+            {"metric": "CPUS", "limit": 24.0, "usage": 0.0},
+            {"metric": "DISKS_TOTAL_GB", "limit": 4096.0, "usage": 0.0},
+            {"metric": "IN_USE_ADDRESSES", "limit": 8.0, "usage": 0.0},
+        ]
+        for metric in GPU_METRICS:
+            usage = self._gpu_usage(region, metric)
+            limit = usage if exhausted else self.gpu_quota
+            quotas.append({"metric": metric, "limit": float(limit), "usage": usage})
+        return quotas
+
+    def _region_resource(self, region: str) -> dict[str, Any]:
+        return {
+            "kind": "compute#region",
+            "id": self._stable_id("region", region),
+            "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+            "name": region,
+            "description": region,
+            "status": "UP",
+            "zones": [self._link(f"zones/{z}") for z in REGIONS[region]],
+            "quotas": self._region_quotas(region),
+            "selfLink": self._link(f"regions/{region}"),
+        }
+
+    def _regions(self, **_: Any) -> dict[str, Any]:
+        return self._list(
+            "region", [self._region_resource(r) for r in REGIONS], self._link("regions")
+        )
+
+    def _get_region(self, region: str, **_: Any) -> dict[str, Any]:
+        if region not in REGIONS:
+            raise ApiError(404, "notFound", f"The resource 'regions/{region}' was not found")
+        return self._region_resource(region)
+
+    # ------------------------------------------------------------ catalog types
+    def _machine_type(self, zone: str, name: str) -> dict[str, Any]:
+        cpus, memory, builtin = MACHINE_TYPES[name]
+        resource: dict[str, Any] = {
+            "kind": "compute#machineType",
+            "id": self._stable_id("mt", zone, name),
+            "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+            "name": name,
+            "description": f"{cpus} vCPUs, {memory / 1024:g} GB RAM",
+            "guestCpus": cpus,
+            "memoryMb": memory,
+            "imageSpaceGb": 0,
+            "maximumPersistentDisks": 128,
+            "maximumPersistentDisksSizeGb": "263168",
+            "zone": zone,
+            "selfLink": self._link(f"zones/{zone}/machineTypes/{name}"),
+            "isSharedCpu": False,
+        }
+        if builtin:
+            resource["accelerators"] = [
+                {"guestAcceleratorType": builtin, "guestAcceleratorCount": 1}
+            ]
+        return resource
+
+    def _zone_machine_types(self, zone: str) -> list[str]:
+        accels = ZONE_ACCELERATORS[zone]
+        return [n for n, (_, _, b) in MACHINE_TYPES.items() if b is None or b in accels]
+
+    def _disk_type(self, zone: str, name: str) -> dict[str, Any]:
+        return {
+            "kind": "compute#diskType",
+            "id": self._stable_id("dt", zone, name),
+            "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+            "name": name,
+            "description": DISK_TYPES[name],
+            "validDiskSize": "10GB-65536GB",
+            "zone": self._link(f"zones/{zone}"),
+            "selfLink": self._link(f"zones/{zone}/diskTypes/{name}"),
+            "defaultDiskSizeGb": "500" if name == "pd-standard" else "100",
+        }
+
+    def _accelerator_type(self, zone: str, name: str) -> dict[str, Any]:
+        pretty = name.replace("nvidia-", "NVIDIA ").replace("tesla-", "Tesla ").upper()
+        return {
+            "kind": "compute#acceleratorType",
+            "id": self._stable_id("at", zone, name),
+            "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+            "name": name,
+            "description": pretty,
+            "zone": self._link(f"zones/{zone}"),
+            "selfLink": self._link(f"zones/{zone}/acceleratorTypes/{name}"),
+            "maximumCardsPerInstance": 8 if name != "nvidia-l4" else 1,
+        }
+
+    def _catalog(self, kind: str, zone: str) -> list[dict[str, Any]]:
+        if kind == "machineTypes":
+            return [self._machine_type(zone, n) for n in self._zone_machine_types(zone)]
+        if kind == "diskTypes":
+            return [self._disk_type(zone, n) for n in DISK_TYPES]
+        return [self._accelerator_type(zone, n) for n in ZONE_ACCELERATORS[zone]]
+
+    def _list_types(self, zone: str, kind: str, query: dict[str, str], **_: Any) -> dict[str, Any]:
+        self._check_zone(zone)
+        items = _filtered(self._catalog(kind, zone), query.get("filter"))
+        return self._list(kind[:-1], items, self._link(f"zones/{zone}/{kind}"))
+
+    def _get_type(self, zone: str, kind: str, name: str, **_: Any) -> dict[str, Any]:
+        self._check_zone(zone)
+        for item in self._catalog(kind, zone):
+            if item["name"] == name:
+                return item
+        raise ApiError(
+            404,
+            "notFound",
+            f"The resource 'projects/{self.project}/zones/{zone}/{kind}/{name}' was not found",
+        )
+
+    # -------------------------------------------------------------- aggregated
+    def _aggregated(self, kind: str, query: dict[str, str], **_: Any) -> dict[str, Any]:
+        items: dict[str, Any] = {}
+        for zone in ZONE_ACCELERATORS:
+            if kind == "instances":
+                found = [i for (z, _n), i in self._instances.items() if z == zone]
+            elif kind == "disks":
+                found = [d for (z, _n), d in self._disks.items() if z == zone]
+            else:
+                found = self._catalog(kind, zone)
+            found = _filtered(found, query.get("filter"))
+            if found:
+                items[f"zones/{zone}"] = {kind: found}
+            else:
+                items[f"zones/{zone}"] = {
+                    "warning": {
+                        "code": "NO_RESULTS_ON_PAGE",
+                        "message": "There are no results for scope 'zones/"
+                        + zone
+                        + "' on this page.",
+                        "data": [{"key": "scope", "value": f"zones/{zone}"}],
+                    }
+                }
+        link = self._link(f"aggregated/{kind}")
+        return {
+            "kind": f"compute#{kind[:-1]}AggregatedList",
+            "id": link,
+            "items": items,
+            "selfLink": link,
+        }
+
+    # ------------------------------------------------------------------ images
+    def _image_resource(self, project: str, name: str, family: str, desc: str) -> dict[str, Any]:
+        return {
+            "kind": "compute#image",
+            "id": self._stable_id("image", project, name),
+            "creationTimestamp": "2024-03-19T10:00:00.000-07:00",
+            "name": name,
+            "description": desc,
+            "sourceType": "RAW",
+            "status": "READY",
+            "archiveSizeBytes": "1234567890",
+            "diskSizeGb": "10",
+            "family": family,
+            "architecture": "X86_64",
+            "selfLink": self._link(f"global/images/{name}", project),
+        }
+
+    def _find_image(self, project: str, *, name: str = "", family: str = "") -> dict[str, Any]:
+        for proj, img, fam, desc in IMAGES:
+            if proj == project and ((name and img == name) or (family and fam == family)):
+                return self._image_resource(proj, img, fam, desc)
+        what = f"family/{family}" if family else name
+        raise ApiError(
+            404, "notFound", f"The resource 'projects/{project}/global/images/{what}' was not found"
+        )
+
+    def _images(self, method: str, project: str, rest: str) -> dict[str, Any]:
+        if method != "GET":
+            raise ApiError(405, "httpMethodNotAllowed", f"Method {method} not allowed")
+        if rest.startswith("/global/images/family/"):
+            return self._find_image(project, family=_last(rest))
+        if rest == "/global/images":
+            items = [self._image_resource(*img) for img in IMAGES if img[0] == project]
+            return self._list("image", items, self._link("global/images", project))
+        return self._find_image(project, name=_last(rest))
+
+    def _resolve_image(self, source: str) -> dict[str, Any]:
+        """An insert's ``sourceImage`` (full or partial URL, image or family) -> image."""
+        path = source.split("/compute/v1/", 1)[-1]
+        match = re.match(r"^(?:projects/([^/]+)/)?global/images/(family/)?([^/]+)$", path)
+        if not match:
+            raise ApiError(400, "invalid", f"Invalid value for field 'sourceImage': '{source}'")
+        project = match.group(1) or self.project
+        if match.group(2):
+            return self._find_image(project, family=match.group(3))
+        return self._find_image(project, name=match.group(3))
+
+    # ---------------------------------------------------------------- networks
+    def _network(self, name: str = "default", **_: Any) -> dict[str, Any]:
+        if name != "default":
+            raise ApiError(
+                404,
+                "notFound",
+                f"The resource 'projects/{self.project}/global/networks/{name}' was not found",
+            )
+        return {
+            "kind": "compute#network",
+            "id": self._stable_id("network", name),
+            "creationTimestamp": "2024-01-01T00:00:00.000+00:00",
+            "name": name,
+            "description": "Default network for the project",
+            "selfLink": self._link(f"global/networks/{name}"),
+            "autoCreateSubnetworks": True,
+            "subnetworks": [self._link(f"regions/{r}/subnetworks/{name}") for r in REGIONS],
+            "routingConfig": {"routingMode": "REGIONAL"},
+        }
+
+    def _networks(self, **_: Any) -> dict[str, Any]:
+        return self._list("network", [self._network()], self._link("global/networks"))
+
+    # --------------------------------------------------------------- firewalls
+    def _firewalls_list(self, query: dict[str, str], **_: Any) -> dict[str, Any]:
+        items = _filtered(list(self._firewalls.values()), query.get("filter"))
+        return self._list("firewall", items, self._link("global/firewalls"))
+
+    def _get_firewall(self, name: str, **_: Any) -> dict[str, Any]:
+        if name not in self._firewalls:
+            raise ApiError(
+                404,
+                "notFound",
+                f"The resource 'projects/{self.project}/global/firewalls/{name}' was not found",
+            )
+        return self._firewalls[name]
+
+    def _insert_firewall(self, body: Any, **_: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or not NAME_RE.match(str(body.get("name", ""))):
+            raise ApiError(400, "invalid", "Invalid value for field 'resource.name'")
+        name = body["name"]
+        if name in self._firewalls:
+            raise ApiError(
+                409,
+                "alreadyExists",
+                f"The resource 'projects/{self.project}/global/firewalls/{name}' already exists",
+            )
+        self._network(_last(body.get("network", "global/networks/default")))
+        if not body.get("allowed") and not body.get("denied"):
+            raise ApiError(400, "invalid", "Required field 'allowed' not specified")
+        firewall = {
+            "kind": "compute#firewall",
+            "id": self._id(),
+            "creationTimestamp": _now_rfc3339(),
+            "name": name,
+            "description": body.get("description", ""),
+            "network": self._link("global/networks/" + _last(body.get("network", "default"))),
+            "priority": body.get("priority", 1000),
+            "direction": body.get("direction", "INGRESS"),
+            "sourceRanges": body.get("sourceRanges", ["0.0.0.0/0"]),
+            "allowed": body.get("allowed", []),
+            "logConfig": {"enable": False},
+            "disabled": False,
+            "selfLink": self._link(f"global/firewalls/{name}"),
+        }
+        for key in ("targetTags", "sourceTags", "denied"):
+            if key in body:
+                firewall[key] = body[key]
+
+        def finish() -> None:
+            self._firewalls[name] = firewall
+
+        return self._operation("insert", firewall["selfLink"], firewall["id"], None, finish)
+
+    def _delete_firewall(self, name: str, **_: Any) -> dict[str, Any]:
+        firewall = self._get_firewall(name)
+
+        def finish() -> None:
+            self._firewalls.pop(name, None)
+
+        return self._operation("delete", firewall["selfLink"], firewall["id"], None, finish)
+
+    # -------------------------------------------------------------- operations
+    def _operation(
+        self,
+        kind: str,
+        target: str,
+        target_id: str,
+        zone: str | None,
+        finish: Callable[[], dict[str, Any] | None],
+    ) -> dict[str, Any]:
+        now = time.time()
+        name = f"operation-{int(now * 1000)}-{self._id()}"
+        scope = f"zones/{zone}" if zone else "global"
+        resource: dict[str, Any] = {
+            "kind": "compute#operation",
+            "id": self._id(),
+            "name": name,
+            "operationType": kind,
+            "targetLink": target,
+            "targetId": target_id,
+            "status": "PENDING",
+            "user": "orchestrate-test@example.iam.gserviceaccount.com",
+            "progress": 0,
+            "insertTime": _now_rfc3339(),
+            "selfLink": self._link(f"{scope}/operations/{name}"),
+        }
+        if zone:
+            resource["zone"] = self._link(f"zones/{zone}")
+        op = _Operation(resource, now, now + self.faults.operation_latency, finish)
+        self._operations[name] = op
+        self._advance(op)
+        return dict(op.resource)
+
+    def _advance(self, op: _Operation) -> None:
+        now = time.time()
+        if op.finished:
+            return
+        if now >= op.done_at:
+            error = op.finish()
+            op.finished = True
+            op.resource.update(
+                status="DONE", progress=100, startTime=_now_rfc3339(), endTime=_now_rfc3339()
+            )
+            if error:
+                op.resource.update(error)
+        elif now >= op.created + (op.done_at - op.created) / 2:
+            op.resource.update(status="RUNNING", progress=50, startTime=_now_rfc3339())
+
+    def _tick(self) -> None:
+        for op in list(self._operations.values()):
+            self._advance(op)
+
+    def _get_operation(self, name: str, zone: str | None = None, **_: Any) -> dict[str, Any]:
+        op = self._operations.get(name)
+        if op is None:
+            scope = f"zones/{zone}" if zone else "global"
+            raise ApiError(
+                404,
+                "notFound",
+                f"The resource 'projects/{self.project}/{scope}/operations/{name}' was not found",
+            )
+        self._advance(op)
+        return dict(op.resource)
+
+    def _wait_operation(self, name: str, zone: str | None = None, **_: Any) -> dict[str, Any]:
+        """``operations/NAME/wait``: returns when DONE or after a bounded wait (2 s here)."""
+        op = self._operations.get(name)
+        deadline = time.time() + 2.0
+        while op is not None and not op.finished and time.time() < deadline:
+            self.lock.release()
+            try:
+                time.sleep(0.01)
+            finally:
+                self.lock.acquire()
+            self._advance(op)
+        return self._get_operation(name, zone)
+
+    # --------------------------------------------------------------- instances
+    def _instance(self, zone: str, name: str) -> dict[str, Any]:
+        self._check_zone(zone)
+        inst = self._instances.get((zone, name))
+        if inst is None:
+            raise ApiError(
+                404,
+                "notFound",
+                f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' "
+                "was not found",
+            )
+        return inst
+
+    def _list_instances(self, zone: str, query: dict[str, str], **_: Any) -> dict[str, Any]:
+        self._check_zone(zone)
+        items = [i for (z, _n), i in self._instances.items() if z == zone]
+        items = _filtered(items, query.get("filter"))
+        return self._list("instance", items, self._link(f"zones/{zone}/instances"))
+
+    def _get_instance(self, zone: str, name: str, **_: Any) -> dict[str, Any]:
+        return self._instance(zone, name)
+
+    def _validate_labels(self, labels: Any, field_name: str) -> dict[str, str]:
+        if labels is None:
+            return {}
+        if not isinstance(labels, dict) or len(labels) > 64:
+            raise ApiError(400, "invalid", f"Invalid value for field '{field_name}'")
+        for key, value in labels.items():
+            if not LABEL_KEY_RE.match(str(key)) or not LABEL_VALUE_RE.match(str(value)):
+                raise ApiError(
+                    400,
+                    "invalid",
+                    f"Invalid value for field '{field_name}': label {key!r}={value!r}",
+                )
+        return dict(labels)
+
+    def _insert_instance(self, zone: str, body: Any, **_: Any) -> dict[str, Any]:
+        self._check_zone(zone)
+        if not isinstance(body, dict):
+            raise ApiError(400, "required", "Required field 'resource' not specified")
+        name = str(body.get("name", ""))
+        if not NAME_RE.match(name):
+            raise ApiError(
+                400,
+                "invalid",
+                f"Invalid value for field 'resource.name': '{name}'. Must be a match of regex "
+                "'(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'",
+            )
+        if (zone, name) in self._instances:
+            raise ApiError(
+                409,
+                "alreadyExists",
+                f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' "
+                "already exists",
+            )
+        machine = _last(str(body.get("machineType", "")))
+        if machine not in self._zone_machine_types(zone) or _zone_in(
+            str(body["machineType"])
+        ) not in (None, zone):
+            raise ApiError(
+                400,
+                "invalid",
+                f"Invalid value for field 'resource.machineType': '{body.get('machineType')}'. "
+                f"Machine type with name '{machine}' does not exist in zone '{zone}'.",
+            )
+        accelerators = body.get("guestAccelerators") or []
+        scheduling = dict(body.get("scheduling") or {})
+        gpu_count = 0
+        for index, acc in enumerate(accelerators):
+            acc_name = _last(str(acc.get("acceleratorType", "")))
+            if acc_name not in ZONE_ACCELERATORS[zone]:
+                raise ApiError(
+                    400,
+                    "invalid",
+                    f"Invalid value for field 'resource.guestAccelerators[{index}]"
+                    f".acceleratorType': '{acc.get('acceleratorType')}'. Accelerator type "
+                    f"'{acc_name}' does not exist in zone '{zone}'.",
+                )
+            gpu_count += int(acc.get("acceleratorCount", 0))
+        if accelerators and scheduling.get("onHostMaintenance", "MIGRATE") != "TERMINATE":
+            raise ApiError(
+                400,
+                "invalid",
+                "Instances with guest accelerators do not support live migration.",
+            )
+        disks = body.get("disks") or []
+        boot = [d for d in disks if d.get("boot")]
+        if len(boot) != 1 or "initializeParams" not in boot[0]:
+            raise ApiError(400, "invalid", "Exactly one boot disk with initializeParams needed")
+        params = boot[0]["initializeParams"]
+        image = self._resolve_image(str(params.get("sourceImage", "")))
+        disk_type = _last(str(params.get("diskType", "pd-standard")))
+        if disk_type not in DISK_TYPES:
+            raise ApiError(400, "invalid", f"Invalid value for field 'diskType': '{disk_type}'")
+        size = int(params.get("diskSizeGb") or image["diskSizeGb"])
+        if size < int(image["diskSizeGb"]):
+            raise ApiError(400, "invalid", "Requested disk size cannot be smaller than the image")
+        labels = self._validate_labels(body.get("labels"), "resource.labels")
+        nics = body.get("networkInterfaces") or [{}]
+        network = _last(str(nics[0].get("network", "global/networks/default")))
+        self._network(network)
+        wants_nat = bool(nics[0].get("accessConfigs"))
+
+        if zone in self.faults.stockout_zones and self.faults.stockout_on_insert:
+            raise ApiError(
+                503,
+                "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+                f"The zone 'projects/{self.project}/zones/{zone}' does not have enough "
+                "resources available to fulfill the request.  '(resource type:compute)'.",
+            )
+
+        disk_name = str(params.get("diskName") or name)
+        instance_link = self._link(f"zones/{zone}/instances/{name}")
+        disk_link = self._link(f"zones/{zone}/disks/{disk_name}")
+        access_configs: list[dict[str, Any]] = []
+        if wants_nat:
+            access_configs.append(
+                {
+                    "kind": "compute#accessConfig",
+                    "type": "ONE_TO_ONE_NAT",
+                    "name": nics[0]["accessConfigs"][0].get("name", "External NAT"),
+                    "natIP": self.instance_addresses[0],
+                    "networkTier": nics[0]["accessConfigs"][0].get("networkTier", "PREMIUM"),
+                }
+            )
+        metadata = body.get("metadata") or {}
+        instance: dict[str, Any] = {
+            "kind": "compute#instance",
+            "id": self._id(),
+            "creationTimestamp": _now_rfc3339(),
+            "name": name,
+            "description": body.get("description", ""),
+            "tags": {
+                "items": list((body.get("tags") or {}).get("items", [])),
+                "fingerprint": "42WmSpB8rSM=",
+            },
+            "machineType": self._link(f"zones/{zone}/machineTypes/{machine}"),
+            "status": "PROVISIONING",
+            "zone": self._link(f"zones/{zone}"),
+            "canIpForward": False,
+            "networkInterfaces": [
+                {
+                    "kind": "compute#networkInterface",
+                    "network": self._link(f"global/networks/{network}"),
+                    "subnetwork": self._link(f"regions/{region_of(zone)}/subnetworks/{network}"),
+                    "networkIP": f"10.128.0.{len(self._instances) % 250 + 2}",
+                    "name": "nic0",
+                    "accessConfigs": access_configs,
+                    "fingerprint": "ZYdx-5Z3ZdQ=",
+                }
+            ],
+            "disks": [
+                {
+                    "kind": "compute#attachedDisk",
+                    "type": "PERSISTENT",
+                    "mode": "READ_WRITE",
+                    "source": disk_link,
+                    "deviceName": boot[0].get("deviceName", disk_name),
+                    "index": 0,
+                    "boot": True,
+                    "autoDelete": bool(boot[0].get("autoDelete", True)),
+                    "interface": "SCSI",
+                    "diskSizeGb": str(size),
+                }
+            ],
+            "metadata": {
+                "kind": "compute#metadata",
+                "fingerprint": "ffffffffff=",
+                "items": list(metadata.get("items", [])),
+            },
+            "serviceAccounts": list(body.get("serviceAccounts", [])),
+            "selfLink": instance_link,
+            "scheduling": {
+                "onHostMaintenance": scheduling.get("onHostMaintenance", "MIGRATE"),
+                "automaticRestart": scheduling.get("automaticRestart", True),
+                "preemptible": scheduling.get("preemptible", False),
+                **{k: v for k, v in scheduling.items() if k not in ("preemptible",)},
+            },
+            "cpuPlatform": "Intel Haswell",
+            "labels": labels,
+            "labelFingerprint": "42WmSpB8rSM=",
+            "startRestricted": False,
+            "deletionProtection": False,
+            "fingerprint": "abcdefghijk=",
+        }
+        if accelerators:
+            instance["guestAccelerators"] = [
+                {
+                    "acceleratorType": self._link(
+                        f"zones/{zone}/acceleratorTypes/{_last(str(a['acceleratorType']))}"
+                    ),
+                    "acceleratorCount": int(a.get("acceleratorCount", 0)),
+                }
+                for a in accelerators
+            ]
+        disk = {
+            "kind": "compute#disk",
+            "id": self._id(),
+            "creationTimestamp": _now_rfc3339(),
+            "name": disk_name,
+            "sizeGb": str(size),
+            "zone": self._link(f"zones/{zone}"),
+            "status": "READY",
+            "selfLink": disk_link,
+            "sourceImage": image["selfLink"],
+            "sourceImageId": image["id"],
+            "type": self._link(f"zones/{zone}/diskTypes/{disk_type}"),
+            "labels": self._validate_labels(params.get("labels"), "initializeParams.labels"),
+            "users": [instance_link],
+        }
+        error = self._insert_error(zone, instance, gpu_count)
+        self._instances[(zone, name)] = instance
+
+        def finish() -> dict[str, Any] | None:
+            if error is not None:
+                self._instances.pop((zone, name), None)
+                return error
+            instance["status"] = "RUNNING"
+            self._disks[(zone, disk_name)] = disk
+            return None
+
+        return self._operation("insert", instance_link, instance["id"], zone, finish)
+
+    def _insert_error(
+        self, zone: str, instance: dict[str, Any], gpu_count: int
+    ) -> dict[str, Any] | None:
+        """The error the insert operation will end with, decided when it is accepted."""
+        region = region_of(zone)
+        if zone in self.faults.stockout_zones:
+            message = (
+                f"The zone 'projects/{self.project}/zones/{zone}' does not have enough "
+                "resources available to fulfill the request.  Try a different zone, or try "
+                "again later."
+            )
+            return _op_error("ZONE_RESOURCE_POOL_EXHAUSTED", message, 503, "SERVICE UNAVAILABLE")
+        if not gpu_count:
+            return None
+        project_quota = {q["metric"]: q for q in self._project()["quotas"]}["GPUS_ALL_REGIONS"]
+        if project_quota["usage"] + gpu_count > project_quota["limit"]:
+            message = (
+                f"Quota 'GPUS_ALL_REGIONS' exceeded.  Limit: {project_quota['limit']:.1f} globally."
+            )
+            return _op_error(
+                "QUOTA_EXCEEDED",
+                message,
+                403,
+                "FORBIDDEN",
+                quota_info={
+                    "metricName": "compute.googleapis.com/gpus_all_regions",
+                    "limitName": "GPUS-ALL-REGIONS-per-project",
+                    "limit": project_quota["limit"],
+                },
+            )
+        scheduling = instance["scheduling"]
+        preemptible = bool(scheduling.get("preemptible")) or (
+            scheduling.get("provisioningModel") == "SPOT"
+        )
+        quotas = {q["metric"]: q for q in self._region_quotas(region)}
+        for acc in instance.get("guestAccelerators", []):
+            metric = gpu_quota_metric(_last(acc["acceleratorType"]), preemptible=preemptible)
+            quota = quotas.get(metric, {"limit": self.gpu_quota, "usage": 0.0})
+            if quota["usage"] + acc["acceleratorCount"] > quota["limit"]:
+                message = (
+                    f"Quota '{metric}' exceeded.  Limit: {quota['limit']:.1f} in region {region}."
+                )
+                return _op_error(
+                    "QUOTA_EXCEEDED",
+                    message,
+                    403,
+                    "FORBIDDEN",
+                    quota_info={
+                        "metricName": "compute.googleapis.com/" + metric.lower(),
+                        "limitName": metric.replace("_", "-") + "-per-project-region",
+                        "dimensions": {"region": region},
+                        "limit": quota["limit"],
+                    },
+                )
+        return None
+
+    def _delete_instance(self, zone: str, name: str, **_: Any) -> dict[str, Any]:
+        inst = self._instance(zone, name)
+        inst["status"] = "STOPPING"
+
+        def finish() -> None:
+            self._instances.pop((zone, name), None)
+            for disk in inst.get("disks", []):
+                if disk.get("autoDelete"):
+                    self._disks.pop((zone, _last(disk["source"])), None)
+
+        return self._operation("delete", inst["selfLink"], inst["id"], zone, finish)
+
+    def _stop_instance(self, zone: str, name: str, **_: Any) -> dict[str, Any]:
+        inst = self._instance(zone, name)
+        if inst["status"] != "TERMINATED":
+            inst["status"] = "STOPPING"
+
+        def finish() -> None:
+            inst["status"] = "TERMINATED"
+            for config in inst["networkInterfaces"][0]["accessConfigs"]:
+                released = config.pop("natIP", None)  # the ephemeral address is released
+                if released:
+                    self._released_ips[(zone, name)] = released
+
+        return self._operation("stop", inst["selfLink"], inst["id"], zone, finish)
+
+    def _start_instance(self, zone: str, name: str, **_: Any) -> dict[str, Any]:
+        inst = self._instance(zone, name)
+        if inst["status"] == "TERMINATED":
+            inst["status"] = "STAGING"
+
+        def finish() -> None:
+            inst["status"] = "RUNNING"
+            previous = self._released_ips.pop((zone, name), None)
+            for config in inst["networkInterfaces"][0]["accessConfigs"]:
+                if "natIP" not in config:
+                    config["natIP"] = self._start_address(previous)
+
+        return self._operation("start", inst["selfLink"], inst["id"], zone, finish)
+
+    def _start_address(self, previous: str | None) -> str:
+        """The address a started instance gets: the one it had, or the next one in
+        ``instance_addresses`` when ``faults.change_ip_on_start`` is on."""
+        addresses = self.instance_addresses
+        if previous is None or previous not in addresses:
+            return previous or addresses[0]
+        if not self.faults.change_ip_on_start:
+            return previous
+        return addresses[(addresses.index(previous) + 1) % len(addresses)]
+
+    def _set_labels(self, zone: str, name: str, body: Any, **_: Any) -> dict[str, Any]:
+        inst = self._instance(zone, name)
+        labels = self._validate_labels((body or {}).get("labels"), "labels")
+
+        def finish() -> None:
+            inst["labels"] = labels
+
+        return self._operation("setLabels", inst["selfLink"], inst["id"], zone, finish)
+
+    # ------------------------------------------------------------------- disks
+    def _list_disks(self, zone: str, query: dict[str, str], **_: Any) -> dict[str, Any]:
+        self._check_zone(zone)
+        items = _filtered(
+            [d for (z, _n), d in self._disks.items() if z == zone], query.get("filter")
+        )
+        return self._list("disk", items, self._link(f"zones/{zone}/disks"))
+
+    def _get_disk(self, zone: str, name: str, **_: Any) -> dict[str, Any]:
+        self._check_zone(zone)
+        disk = self._disks.get((zone, name))
+        if disk is None:
+            raise ApiError(
+                404,
+                "notFound",
+                f"The resource 'projects/{self.project}/zones/{zone}/disks/{name}' was not found",
+            )
+        return disk
+
+    # ------------------------------------------------------------------ tokens
+    def _token(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        form = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace")))
+        grant = form.get("grant_type", "")
+        with self.lock:
+            self._requests.append(RecordedRequest("POST", "/token", {}, {"grant_type": grant}))
+            if self.faults.server_errors > 0 and self.faults.server_error_path in (None, "/token"):
+                self.faults.server_errors -= 1
+                return self.faults.server_error_status, {"error": "internal_failure"}
+            if grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
+                principal, refusal = self._check_jwt(form.get("assertion", ""))
+            elif grant == "refresh_token":
+                principal, refusal = self._check_refresh(form)
+            else:
+                return 400, {"error": "unsupported_grant_type", "error_description": grant}
+            if self.faults.auth_failure:
+                refusal = (
+                    "Invalid JWT Signature."
+                    if grant != "refresh_token"
+                    else ("Token has been expired or revoked.")
+                )
+            if refusal:
+                return 400, {"error": "invalid_grant", "error_description": refusal}
+            token = f"ya29.fake-{self._id()}"
+            self._tokens[token] = principal
+            return 200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
+
+    def _check_jwt(self, assertion: str) -> tuple[str, str | None]:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+        from cryptography.hazmat.primitives.hashes import SHA256
+
+        parts = assertion.split(".")
+        if len(parts) != 3:
+            return "", "Invalid JWT: Token must be a short-lived token."
+        try:
+            claims = json.loads(_b64url_decode(parts[1]))
+            signature = _b64url_decode(parts[2])
+        except ValueError:
+            return "", "Invalid JWT Signature."
+        email = str(claims.get("iss", ""))
+        key = self._service_accounts.get(email)
+        if key is None:
+            return email, "Invalid grant: account not found"
+        if int(claims.get("exp", 0)) < time.time():
+            return email, "Invalid JWT: Token must be a short-lived token (60 minutes)."
+        try:
+            key.verify(signature, f"{parts[0]}.{parts[1]}".encode(), PKCS1v15(), SHA256())
+        except InvalidSignature:
+            return email, "Invalid JWT Signature."
+        return email, None
+
+    def _check_refresh(self, form: dict[str, str]) -> tuple[str, str | None]:
+        expected = self._refresh_tokens.get(form.get("refresh_token", ""))
+        if expected is None or expected != (form.get("client_id"), form.get("client_secret")):
+            return "", "Token has been expired or revoked."
+        return expected[0], None
+
+    # ------------------------------------------------------------------ routes
+    _Z = r"/zones/(?P<zone>[a-z0-9-]+)"
+    _N = r"(?P<name>[^/]+)"
+    _ROUTES: tuple[tuple[str, str, Callable[..., dict[str, Any]]], ...] = (
+        ("GET", r"", _project),
+        ("GET", r"/zones", _zones),
+        ("GET", _Z, _get_zone),
+        ("GET", r"/regions", _regions),
+        ("GET", r"/regions/(?P<region>[a-z0-9-]+)", _get_region),
+        ("GET", _Z + r"/(?P<kind>machineTypes|diskTypes|acceleratorTypes)", _list_types),
+        ("GET", _Z + r"/(?P<kind>machineTypes|diskTypes|acceleratorTypes)/" + _N, _get_type),
+        (
+            "GET",
+            r"/aggregated/(?P<kind>machineTypes|diskTypes|acceleratorTypes|instances|disks)",
+            _aggregated,
+        ),
+        ("GET", r"/global/networks", _networks),
+        ("GET", r"/global/networks/" + _N, _network),
+        ("GET", r"/global/firewalls", _firewalls_list),
+        ("POST", r"/global/firewalls", _insert_firewall),
+        ("GET", r"/global/firewalls/" + _N, _get_firewall),
+        ("DELETE", r"/global/firewalls/" + _N, _delete_firewall),
+        ("GET", r"/global/operations/" + _N, _get_operation),
+        ("POST", r"/global/operations/" + _N + "/wait", _wait_operation),
+        ("GET", _Z + r"/instances", _list_instances),
+        ("POST", _Z + r"/instances", _insert_instance),
+        ("GET", _Z + r"/instances/" + _N, _get_instance),
+        ("DELETE", _Z + r"/instances/" + _N, _delete_instance),
+        ("POST", _Z + r"/instances/" + _N + "/stop", _stop_instance),
+        ("POST", _Z + r"/instances/" + _N + "/start", _start_instance),
+        ("POST", _Z + r"/instances/" + _N + "/setLabels", _set_labels),
+        ("GET", _Z + r"/disks", _list_disks),
+        ("GET", _Z + r"/disks/" + _N, _get_disk),
+        ("GET", _Z + r"/operations/" + _N, _get_operation),
+        ("POST", _Z + r"/operations/" + _N + "/wait", _wait_operation),
+    )
+
+
+def _op_error(
+    code: str,
+    message: str,
+    http_status: int,
+    http_message: str,
+    *,
+    quota_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The fields a failed operation carries, shaped like GCE's."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if quota_info is not None:
+        error["errorDetails"] = [{"quotaInfo": quota_info}]
+    return {
+        "error": {"errors": [error]},
+        "httpErrorStatusCode": http_status,
+        "httpErrorMessage": http_message,
+    }
+
+
+_FILTER_TERM = re.compile(r'([A-Za-z_][\w.-]*)\s*(=|!=|\beq\b|\bne\b)\s*"?([^"\s)]*)"?')
+
+
+def _filtered(items: list[dict[str, Any]], expression: str | None) -> list[dict[str, Any]]:
+    """Apply a GCE list ``filter`` (``labels.k = "v"``, ``name = x``, ``name eq re``;
+    several terms are ANDed), enough for what a client of this fake sends."""
+    if not expression:
+        return items
+    terms = _FILTER_TERM.findall(expression)
+
+    def value_of(item: dict[str, Any], dotted: str) -> str:
+        current: Any = item
+        for part in dotted.split("."):
+            current = current.get(part) if isinstance(current, dict) else None
+        if isinstance(current, bool):
+            return str(current).lower()
+        return "" if current is None else str(current)
+
+    def keep(item: dict[str, Any]) -> bool:
+        for field_name, op, expected in terms:
+            actual = value_of(item, field_name)
+            if op in ("eq", "ne"):
+                hit = re.fullmatch(expected, actual) is not None
+                if (op == "eq") != hit:
+                    return False
+            elif (actual == expected) != (op == "="):
+                return False
+        return True
+
+    return [i for i in items if keep(i)]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, the second waits for the
+    # client's delayed ACK (~40 ms per request on loopback).
+    disable_nagle_algorithm = True
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        fake: GceFake = self.server.fake  # type: ignore[attr-defined]
+        status, payload = fake.handle(self.command, self.path, body, headers)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request stderr line: tests read ``GceFake.requests`` instead."""
