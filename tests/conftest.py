@@ -12,6 +12,7 @@ import pytest
 
 pytest_plugins = [
     "tests.bed.fixtures_gce",
+    "tests.bed.fixtures_host",
     "tests.bed.fixtures_wan",
 ]
 
