@@ -224,7 +224,12 @@ class GceFake:
         server.daemon_threads = True
         server.fake = self  # type: ignore[attr-defined]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="gce-fake", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="gce-fake",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
