@@ -1,0 +1,1 @@
+"""Built-in cloud providers, one package per cloud, each registered through the provider hook."""

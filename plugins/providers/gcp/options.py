@@ -1,0 +1,322 @@
+"""The keys of a profile's ``[profiles.NAME.gcp]`` table, validated once into `GcpOptions`.
+
+Defaults reproduce the seed's instance (n1-standard-2, one Tesla K80, Ubuntu LTS from
+``ubuntu-os-cloud`` by family, a 50 GB boot disk) so an empty table launches what the blog
+post launches by hand. Validation happens here, before any network call, so a typo fails with
+the file, table and key instead of a 400 from the API half-way through a launch.
+
+No libcloud here: `orchestrate profiles --show` and `--dry-run` must not load it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from orchestrate.core.errors import ProfileError
+from orchestrate.core.provider import GpuRequest
+
+DEFAULT_API_ENDPOINT = "https://www.googleapis.com"
+#: The seed's zone (us-east1-d) is in this region: auto-selected zones start here.
+DEFAULT_REGION = "us-east1"
+NO_GPU = "none"
+AUTH_SCOPE_PREFIX = "https://www.googleapis.com/auth/"
+#: gcloud's short scope names, as `gcloud compute instances create --scopes` takes them.
+SCOPE_ALIASES: Mapping[str, str] = {
+    "bigquery": "bigquery",
+    "cloud-platform": "cloud-platform",
+    "compute-ro": "compute.readonly",
+    "compute-rw": "compute",
+    "logging-write": "logging.write",
+    "monitoring": "monitoring",
+    "monitoring-write": "monitoring.write",
+    "storage-full": "devstorage.full_control",
+    "storage-ro": "devstorage.read_only",
+    "storage-rw": "devstorage.read_write",
+}
+#: What an instance's service account may do by default: read images/buckets, write logs
+#: and metrics. Less than gcloud's default set on purpose (no service-control/trace).
+DEFAULT_SCOPES = ("storage-ro", "logging-write", "monitoring-write")
+#: GPU counts GCE accepts per instance.
+GPU_COUNTS = (1, 2, 4, 8, 16)
+
+_PROJECT = re.compile(r"^(?:[a-z][a-z0-9.-]*:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
+_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_IMAGE_PATH = re.compile(r"^(?:projects/[a-z][a-z0-9-]+/)?global/images/[a-z][-a-z0-9]*$")
+
+
+@dataclass(frozen=True)
+class GcpOptions:
+    """Validated GCP options; frozen (hashable) so API connections can be cached by them."""
+
+    project: str | None = None
+    credentials: str | None = None
+    zones: tuple[str, ...] = ()
+    region: str | None = None
+    machine_type: str = "n1-standard-2"
+    accelerator: str | None = "nvidia-tesla-k80"
+    accelerator_count: int = 1
+    image_family: str = "ubuntu-2204-lts"
+    image_project: str = "ubuntu-os-cloud"
+    boot_image: str | None = None
+    disk_gb: int = 50
+    disk_type: str = "pd-balanced"
+    spot: bool = False
+    preemptible: bool = False
+    labels: tuple[tuple[str, str], ...] = ()
+    network: str = "default"
+    service_account: str = "default"
+    scopes: tuple[str, ...] = field(default=DEFAULT_SCOPES)
+    api_endpoint: str = DEFAULT_API_ENDPOINT
+    ssh_user: str = "orchestrate"
+    ssh_port: int = 22
+
+    @property
+    def gpu(self) -> GpuRequest | None:
+        if self.accelerator is None or self.accelerator_count == 0:
+            return None
+        return GpuRequest(self.accelerator, self.accelerator_count)
+
+    @property
+    def preferred_region(self) -> str:
+        """Where "nearest" starts: the `region` key, else the first zone's, else the seed's."""
+        if self.region:
+            return self.region
+        if self.zones:
+            return self.zones[0].rsplit("-", 1)[0]
+        return DEFAULT_REGION
+
+    @property
+    def interruptible(self) -> bool:
+        return self.spot or self.preemptible
+
+    def scope_urls(self) -> list[str]:
+        return [scope_url(s) for s in self.scopes]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly view (lists and tables, not tuples), used by `redacted_options`."""
+        data = asdict(self)
+        data["zones"] = list(self.zones)
+        data["scopes"] = list(self.scopes)
+        data["labels"] = dict(self.labels)
+        data["accelerator"] = self.accelerator or NO_GPU
+        return data
+
+
+def scope_url(scope: str) -> str:
+    return scope if scope.startswith("https://") else AUTH_SCOPE_PREFIX + SCOPE_ALIASES[scope]
+
+
+def parse_gpu(text: str, where: str = "--gpu") -> tuple[str | None, int]:
+    """``TYPE[:N]`` or ``none`` -> (accelerator or None, count)."""
+    value = text.strip().lower()
+    if value in (NO_GPU, "", "0"):
+        return None, 0
+    name, _, count_text = value.partition(":")
+    if not _SLUG.match(name):
+        raise ProfileError(f"{where}: {text!r} is not an accelerator name like nvidia-tesla-k80")
+    count = 1
+    if count_text:
+        if not count_text.isdigit():
+            raise ProfileError(f"{where}: {text!r}: the count after ':' must be a number")
+        count = int(count_text)
+    if count == 0:
+        return None, 0
+    if count not in GPU_COUNTS:
+        raise ProfileError(
+            f"{where}: {count} GPUs per instance is not possible on GCE",
+            hint=f"use one of {', '.join(map(str, GPU_COUNTS))}",
+        )
+    return name, count
+
+
+# ---------------------------------------------------------------- validation
+Check = Callable[[Any, str], Any]
+
+
+def _kind_name(value: Any) -> str:
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "table",
+    }.get(type(value), type(value).__name__)
+
+
+def _string(pattern: re.Pattern[str] | None = None, what: str = "") -> Check:
+    def check(value: Any, where: str) -> str:
+        if not isinstance(value, str):
+            raise ProfileError(f"{where} must be a string, not {_kind_name(value)} {value!r}")
+        if pattern is not None and not pattern.match(value):
+            raise ProfileError(f"{where}: {value!r} is not {what}")
+        return value
+
+    return check
+
+
+def _integer(low: int, high: int) -> Check:
+    def check(value: Any, where: str) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ProfileError(f"{where} must be an integer, not {_kind_name(value)} {value!r}")
+        if not low <= value <= high:
+            raise ProfileError(f"{where} must be between {low} and {high}, not {value}")
+        return value
+
+    return check
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ProfileError(f"{where} must be true or false, not {_kind_name(value)} {value!r}")
+    return value
+
+
+def _string_list(item: Check) -> Check:
+    def check(value: Any, where: str) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise ProfileError(f"{where} must be an array of strings, not {_kind_name(value)}")
+        return tuple(item(entry, f"{where}[{index}]") for index, entry in enumerate(value))
+
+    return check
+
+
+def _labels(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise ProfileError(f"{where} must be a table of strings, not {_kind_name(value)}")
+    result = []
+    for key, text in value.items():
+        if not isinstance(text, str):
+            raise ProfileError(f"{where}.{key} must be a string, not {_kind_name(text)}")
+        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(text):
+            raise ProfileError(
+                f"{where}.{key}: GCE labels are lowercase letters, digits, '_' and '-'",
+                hint="keys start with a letter; both at most 63 characters",
+            )
+        if key.startswith("orchestrate"):
+            raise ProfileError(
+                f"{where}.{key}: label keys starting with 'orchestrate' are "
+                "reserved for orchestrate's own labels"
+            )
+        result.append((key, text))
+    return tuple(sorted(result))
+
+
+def _scope(value: Any, where: str) -> str:
+    text = _string()(value, where)
+    if text.startswith(AUTH_SCOPE_PREFIX) or text in SCOPE_ALIASES:
+        return str(text)
+    raise ProfileError(
+        f"{where}: unknown scope {text!r}", hint=f"use a URL or one of {', '.join(SCOPE_ALIASES)}"
+    )
+
+
+def _endpoint(value: Any, where: str) -> str:
+    text: str = _string()(value, where)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ProfileError(f"{where}: {text!r} must be scheme://host[:port] with no path")
+    return text.rstrip("/")
+
+
+def _boot_image(value: Any, where: str) -> str:
+    return str(
+        _string(_IMAGE_PATH, "an image path like projects/P/global/images/NAME")(value, where)
+    )
+
+
+_CHECKS: dict[str, Check] = {
+    "project": _string(_PROJECT, "a GCP project id"),
+    "credentials": _string(),
+    "zone": _string(_ZONE, "a zone like us-east1-d"),
+    "zones": _string_list(_string(_ZONE, "a zone like us-east1-d")),
+    "region": _string(_REGION, "a region like us-east1"),
+    "machine_type": _string(_SLUG, "a machine type like n1-standard-2"),
+    "accelerator": _string(
+        re.compile(r"^(?:none|[a-z0-9]+(?:-[a-z0-9]+)*)$"),
+        "an accelerator type like nvidia-tesla-k80, or none",
+    ),
+    "accelerator_count": _integer(0, 16),
+    "image_family": _string(_NAME, "an image family like ubuntu-2204-lts"),
+    "image_project": _string(_PROJECT, "a project id like ubuntu-os-cloud"),
+    "boot_image": _boot_image,
+    "disk_gb": _integer(10, 65536),
+    "disk_type": _string(_SLUG, "a disk type like pd-balanced"),
+    "spot": _boolean,
+    "preemptible": _boolean,
+    "labels": _labels,
+    "network": _string(_NAME, "a network name"),
+    "service_account": _string(
+        re.compile(r"^(?:default|[^@\s]+@[^@\s]+)$"), "an email or 'default'"
+    ),
+    "scopes": _string_list(_scope),
+    "api_endpoint": _endpoint,
+    "ssh_user": _string(_USER, "a login name like orchestrate"),
+    "ssh_port": _integer(1, 65535),
+}
+KEYS: tuple[str, ...] = tuple(_CHECKS)
+
+
+def parse_options(table: Mapping[str, Any], where: str) -> GcpOptions:
+    """Validate a ``[profiles.NAME.gcp]`` table; every error names `where` and the key."""
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        check = _CHECKS.get(key)
+        if check is None:
+            close = [k for k in KEYS if k[:4] == key[:4]]
+            raise ProfileError(
+                f"{where}: unknown key {key!r}",
+                hint=f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(KEYS)}",
+            )
+        values[key] = check(raw, f"{where}: {key}")
+    if "zone" in values and "zones" in values:
+        raise ProfileError(f"{where}: set zone or zones, not both")
+    if "zone" in values:
+        values["zones"] = (values.pop("zone"),)
+    if len(set(values.get("zones", ()))) != len(values.get("zones", ())):
+        raise ProfileError(f"{where}: zones lists a zone twice")
+    if values.get("accelerator") == NO_GPU:
+        values["accelerator"] = None
+        values.setdefault("accelerator_count", 0)
+    if values.get("spot") and values.get("preemptible"):
+        raise ProfileError(
+            f"{where}: set spot or preemptible, not both",
+            hint="spot is the newer model of preemptible VMs",
+        )
+    options = GcpOptions(**values)
+    if options.accelerator is not None and options.accelerator_count not in (0, *GPU_COUNTS):
+        raise ProfileError(
+            f"{where}: accelerator_count must be one of "
+            f"{', '.join(map(str, GPU_COUNTS))} (or 0 for no GPU)"
+        )
+    if options.accelerator_count == 0 and options.accelerator is not None:
+        options = replace(options, accelerator=None)
+    return options
+
+
+def with_overrides(options: GcpOptions, overrides: Mapping[str, Any]) -> GcpOptions:
+    """Apply ``--zone`` and ``--gpu``; any other flag given is an error for this provider."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(given) - {"zone", "gpu"})
+    if unknown:
+        raise ProfileError(
+            f"provider gcp does not take --{unknown[0].replace('_', '-')}",
+            hint="drop the flag or set the value in the profile's gcp table",
+        )
+    if "zone" in given:
+        zone = _CHECKS["zone"](given["zone"], "--zone")
+        options = replace(options, zones=(zone,))
+    if "gpu" in given:
+        accelerator, count = parse_gpu(str(given["gpu"]))
+        options = replace(options, accelerator=accelerator, accelerator_count=count)
+    return options
