@@ -1,0 +1,139 @@
+"""One authenticated Compute API session: JSON requests with bounded retries, and operations.
+
+Requests go through the driver's own connection (libcloud's auth, JSON and error parsing),
+with bodies built by `resources`, so what ``--dry-run`` prints is byte for byte what is sent.
+
+Retries: 5xx, 429, rate-limit reasons and connection errors are retried with exponential
+backoff until `retry_deadline_s` has passed since the first try, then mapped to a core error.
+A stockout (which GCE may also answer with a 503) is never retried here: the failover loop
+moves to the next zone instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from orchestrate.core.errors import ProviderError
+from orchestrate.plugins.providers.gcp.errors import is_retryable, map_error
+
+T = TypeVar("T")
+Sleep = Callable[[float], None]
+
+FIRST_BACKOFF_S = 0.25
+MAX_BACKOFF_S = 8.0
+FIRST_POLL_S = 0.05
+MAX_POLL_S = 2.0
+
+
+class GceApi:
+    """Requests against one project through one connected `GCENodeDriver`."""
+
+    def __init__(
+        self,
+        driver: Any,
+        project: str,
+        *,
+        retry_deadline_s: float = 60.0,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        self.driver = driver
+        self.project = project
+        self.retry_deadline_s = retry_deadline_s
+        self._sleep = sleep
+
+    @property
+    def base_path(self) -> str:
+        return f"/compute/v1/projects/{self.project}"
+
+    def call(self, fn: Callable[[], T], *, context: str, zone: str | None = None) -> T:
+        """Run `fn` (one libcloud call), retrying transient failures until the deadline."""
+        return retrying(
+            fn,
+            context=context,
+            project=self.project,
+            zone=zone,
+            deadline_s=self.retry_deadline_s,
+            sleep=self._sleep,
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        context: str,
+        zone: str | None = None,
+    ) -> dict[str, Any]:
+        """``path`` is relative to the project (``/zones/...``) or a full selfLink URL."""
+        connection = self.driver.connection
+
+        def send() -> dict[str, Any]:
+            response = connection.request(
+                path,
+                method=method,
+                data=dict(body) if body is not None else None,
+                params=dict(params) if params else None,
+            )
+            result: dict[str, Any] = response.object if isinstance(response.object, dict) else {}
+            return result
+
+        return self.call(send, context=context, zone=zone)
+
+    def pages(
+        self, path: str, params: Mapping[str, str] | None = None, *, context: str
+    ) -> Iterator[dict[str, Any]]:
+        """Every page of a list or aggregated list, following ``nextPageToken``."""
+        query = dict(params or {})
+        while True:
+            page = self.request("GET", path, params=query, context=context)
+            yield page
+            token = page.get("nextPageToken")
+            if not token:
+                return
+            query["pageToken"] = str(token)
+
+    def wait(
+        self, operation: Mapping[str, Any], *, context: str, zone: str | None, timeout_s: float
+    ) -> dict[str, Any]:
+        """Poll an operation until DONE. An operation that ends in error raises the mapped
+        core error (libcloud's response parser raises on its ``error`` field)."""
+        current = dict(operation)
+        deadline = time.monotonic() + timeout_s
+        delay = FIRST_POLL_S
+        while current.get("status") != "DONE":
+            if time.monotonic() >= deadline:
+                raise ProviderError(
+                    f"gcp: {context} did not finish within {timeout_s:.0f}s",
+                    hint=f"see the operation {current.get('name', '?')} in the Cloud console",
+                )
+            self._sleep(delay)
+            delay = min(delay * 1.6, MAX_POLL_S)
+            current = self.request("GET", str(current["selfLink"]), context=context, zone=zone)
+        return current
+
+
+def retrying(
+    fn: Callable[[], T],
+    *,
+    context: str,
+    project: str,
+    zone: str | None,
+    deadline_s: float,
+    sleep: Sleep,
+) -> T:
+    """Call `fn`; retry transient errors with backoff until `deadline_s`; map the rest."""
+    started = time.monotonic()
+    delay = FIRST_BACKOFF_S
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            elapsed = time.monotonic() - started
+            if not is_retryable(exc) or elapsed + delay > deadline_s:
+                raise map_error(exc, context=context, project=project, zone=zone) from exc
+            sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
