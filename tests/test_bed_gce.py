@@ -6,6 +6,7 @@ libcloud lists zones and creates an instance through it, and each failure switch
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import time
@@ -18,16 +19,21 @@ from tests.bed.fixtures_gce import generate_rsa_key, write_service_account_file
 from tests.bed.gce_fake import GceFake, gpu_quota_metric
 
 
-def make_driver(fake: GceFake, credentials: Path, **kwargs: Any) -> Any:
-    """libcloud's driver with both API and token endpoint redirected to the fake."""
-    from libcloud.compute.drivers.gce import GCENodeDriver
+def redirected_driver_class(fake: GceFake) -> Any:
+    """libcloud's driver class with both API and token endpoint redirected to the fake."""
+    gce: Any = importlib.import_module("libcloud.compute.drivers.gce")  # typed loosely
 
-    class RedirectedDriver(GCENodeDriver):  # type: ignore[misc]
+    class RedirectedDriver(gce.GCENodeDriver):  # type: ignore[misc, unused-ignore]
         def _ex_connection_class_kwargs(self) -> dict[str, Any]:
             return {**super()._ex_connection_class_kwargs(), "url": fake.endpoint}
 
+    return RedirectedDriver
+
+
+def make_driver(fake: GceFake, credentials: Path, **kwargs: Any) -> Any:
+    """A driver signed in with a service-account key file (token cache: none)."""
     info = json.loads(credentials.read_text())
-    driver = RedirectedDriver(
+    driver = redirected_driver_class(fake)(
         info["client_email"],
         info,
         project=fake.project,
@@ -254,8 +260,6 @@ def test_application_default_credentials_refresh_grant(
     gce_api: GceFake, gce_adc_credentials: Path, tmp_path: Path
 ) -> None:
     """The authorized_user flow: libcloud's installed-app auth refreshes a stored token."""
-    from libcloud.compute.drivers.gce import GCENodeDriver
-
     info = json.loads(gce_adc_credentials.read_text())
     cache = tmp_path / "token-cache.json"
     cache.write_text(
@@ -268,11 +272,7 @@ def test_application_default_credentials_refresh_grant(
         )
     )
 
-    class RedirectedDriver(GCENodeDriver):  # type: ignore[misc]
-        def _ex_connection_class_kwargs(self) -> dict[str, Any]:
-            return {**super()._ex_connection_class_kwargs(), "url": gce_api.endpoint}
-
-    driver = RedirectedDriver(
+    driver = redirected_driver_class(gce_api)(
         info["client_id"],
         info["client_secret"],
         project=gce_api.project,
