@@ -90,9 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         echo(f"orchestrate: {exc.line()}", err=True)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except typer.Abort:
         echo("orchestrate: interrupted", err=True)
         return 130
     except click.ClickException as exc:

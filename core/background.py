@@ -1,0 +1,171 @@
+"""Detached tunnels: a background orchestrate process per instance, recorded in state.
+
+`launch --detach` and `tunnel NAME --detach` start `python -m orchestrate.core.background
+NAME PORT`; it connects with the pinned host key, opens the tunnel, writes its pid and port
+to the state row, prints one "ready PORT" line to its parent and then runs until SIGTERM
+(`tunnel NAME --close`, `stop`, `down`). A pid is only signalled after checking its command
+line, so a recycled pid is never killed.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrate.core.errors import HostError, OrchestrateError
+from orchestrate.core.state import InstanceRow
+
+MODULE = "orchestrate.core.background"
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def is_our_tunnel(pid: int | None, name: str) -> bool:
+    """True when `pid` is alive and is the background tunnel of instance `name`."""
+    if not pid:
+        return False
+    args = _cmdline(pid)
+    return MODULE in args and name in args
+
+
+def open_tunnel(
+    runtime: Any, session: Any, local_port: int, remote_port: int, *, explicit: bool
+) -> Any:
+    """The first plugin's tunnel, else core's paramiko forwarder."""
+    tunnel = runtime.pm.hook.orchestrate_open_tunnel(
+        session=session, local_port=local_port, remote_host="127.0.0.1", remote_port=remote_port
+    )
+    if tunnel is not None:
+        return tunnel
+    from orchestrate.core.tunnel import open_default_tunnel
+
+    return open_default_tunnel(
+        session, local_port, "127.0.0.1", remote_port, port_explicit=explicit
+    )
+
+
+def start_detached(name: str, port: int, *, explicit: bool, timeout_s: float = 60.0) -> int:
+    """Start the background tunnel for `name`; return the local port it bound."""
+    from orchestrate.core.paths import private_dir, state_dir
+
+    log = private_dir(state_dir() / "logs") / f"{name}.tunnel.log"
+    args = [sys.executable, "-m", MODULE, name, str(port)]
+    if explicit:
+        args.append("--explicit")
+    with open(log, "ab") as err:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,  # Ctrl-C in the terminal must not end the tunnel
+        )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    line = b""
+    while time.monotonic() < deadline and not line.endswith(b"\n"):
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 256)
+            if not chunk:
+                break
+            line += chunk
+    proc.stdout.close()
+    text = line.decode(errors="replace").strip()
+    if text.startswith("ready "):
+        return int(text.split()[1])
+    if proc.poll() is None:
+        proc.terminate()
+    tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+    reason = text.removeprefix("error ") or (tail[0] if tail else "no answer")
+    raise HostError(f"the background tunnel for {name} did not start: {reason}", hint=f"see {log}")
+
+
+def close_detached(row: InstanceRow, *, timeout_s: float = 10.0) -> bool:
+    """End the instance's background tunnel if it runs; True when one was ended."""
+    pid = row.tunnel_pid
+    if not is_our_tunnel(pid, row.name):
+        return False
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and is_our_tunnel(pid, row.name):
+        time.sleep(0.05)
+    if is_our_tunnel(pid, row.name):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _serve(name: str, port: int, explicit: bool) -> int:
+    from orchestrate.core.keys import ensure_ssh_key
+    from orchestrate.core.launch import connect
+    from orchestrate.core.registry import build_manager
+    from orchestrate.core.runtime import Runtime
+
+    runtime = Runtime(pm=build_manager())
+    state = runtime.state()
+    row = state.get(name)
+    if row is None:
+        raise OrchestrateError(f"no instance named {name!r}")
+    session = connect(runtime, name, ensure_ssh_key(), lambda message: None)
+    tunnel = open_tunnel(
+        runtime,
+        session,
+        port,
+        row.profile.get("values", {}).get("remote_port", 8888),
+        explicit=explicit,
+    )
+    stopping = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        tunnel.close()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    state.update(name, tunnel_pid=os.getpid(), local_port=tunnel.local_port)
+    sys.stdout.write(f"ready {tunnel.local_port}\n")
+    sys.stdout.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    try:
+        while not tunnel.wait(1.0):
+            pass
+    finally:
+        tunnel.close()
+        session.close()
+        current = state.get(name)
+        if current is not None and current.tunnel_pid == os.getpid():
+            state.update(name, tunnel_pid=None)
+        runtime.close()
+    error = getattr(tunnel, "error", None)
+    if error is not None and not stopping:
+        sys.stderr.write(f"tunnel ended: {error}\n")
+        return 1
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    name, port = argv[0], int(argv[1])
+    try:
+        return _serve(name, port, "--explicit" in argv[2:])
+    except OrchestrateError as exc:
+        sys.stdout.write(f"error {exc.line()}\n")
+        sys.stdout.flush()
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,165 @@
+"""launch, start, stop, down: the commands that create, bill and stop billing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from orchestrate.core.runtime import Runtime, echo
+
+# typer needs Optional[...] rather than X | None on Python 3.10.
+# ruff: noqa: UP045
+
+
+def _progress(message: str) -> None:
+    echo(message, err=True)
+
+
+def _foreground(open_browser: bool) -> Any:
+    def run(tunnel: Any, url: str) -> None:
+        from orchestrate.core.launch import open_browser as browse
+        from orchestrate.core.tunnel import run_foreground
+
+        echo(url)
+        if open_browser:
+            browse(url)
+        echo("tunnel open; Ctrl-C closes it and leaves the instance running", err=True)
+        run_foreground(tunnel, url)
+
+    return run
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("launch")
+    def launch_command(
+        ctx: typer.Context,
+        name: str = typer.Argument("notebook", help="Instance name (reused on re-run)."),
+        provider: Optional[str] = typer.Option(None, "--provider", help="Cloud provider."),
+        profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile name."),
+        gpu: Optional[str] = typer.Option(None, "--gpu", help="GPU TYPE[:COUNT] or none."),
+        zone: Optional[str] = typer.Option(None, "--zone", help="Zone to create in."),
+        host: Optional[str] = typer.Option(
+            None, "--host", help="user@address[:port] (ssh provider)."
+        ),
+        image: Optional[str] = typer.Option(None, "--image", help="Notebook image."),
+        port: Optional[int] = typer.Option(None, "--port", help="Local port (8899)."),
+        autostop: Optional[str] = typer.Option(None, "--autostop", help="Idle time or off."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print requests and scripts."),
+        detach: bool = typer.Option(False, "--detach", help="Tunnel in the background."),
+        no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    ) -> None:
+        """Create (or reuse) a GPU instance and open Jupyter on it through a tunnel."""
+        from orchestrate.core.launch import bring_up, dry_run_text, existing_token, make_plan
+
+        runtime: Runtime = ctx.obj
+        chosen = runtime.profile(
+            profile,
+            overrides={"provider": provider, "image": image, "port": port, "autostop": autostop},
+        )
+        overrides = {
+            key: value
+            for key, value in (("gpu", gpu), ("zone", zone), ("host", host))
+            if value is not None
+        }
+        row = runtime.state().get(name) if not dry_run else None
+        plan = make_plan(runtime, name, chosen, overrides, token=existing_token(row))
+        if dry_run:
+            echo(dry_run_text(runtime, plan))
+            return
+        outcome = bring_up(
+            runtime,
+            plan,
+            port=chosen["port"],
+            port_explicit=port is not None,
+            detach=detach,
+            progress=_progress,
+            foreground=_foreground(not no_browser),
+        )
+        if detach:
+            from orchestrate.core.launch import open_browser
+
+            echo(outcome.url)
+            if not no_browser:
+                open_browser(outcome.url)
+
+    @app.command("start")
+    def start_command(
+        ctx: typer.Context,
+        name: str = typer.Argument(..., help="Instance name."),
+        port: Optional[int] = typer.Option(None, "--port", help="Local port."),
+        detach: bool = typer.Option(False, "--detach", help="Tunnel in the background."),
+        no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
+    ) -> None:
+        """Start a stopped instance: new address, host-key check, container and tunnel back."""
+        from orchestrate.core.launch import bring_up, make_plan, profile_from_snapshot
+
+        runtime: Runtime = ctx.obj
+        row = _row(runtime, name)
+        profile = profile_from_snapshot(row.profile)
+        plan = make_plan(runtime, name, profile, {}, token=row.token)
+        outcome = bring_up(
+            runtime,
+            plan,
+            port=port or row.local_port or profile["port"],
+            port_explicit=port is not None,
+            detach=detach,
+            progress=_progress,
+            foreground=_foreground(not no_browser),
+        )
+        if detach:
+            echo(outcome.url)
+
+    @app.command("stop")
+    def stop_command(
+        ctx: typer.Context, name: str = typer.Argument(..., help="Instance name.")
+    ) -> None:
+        """Stop the instance (billing for compute stops); notebooks stay on its disk."""
+        from orchestrate.core.background import close_detached
+        from orchestrate.core.instances import record_of
+
+        runtime: Runtime = ctx.obj
+        row = _row(runtime, name)
+        provider = runtime.provider(row.provider)
+        close_detached(row)
+        state = runtime.state()
+        state.update(name, tunnel_pid=None)
+        if row.cloud_id is None and row.status == "creating":
+            echo(f"{name} was never created; nothing to stop (use `down` to forget it)")
+            return
+        provider.stop(record_of(row))
+        state.update(name, status="stopped", started_at=None)
+        state.event(name, "stopped", f"{name} stopped by the user")
+        echo(f"{name} stopped; `orchestrate start {name}` brings it back")
+
+    @app.command("down")
+    def down_command(
+        ctx: typer.Context,
+        name: str = typer.Argument(..., help="Instance name."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+        sync_notebooks: Optional[Path] = typer.Option(
+            None, "--sync-notebooks", help="Copy the notebooks folder here first."
+        ),
+    ) -> None:
+        """Delete the instance and everything orchestrate made for it."""
+        from orchestrate.core.teardown import down
+
+        runtime: Runtime = ctx.obj
+        row = _row(runtime, name)
+        if not yes and not typer.confirm(f"delete {name} on {row.provider} and its disk?"):
+            raise typer.Exit(1)
+        down(runtime, row, sync_to=sync_notebooks, progress=_progress)
+        echo(f"{name} deleted")
+
+
+def _row(runtime: Runtime, name: str) -> Any:
+    from orchestrate.core.errors import UsageError
+
+    row = runtime.state().get(name)
+    if row is None:
+        known = ", ".join(r.name for r in runtime.state().all()) or "none"
+        raise UsageError(
+            f"no instance named {name!r} (known: {known})", hint="see `orchestrate status`"
+        )
+    return row

@@ -1,0 +1,94 @@
+"""Instance convergence: from a state row and a spec to a running instance, never two.
+
+`launch` may run after a crash at any point. The intent row exists before the first cloud
+call; if it has no cloud id yet, the provider is asked whether an instance of that name
+exists (the create may have reached the cloud before the crash) before creating one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from orchestrate.core import provider as p
+from orchestrate.core.errors import NotFound
+from orchestrate.core.failover import create_with_failover
+from orchestrate.core.state import InstanceRow, State
+
+Progress = Callable[[str], None]
+
+
+def record_of(row: InstanceRow) -> p.InstanceRecord:
+    """The provider's view of a state row."""
+    return p.InstanceRecord(
+        name=row.name,
+        provider=row.provider,
+        zone=row.zone,
+        cloud_id=row.cloud_id,
+        status=row.status,
+        address=row.address,
+        ssh_user=row.ssh_user or "",
+        ssh_port=row.ssh_port,
+        extra=dict(row.extra),
+    )
+
+
+def store(state: State, record: p.InstanceRecord, **more: Any) -> None:
+    """Write what the provider said about the instance into its row.
+
+    `extra` is merged, not replaced: core keeps its own facts there (the GPU asked for).
+    """
+    row = state.get(record.name)
+    extra = {**(row.extra if row is not None else {}), **record.extra}
+    state.update(
+        record.name,
+        zone=record.zone,
+        cloud_id=record.cloud_id,
+        status=record.status,
+        address=record.address,
+        ssh_user=record.ssh_user,
+        ssh_port=record.ssh_port,
+        extra=extra,
+        **more,
+    )
+
+
+def ensure_running(
+    state: State, provider: p.Provider, spec: p.LaunchSpec, progress: Progress
+) -> p.InstanceRecord:
+    """Reuse, start or create the instance for `spec`; return it running with an address."""
+    row = state.get(spec.name)
+    assert row is not None, "record_intent() comes first"
+    gpu = f"{spec.gpu.name}:{spec.gpu.count}" if spec.gpu else None
+    if row.extra.get("gpu") != gpu:
+        state.update(spec.name, extra={**row.extra, "gpu": gpu})
+
+    def on_event(kind: str, message: str, data: dict[str, Any]) -> None:
+        progress(message)
+        state.event(spec.name, kind, message, data)
+
+    record: p.InstanceRecord | None = None
+    if row.cloud_id:
+        try:
+            record = provider.get(record_of(row))
+        except NotFound:
+            on_event("vanished", f"{spec.name} is gone on {provider.name}; creating it again", {})
+            record = None
+    else:
+        record = provider.find(spec)
+        if record is not None:
+            on_event("adopted", f"found {spec.name} on {provider.name} from an earlier try", {})
+    if record is None:
+        record = create_with_failover(provider, spec, on_event)
+        store(state, record, started_at=time.time())
+        return record
+    if record.status in (p.STOPPED, p.STOPPING, p.TERMINATED):
+        on_event("starting", f"starting {spec.name}", {"zone": record.zone})
+        record = provider.start(record)
+        store(state, record, started_at=time.time())
+        return record
+    store(state, record)
+    if row.started_at is None:
+        state.update(spec.name, started_at=time.time())
+    return record

@@ -1,0 +1,287 @@
+"""`launch` and `start`: the whole seed workflow, converging on every run.
+
+Order matters for "nothing is lost": the state row is written before the first cloud call,
+the cloud id right after create, the host key at first contact, the tunnel's pid when it
+starts. A crash anywhere leaves a row that `status` shows and `down` can clean, and the next
+`launch` picks up from what exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import webbrowser
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrate.core import provider as p
+from orchestrate.core.errors import OrchestrateError
+from orchestrate.core.hoststeps import StepContext
+from orchestrate.core.keys import SshKey, ensure_ssh_key
+from orchestrate.core.profiles import Profile, parse_duration
+from orchestrate.core.runtime import Runtime
+from orchestrate.core.state import InstanceRow
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class LaunchPlan:
+    """Everything decided before any network call: provider, options, spec, host context."""
+
+    name: str
+    profile: Profile
+    provider: p.Provider
+    options: Any
+    spec: p.LaunchSpec
+    context: StepContext
+    key: SshKey
+
+
+def profile_snapshot(profile: Profile) -> dict[str, Any]:
+    """What the state row keeps so `start`/`down` work without the profile files."""
+    return {
+        "name": profile.name,
+        "values": dict(profile.values),
+        "provider_tables": {k: dict(v) for k, v in profile.provider_tables.items()},
+    }
+
+
+def profile_from_snapshot(data: Mapping[str, Any]) -> Profile:
+    return Profile(
+        name=str(data.get("name", "(snapshot)")),
+        values=dict(data.get("values", {})),
+        provider_tables={k: dict(v) for k, v in data.get("provider_tables", {}).items()},
+    )
+
+
+def make_plan(
+    runtime: Runtime,
+    name: str,
+    profile: Profile,
+    provider_overrides: Mapping[str, Any],
+    *,
+    token: str | None,
+) -> LaunchPlan:
+    """Validate everything and build the spec and host context; no network, no state."""
+    provider = runtime.provider(profile.provider)
+    options = provider.validate_options(profile.provider_table(), profile.table_where())
+    options = provider.apply_overrides(options, provider_overrides)
+    key = ensure_ssh_key()
+    gpu = provider.gpu_request(options)
+    ssh_user = getattr(options, "ssh_user", None) or provider.default_ssh_user
+    autostop = profile["autostop"]
+    context = StepContext(
+        instance=name,
+        gpu=gpu,
+        notebook_image=profile["image"],
+        token=token or secrets.token_hex(24),
+        notebook_container=profile["container_name"],
+        notebooks_host_dir=profile["notebooks_dir"],
+        notebooks_container_dir=profile["container_notebooks_dir"],
+        remote_port=profile["remote_port"],
+        autostop=None if parse_duration(str(autostop)) is None else str(autostop),
+    )
+    spec = p.LaunchSpec(
+        name=name,
+        provider=provider.name,
+        options=options,
+        ssh_user=ssh_user,
+        ssh_public_key=key.public_line,
+        gpu=gpu,
+        labels={"orchestrate": "1", "orchestrate-name": name},
+    )
+    return LaunchPlan(name, profile, provider, options, spec, context, key)
+
+
+def dry_run_text(runtime: Runtime, plan: LaunchPlan) -> str:
+    """The API requests and the host script a launch would send. Never a secret: the token
+    is replaced, credentials are paths, the SSH key is the public half."""
+    from orchestrate.core.runner import dry_run_text as host_text
+
+    lines = [f"# launch {plan.name} on {plan.provider.name} (dry run: nothing is sent)"]
+    options = plan.provider.redacted_options(plan.options)
+    if options:
+        lines.append("# provider options: " + json.dumps(dict(options), sort_keys=True))
+    for request in plan.provider.plan(plan.spec):
+        lines.append(f"{request.method} {request.path}")
+        if request.body is not None:
+            lines.append(json.dumps(dict(request.body), indent=2, sort_keys=True))
+    redacted = dataclasses.replace(plan.context, token="<token>")
+    lines.append("")
+    lines.append(host_text(runtime.pm.hook, redacted))
+    return "\n".join(lines)
+
+
+def url_for(port: int, token: str) -> str:
+    return f"http://localhost:{port}/?token={token}"
+
+
+def open_browser(url: str) -> bool:
+    """Open the URL in the user's browser; False when no browser is available."""
+    try:
+        return bool(webbrowser.open(url, new=2))
+    except webbrowser.Error:
+        return False
+
+
+def existing_token(row: InstanceRow | None) -> str | None:
+    return row.token if row is not None and row.token else None
+
+
+def connect(runtime: Runtime, name: str, key: SshKey, progress: Progress) -> Any:
+    """An SSH session to the instance's current address, with the host key pinned.
+
+    First contact pins the key in the state row; later ones refuse a different key before
+    any command runs (`HostKeyMismatch`).
+    """
+    from orchestrate.core.session import Session
+
+    state = runtime.state()
+    row = state.get(name)
+    assert row is not None and row.address, "the instance has an address by now"
+
+    def on_wait(attempt: int, delay: float, reason: str) -> None:
+        if attempt == 1:
+            progress(f"waiting for SSH on {row.address} ({reason})")
+
+    session = Session.connect(
+        row.address,
+        row.ssh_port,
+        row.ssh_user or "orchestrate",
+        key.private_path,
+        pinned_host_key=row.host_key,
+        on_wait=on_wait,
+        name=name,
+    )
+    if row.host_key is None:
+        from orchestrate.core.session import fingerprint
+
+        state.update(name, host_key=session.host_key)
+        state.event(name, "host-key", f"pinned host key {fingerprint(session.host_key)}")
+    return session
+
+
+def setup_host(runtime: Runtime, session: Any, context: StepContext, progress: Progress) -> Any:
+    """Probe the host and apply the needed steps; returns the runner's `SetupReport`."""
+    from orchestrate.core.hoststeps import collect_steps
+    from orchestrate.core.paths import host_log
+    from orchestrate.core.runner import ProgressEvent, Runner
+
+    def on_event(event: ProgressEvent) -> None:
+        if event.kind == "output":
+            if runtime.debug:
+                progress(f"    {event.message}")
+            return
+        if event.kind in (
+            "step-start",
+            "step-done",
+            "step-fail",
+            "warning",
+            "reboot",
+            "wait-ssh",
+            "plan",
+        ):
+            elapsed = f" ({event.elapsed_s:.0f}s)" if event.elapsed_s is not None else ""
+            progress(f"  {event.message}{elapsed}")
+
+    steps = collect_steps(runtime.pm.hook, context)
+    runner = Runner(
+        session,
+        context,
+        steps,
+        log_path=host_log(context.instance),
+        hook=runtime.pm.hook,
+        on_event=on_event,
+    )
+    report = runner.run()
+    runtime.state().event(context.instance, "setup", report.summary())
+    progress(report.summary())
+    return report
+
+
+@dataclass
+class Outcome:
+    name: str
+    url: str
+    local_port: int
+    token: str
+    setup_summary: str
+
+
+def bring_up(
+    runtime: Runtime,
+    plan: LaunchPlan,
+    *,
+    port: int,
+    port_explicit: bool,
+    detach: bool,
+    progress: Progress,
+    foreground: Callable[[Any, str], None] | None = None,
+) -> Outcome:
+    """Create or reuse the instance, set the host up, start Jupyter and the tunnel.
+
+    With `detach`, the tunnel runs in a background process and this returns once Jupyter
+    answers through it; otherwise `foreground(tunnel, url)` runs until Ctrl-C.
+    """
+    from orchestrate.core import background, jupyter, sshconfig
+    from orchestrate.core.instances import ensure_running
+
+    state = runtime.state()
+    name = plan.name
+    state.record_intent(
+        name, plan.provider.name, profile_snapshot(plan.profile), ssh_user=plan.spec.ssh_user
+    )
+    row = state.get(name)
+    assert row is not None
+    if row.token != plan.context.token:
+        state.update(name, token=plan.context.token)
+    record = ensure_running(state, plan.provider, plan.spec, progress)
+    if not record.address:
+        raise OrchestrateError(
+            f"{name} has no external address on {plan.provider.name}",
+            hint="check the network settings of the profile",
+        )
+    sshconfig.write(state.all(), plan.key.private_path)
+    session = connect(runtime, name, plan.key, progress)
+    try:
+        report = setup_host(runtime, session, plan.context, progress)
+        state.update(name, setup_hash=str(len(report.applied)))
+        docker = "docker" if report.facts.user.privilege == "root" else "sudo -n docker"
+
+        def read_logs() -> str:
+            out = session.run(f"{docker} logs --tail 200 {plan.context.notebook_container} 2>&1")
+            return str(out.stdout)
+
+        row = state.get(name)
+        assert row is not None
+        if detach:
+            background.close_detached(row)
+            local_port = background.start_detached(name, port, explicit=port_explicit)
+            token = jupyter.wait_ready(
+                local_port, plan.context.token, read_logs=read_logs, progress=progress
+            )
+            tunnel = None
+        else:
+            tunnel = background.open_tunnel(
+                runtime, session, port, plan.context.remote_port, explicit=port_explicit
+            )
+            local_port = tunnel.local_port
+            state.update(name, local_port=local_port)
+            token = jupyter.wait_ready(
+                local_port, plan.context.token, read_logs=read_logs, progress=progress
+            )
+        if token != plan.context.token:
+            state.update(name, token=token)
+        url = url_for(local_port, token)
+        state.event(name, "ready", f"jupyter answers through the tunnel on port {local_port}")
+        outcome = Outcome(name, url, local_port, token, report.summary())
+        if tunnel is not None and foreground is not None:
+            foreground(tunnel, url)
+        elif tunnel is not None:
+            tunnel.close()
+        return outcome
+    finally:
+        session.close()

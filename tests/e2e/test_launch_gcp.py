@@ -1,0 +1,162 @@
+"""The whole seed workflow, end to end, on the test bed.
+
+`orchestrate launch --provider gcp --profile e2e` talks to the fake GCE API over real HTTP
+through libcloud's real driver; the instance it gets resolves to the bed's real sshd; host
+steps run for real (no accelerator: this machine has no GPU); the real Jupyter image runs
+under the real Docker engine; the tunnel is real, and so are the HTTP requests through it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.bed.docker_engine import docker
+from tests.support.e2e import Bed, adopt_bed_key, make_bed, write_profile
+
+pytestmark = [pytest.mark.bed, pytest.mark.slow]
+
+URL = re.compile(r"^http://localhost:(\d+)/\?token=([0-9a-zA-Z_-]+)$", re.M)
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def put_json(port: int, path: str, body: dict) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("PUT", path, json.dumps(body), {"Content-Type": "application/json"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def bed(
+    orch_home: Path, gce_api, gce_credentials: Path, ssh_host, docker_engine, jupyter_image
+) -> Iterator[Bed]:
+    adopt_bed_key(orch_home, ssh_host.key_path)
+    made = make_bed(orch_home, Path.cwd(), gce_api, ssh_host, jupyter_image)
+    write_profile(made, gce_credentials)
+    yield made
+    leftover = made.cli("status", "--offline", "--json", check=False)
+    for info in json.loads(leftover.stdout or "[]"):
+        made.cli("down", info["name"], "--yes", check=False)
+    # Deleting the fake's instance cannot stop a container on the machine that stands in for
+    # it, so the test removes the container it caused, by its unique name.
+    docker("rm", "-f", made.container, check=False)
+
+
+def test_launch_converges_and_down_cleans(bed: Bed, tmp_path: Path) -> None:
+    first = bed.cli("launch", "nb", "--profile", "e2e", "--detach", "--no-browser")
+    found = URL.search(first.stdout)
+    assert found, first.stdout
+    port, token = int(found.group(1)), found.group(2)
+    assert port == bed.local_port
+    assert "host set up:" in first.stderr and "notebook" in first.stderr
+
+    # Jupyter answers through the tunnel with the token, and refuses without it.
+    status, body = get(port, f"/api/status?token={token}")
+    assert status == 200 and b"started" in body
+    assert get(port, "/api/status")[0] == 403
+
+    # The fake cloud holds one CPU instance, created through the real API.
+    instances = bed.gce.instances
+    assert list(instances) == ["nb"]
+    inserts = bed.gce.calls("POST", "/instances")
+    assert len(inserts) == 1
+    assert "guestAccelerators" not in (inserts[0].body or {})
+
+    # The container publishes on the host's loopback only.
+    published = docker("port", bed.container).stdout
+    assert published.strip() == f"8888/tcp -> 127.0.0.1:{bed.remote_port}"
+
+    # logs shows Jupyter's start-up.
+    logs = bed.cli("logs", "nb")
+    assert "Jupyter Notebook" in logs.stdout or "Serving notebooks" in logs.stdout
+
+    # A notebook written through Jupyter lands in the host folder.
+    notebook = {
+        "type": "notebook",
+        "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5},
+    }
+    assert put_json(port, f"/api/contents/e2e.ipynb?token={token}", notebook) == 201
+
+    # A second launch converges: no new instance, zero steps, the same URL.
+    second = bed.cli("launch", "nb", "--profile", "e2e", "--detach", "--no-browser")
+    assert "0 steps applied" in second.stderr
+    assert URL.search(second.stdout).group(0) == found.group(0)
+    assert len(bed.gce.calls("POST", "/instances")) == 1
+
+    # status tells the truth from the cloud.
+    info = json.loads(bed.cli("status", "nb", "--json").stdout)[0]
+    assert info["status"] == "running" and info["zone"] == "us-east1-d"
+    assert info["tunnel"] == f"localhost:{port}"
+
+    # stop, then start: the instance comes back and so do the container and the tunnel.
+    bed.cli("stop", "nb")
+    assert bed.gce.instances["nb"]["status"] == "TERMINATED"
+    assert get(port, f"/api/status?token={token}")[0] != 200 if _port_open(port) else True
+    started = bed.cli("start", "nb", "--detach", "--no-browser")
+    assert URL.search(started.stdout)
+    assert get(port, f"/api/status?token={token}")[0] == 200
+
+    # down copies the notebooks home first, then deletes everything.
+    target = tmp_path / "synced"
+    bed.cli("down", "nb", "--yes", "--sync-notebooks", str(target))
+    assert (target / "e2e.ipynb").is_file()
+    assert bed.gce.instances == {}
+    assert json.loads(bed.cli("status", "--offline", "--json").stdout) == []
+    assert not _port_open(port)
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_ctrl_c_on_foreground_tunnel_leaves_instance_up(bed: Bed) -> None:
+    bed.cli("launch", "nb", "--profile", "e2e", "--detach", "--no-browser")
+    bed.cli("tunnel", "nb", "--close")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrate.core.cli", "tunnel", "nb"],
+        cwd=bed.work,
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = URL.search(line)
+        assert found, line
+        assert get(int(found.group(1)), f"/api/status?token={found.group(2)}")[0] == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not _port_open(int(found.group(1)))
+    info = json.loads(bed.cli("status", "nb", "--json").stdout)[0]
+    assert info["status"] == "running"
+    assert bed.gce.instances["nb"]["status"] == "RUNNING"

@@ -1,0 +1,107 @@
+"""Helpers for end-to-end tests: a launch profile pointing at the test bed, a CLI runner
+in a subprocess (the real console script, as a user runs it), and a network-namespace probe.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.bed.sshd import free_port
+
+
+@dataclass
+class Bed:
+    """What an end-to-end test needs: the fake cloud, the host, ports and names."""
+
+    home: Path
+    work: Path
+    gce: Any
+    ssh: Any
+    image: str
+    local_port: int
+    remote_port: int
+    container: str
+
+    def cli(
+        self, *args: str, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `orchestrate ARGS` as a user would: the console script, a fresh process."""
+        result = subprocess.run(
+            [sys.executable, "-m", "orchestrate.core.cli", *args],
+            cwd=self.work,
+            env=os.environ.copy(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"orchestrate {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+
+def write_profile(bed: Bed, credentials: Path, *, name: str = "e2e") -> Path:
+    """The e2e profile: GCP provider against the fake API, no accelerator (this machine has
+    no GPU: a CPU notebook host is a real option), the bed's sshd and Jupyter image."""
+    text = textwrap.dedent(
+        f"""
+        [profiles.{name}]
+        provider = "gcp"
+        image = "{bed.image}"
+        port = {bed.local_port}
+        remote_port = {bed.remote_port}
+        container_name = "{bed.container}"
+        autostop = "off"
+
+        [profiles.{name}.gcp]
+        project = "{bed.gce.project}"
+        credentials = "{credentials}"
+        api_endpoint = "{bed.gce.endpoint}"
+        zones = ["us-east1-d", "us-east1-c"]
+        accelerator = "none"
+        ssh_user = "{bed.ssh.user}"
+        ssh_port = {bed.ssh.port}
+        """
+    )
+    path = bed.work / "orchestrate.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def adopt_bed_key(home: Path, key_path: Path) -> None:
+    """Make the bed's authorised client key orchestrate's own key.
+
+    On GCE the guest agent installs the key from the `ssh-keys` metadata; the bed's sshd has
+    no agent, so the key it trusts becomes the one orchestrate would otherwise generate.
+    """
+    config = home / "config"
+    config.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target = config / "id_ed25519"
+    shutil.copyfile(key_path, target)
+    os.chmod(target, 0o600)
+    public = Path(str(key_path) + ".pub")
+    (config / "id_ed25519.pub").write_text(public.read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def make_bed(home: Path, work: Path, gce: Any, ssh: Any, image: str) -> Bed:
+    return Bed(
+        home=home,
+        work=work,
+        gce=gce,
+        ssh=ssh,
+        image=image,
+        local_port=free_port(),
+        remote_port=free_port(),
+        container=f"orch-e2e-{uuid.uuid4().hex[:8]}",
+    )
