@@ -1,0 +1,767 @@
+"""The local port forward to the notebook: core's answer to ``orchestrate_open_tunnel``.
+
+A `Tunnel` listens on 127.0.0.1 (never a public address: the notebook token is the only
+other guard) and, for each local connection, opens a ``direct-tcpip`` channel over the
+session's existing SSH connection to the host's Jupyter on 127.0.0.1:8888. It exists,
+rather than shelling out to ``ssh -L``, so one authenticated, host-key-pinned connection
+serves every step of a command and so the tunnel can reconnect by itself and report
+traffic on the live line.
+
+What makes it fast and well behaved, each measured in ``bench/tunnel_bench.py``:
+
+* TCP_NODELAY on every socket: paramiko does not set it and Nagle costs ~40 ms per
+  request/response turn.
+* A channel window sized for a WAN (see `DEFAULT_WINDOW_SIZE`): the window caps a download
+  at window / RTT, and OpenSSH's fixed 2 MB is what makes it slow on a 50 ms link.
+* Reads drain paramiko's receive buffer in one call (`_RECV_SIZE`): its buffered pipe
+  copies what is left after every partial read, which is what makes a large window slow on
+  loopback when reads are small.
+* Writes hand paramiko a memoryview, so its ``sendall`` splits into packets without
+  copying the rest of the chunk each time.
+* A forward the remote refuses (nothing on the port yet: Jupyter still starting) closes
+  the local socket at once, so a browser retries instead of hanging.
+* Keepalives (SSH and TCP) notice a dead link; a ``reconnect`` callable supplied by the
+  caller brings a new transport with bounded exponential backoff.
+
+paramiko is imported only for type checking: ``orchestrate --help`` must not load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO, Union
+
+from orchestrate.core.errors import HostError
+from orchestrate.core.ports import DEFAULT_PORT_TRIES, bind_listener
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    import paramiko
+
+log = logging.getLogger(__name__)
+
+#: Receive window advertised for each forwarded channel. Placeholder until measured.
+DEFAULT_WINDOW_SIZE = 16 * 1024 * 1024
+#: Largest SSH packet the host may send us per channel. Placeholder until measured.
+DEFAULT_MAX_PACKET_SIZE = 32 * 1024
+
+#: Bytes asked of the channel per read. Larger than any window we advertise so one read
+#: empties paramiko's buffered pipe (a partial read costs a copy of everything left in it).
+_RECV_SIZE = 64 * 1024 * 1024
+#: Bytes read from the local socket per call: big enough that Python's per-call cost is
+#: small next to the copy, small enough to keep the tunnel's memory per connection low.
+_SOCK_RECV_SIZE = 256 * 1024
+
+#: How long a local EOF waits for a connection accepted at the same moment to send its
+#: channel open first (see `Tunnel._send_eof`): covers accept() waking up and the GIL.
+_EOF_GRACE_S = 0.005
+
+#: Keepalive, seconds: an SSH-level ping when idle, and TCP probes plus a user timeout on
+#: the transport's socket, so a dead link (laptop asleep, Wi-Fi gone) is found in about a
+#: minute rather than TCP's default of many minutes.
+DEFAULT_KEEPALIVE_S = 15
+
+PumpKind = Literal["threads", "select"]
+
+
+class HasTransport(Protocol):
+    """Anything that carries a connected paramiko Transport, such as core's Session."""
+
+    @property
+    def transport(self) -> paramiko.Transport: ...
+
+
+TransportLike = Union["paramiko.Transport", HasTransport]
+#: Called by the tunnel after the transport died; returns a new, authenticated one.
+Reconnect = Callable[[], TransportLike]
+
+
+def as_transport(obj: TransportLike) -> paramiko.Transport:
+    """The paramiko Transport behind ``obj``: a Transport itself or anything with ``.transport``.
+
+    Duck-typed on ``open_channel`` so this module never imports paramiko at run time.
+    """
+    if hasattr(obj, "open_channel"):
+        return obj  # type: ignore[return-value]
+    transport = getattr(obj, "transport", None)
+    if transport is None or not hasattr(transport, "open_channel"):
+        raise TypeError(f"expected a paramiko Transport or an object with .transport, not {obj!r}")
+    return transport  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class TunnelStats:
+    """One snapshot of a tunnel, for the live line and ``orchestrate status``."""
+
+    local_port: int
+    bytes_up: int
+    bytes_down: int
+    connections: int
+    active: int
+    refused: int
+    reconnects: int
+    state: str  # "up", "reconnecting", "failed" or "closed"
+    uptime_s: float
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Bounded exponential backoff between reconnect attempts.
+
+    The first attempt is immediate (a single dropped connection is the common case), then
+    ``first_s``, doubling up to ``max_s``; after ``attempts`` failures the tunnel gives up and
+    says so rather than retrying forever behind the user's back.
+    """
+
+    attempts: int = 10
+    first_s: float = 1.0
+    max_s: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt number ``attempt`` (0-based)."""
+        if attempt <= 0:
+            return 0.0
+        return float(min(self.max_s, self.first_s * 2 ** (attempt - 1)))
+
+
+class Tunnel:
+    """A local TCP listener whose connections are forwarded over an SSH transport.
+
+    ``transport`` is a connected, authenticated paramiko Transport or an object with a
+    ``.transport`` attribute (core's Session). The tunnel never closes a live transport, the
+    first one or one ``reconnect`` returned: they belong to the caller (core's Session
+    reconnects in place and closes its own), and closing the tunnel must leave the session
+    usable. `transport` is the one in use now.
+    """
+
+    def __init__(
+        self,
+        transport: TransportLike,
+        local_port: int,
+        remote_host: str,
+        remote_port: int,
+        *,
+        bind: str = "127.0.0.1",
+        port_explicit: bool = False,
+        window_size: int = DEFAULT_WINDOW_SIZE,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        reconnect: Reconnect | None = None,
+        backoff: Backoff = Backoff(),
+        keepalive_s: int = DEFAULT_KEEPALIVE_S,
+        port_tries: int = DEFAULT_PORT_TRIES,
+        open_timeout_s: float = 15.0,
+        pump: PumpKind = "threads",
+    ) -> None:
+        self._transport: paramiko.Transport | None = as_transport(transport)
+        self.requested_port = local_port
+        self.local_port = local_port
+        self.remote_host = remote_host
+        self.remote_port = remote_port
+        self.bind = bind
+        self.port_explicit = port_explicit
+        self.window_size = window_size
+        self.max_packet_size = max_packet_size
+        self._reconnect = reconnect
+        self._backoff = backoff
+        self._keepalive_s = keepalive_s
+        self._port_tries = port_tries
+        self._open_timeout_s = open_timeout_s
+        if pump not in ("threads", "select"):
+            raise ValueError(f"pump must be 'threads' or 'select', not {pump!r}")
+        self._pump = pump
+
+        self.error: HostError | None = None
+        self._lock = threading.Lock()
+        self._bytes_up = 0
+        self._bytes_down = 0
+        self._connections = 0
+        self._refused = 0
+        self._reconnects = 0
+        self._state = "new"
+        self._started = 0.0
+        self._conns: set[_Connection] = set()
+        self._pending_eofs: dict[paramiko.Channel, threading.Event] = {}
+        self._listener: socket.socket | None = None
+        self._closing = threading.Event()
+        self._stopped = threading.Event()
+        self._up = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> Tunnel:
+        """Bind the local port and start forwarding; returns self.
+
+        Raises `UsageError` when the port is busy and was given explicitly (or every port
+        tried is busy). The port actually bound is ``self.local_port`` afterwards.
+        """
+        if self._state != "new":
+            raise RuntimeError("a Tunnel can be started once")
+        listener = bind_listener(
+            self.bind, self.requested_port, explicit=self.port_explicit, tries=self._port_tries
+        )
+        self._listener = listener
+        self.local_port = int(listener.getsockname()[1])
+        assert self._transport is not None
+        self._prepare_transport(self._transport)
+        self._started = time.monotonic()
+        self._state = "up"
+        self._up.set()
+        for name, target in (("accept", self._accept_loop), ("monitor", self._monitor_loop)):
+            thread = threading.Thread(
+                target=target, name=f"tunnel-{self.local_port}-{name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        log.debug(
+            "tunnel 127.0.0.1:%d -> %s:%d up", self.local_port, self.remote_host, self.remote_port
+        )
+        return self
+
+    def close(self) -> None:
+        """Stop listening, close every forwarded connection and free the port. Idempotent.
+
+        Leaves the caller's transport (and so the instance) alone: closing the tunnel is
+        what Ctrl-C does, and the notebook keeps running for the next ``orchestrate tunnel``.
+        """
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        self._wake.set()
+        self._up.set()  # release connections waiting for a reconnect
+        listener = self._listener
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+            listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            conn.abort()
+        me = threading.current_thread()
+        for thread in self._threads:
+            if thread is not me:
+                thread.join(timeout=5)
+        if self._state != "failed":
+            self._state = "closed"
+        self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the tunnel stopped (closed or failed for good); True if it did."""
+        return self._stopped.wait(timeout)
+
+    def __enter__(self) -> Tunnel:
+        return self if self._state != "new" else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def transport(self) -> paramiko.Transport | None:
+        """The transport the tunnel forwards over now (a new one after each reconnect)."""
+        return self._transport
+
+    @property
+    def url(self) -> str:
+        """The local base URL, e.g. ``http://127.0.0.1:8899/`` (add the token yourself)."""
+        host = f"[{self.bind}]" if ":" in self.bind else self.bind
+        return f"http://{host}:{self.local_port}/"
+
+    def stats(self) -> TunnelStats:
+        """Counters since start: bytes each way, connections, refusals, reconnects, state."""
+        with self._lock:
+            return TunnelStats(
+                local_port=self.local_port,
+                bytes_up=self._bytes_up,
+                bytes_down=self._bytes_down,
+                connections=self._connections,
+                active=len(self._conns),
+                refused=self._refused,
+                reconnects=self._reconnects,
+                state=self._state,
+                uptime_s=time.monotonic() - self._started if self._started else 0.0,
+            )
+
+    # -- transport care ----------------------------------------------------------------
+
+    def _prepare_transport(self, transport: paramiko.Transport) -> None:
+        """Keepalives on the SSH layer and on its TCP socket; TCP_NODELAY if not yet set.
+
+        The SSH keepalive alone does not detect a dead peer (it wants no reply); it makes
+        traffic, and TCP_USER_TIMEOUT turns unacknowledged traffic into a socket error, which
+        ends paramiko's reader thread, which the monitor sees as ``not is_active()``.
+        """
+        if self._keepalive_s > 0:
+            transport.set_keepalive(self._keepalive_s)
+        sock = getattr(transport, "sock", None)
+        if not isinstance(sock, socket.socket):
+            return
+        options: list[tuple[int, int, int]] = [
+            (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+        ]
+        if self._keepalive_s > 0:
+            options.append((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1))
+            for name, value in (
+                ("TCP_KEEPIDLE", self._keepalive_s),
+                ("TCP_KEEPINTVL", max(1, self._keepalive_s // 3)),
+                ("TCP_KEEPCNT", 4),
+                ("TCP_USER_TIMEOUT", self._keepalive_s * 4 * 1000),
+            ):
+                opt = getattr(socket, name, None)
+                if opt is not None:
+                    options.append((socket.IPPROTO_TCP, opt, value))
+        for level, opt, value in options:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, opt, value)
+
+    def _current_transport(self) -> paramiko.Transport | None:
+        """The live transport, waiting (bounded) while a reconnect is under way."""
+        if not self._up.wait(timeout=self._reconnect_budget_s()):
+            return None
+        if self._closing.is_set():
+            return None
+        return self._transport
+
+    def _reconnect_budget_s(self) -> float:
+        """How long a new local connection may wait for a reconnect before it is dropped."""
+        b = self._backoff
+        return sum(b.delay(i) for i in range(b.attempts)) + self._open_timeout_s
+
+    def _monitor_loop(self) -> None:
+        """Watch the transport; when it dies, reconnect with backoff or fail for good.
+
+        Polls ``is_active()`` twice a second (paramiko has no death callback) and at once
+        when a channel open failed with a transport error.
+        """
+        while not self._closing.is_set():
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            if self._closing.is_set():
+                return
+            transport = self._transport
+            if transport is not None and transport.is_active():
+                continue
+            self._up.clear()
+            with self._lock:
+                self._state = "reconnecting"
+            if transport is not None:
+                with contextlib.suppress(Exception):
+                    transport.close()
+            if not self._reconnect_with_backoff(transport):
+                return
+
+    def _reconnect_with_backoff(self, dead: paramiko.Transport | None) -> bool:
+        """Try ``reconnect`` up to the backoff's attempts; False when the tunnel gave up."""
+        if self._reconnect is None:
+            self._fail("the ssh connection under the tunnel closed and no reconnect was given")
+            return False
+        last: BaseException | None = None
+        for attempt in range(self._backoff.attempts):
+            if self._closing.wait(self._backoff.delay(attempt)):
+                return False
+            try:
+                fresh = as_transport(self._reconnect())
+            except Exception as exc:  # any failure is one failed attempt; the last is shown
+                last = exc
+                log.debug("tunnel reconnect attempt %d failed: %s", attempt + 1, exc)
+                continue
+            if not fresh.is_active():
+                last = HostError("reconnect returned a closed transport")
+                continue
+            self._prepare_transport(fresh)
+            if self._closing.is_set():
+                return False
+            with self._lock:
+                self._transport = fresh
+                self._reconnects += 1
+                self._state = "up"
+            self._up.set()
+            log.debug("tunnel reconnected after %d attempt(s)", attempt + 1)
+            return True
+        self._fail(
+            f"the tunnel lost its ssh connection and {self._backoff.attempts} reconnect "
+            f"attempts failed (last: {last})"
+        )
+        return False
+
+    def _fail(self, message: str) -> None:
+        """Give up for good: record why, stop listening, wake whoever waits in `wait`."""
+        self.error = HostError(message, hint="run `orchestrate tunnel NAME` again")
+        with self._lock:
+            self._state = "failed"
+        self._up.set()
+        threading.Thread(target=self.close, name="tunnel-fail-close", daemon=True).start()
+
+    # -- connections -------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        """Accept local connections and hand each to its own forwarding thread."""
+        listener = self._listener
+        assert listener is not None
+        while not self._closing.is_set():
+            try:
+                client, peer = listener.accept()
+            except OSError:
+                if self._closing.is_set():
+                    return
+                time.sleep(0.05)  # e.g. EMFILE: back off instead of spinning
+                continue
+            thread = threading.Thread(
+                target=self._forward,
+                args=(client, peer),
+                name=f"tunnel-conn-{peer[1]}",
+                daemon=True,
+            )
+            thread.start()
+
+    def _forward(self, client: socket.socket, peer: Any) -> None:
+        """Open the channel for one local connection, pump both ways, close both ends."""
+        with contextlib.suppress(OSError):
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self._connections += 1
+        transport = self._current_transport()
+        chan = None if transport is None else self._open_channel(transport, client, peer)
+        if chan is None:
+            _close_socket(client)
+            return
+        conn = _Connection(client, chan, self._send_eof)
+        with self._lock:
+            if self._closing.is_set():
+                conn.abort()
+                return
+            self._conns.add(conn)
+        try:
+            if self._pump == "select":
+                self._pump_select(conn)
+            else:
+                self._pump_threads(conn)
+        finally:
+            conn.finish()
+            with self._lock:
+                self._conns.discard(conn)
+
+    def _open_channel(
+        self, transport: paramiko.Transport, client: socket.socket, peer: Any
+    ) -> paramiko.Channel | None:
+        """The ``direct-tcpip`` channel, or None after closing ``client`` if it failed.
+
+        A refusal (`ChannelException`: nothing listens on the remote port, e.g. Jupyter not
+        up yet) closes the local socket at once so the browser sees the failure and retries,
+        instead of a connection that hangs open with nothing behind it.
+        """
+        import paramiko
+
+        src = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("127.0.0.1", 0)
+        self._flush_eofs()  # right before our open: see _send_eof
+        try:
+            return transport.open_channel(
+                "direct-tcpip",
+                dest_addr=(self.remote_host, self.remote_port),
+                src_addr=src,
+                window_size=self.window_size,
+                max_packet_size=self.max_packet_size,
+                timeout=self._open_timeout_s,
+            )
+        except paramiko.ChannelException as exc:
+            with self._lock:
+                self._refused += 1
+            log.debug(
+                "remote %s:%d refused the forward: %s", self.remote_host, self.remote_port, exc
+            )
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            log.debug("channel open failed: %s", exc)
+            self._wake.set()  # the transport may be dead: let the monitor look now
+        return None
+
+    def _send_eof(self, chan: paramiko.Channel) -> None:
+        """Pass a local half-close on, just before the next channel open if one comes soon.
+
+        sshd does not set TCP_NODELAY on a connection without a terminal, so Nagle holds a
+        small message it sends while another small one is unacknowledged. Our EOF makes sshd
+        answer with EOF and CLOSE; if a channel-open confirmation (or the first answer on the
+        new channel) follows within a round trip, it waits a whole round trip for the ACK.
+        Browsers close and open connections back to back, and on a 50 ms link such a new
+        connection took three round trips instead of two (measured: 155 vs 103 ms).
+        OpenSSH escapes by an accident of its event loop: it reads the EOF and accepts the
+        new connection in the same turn, so sshd gets both in one read and answers both in
+        one write. We do the same on purpose: the EOF waits up to `_EOF_GRACE_S` for a new
+        connection, whose thread sends it immediately before its open (`_flush_eofs`);
+        otherwise it goes alone.
+        """
+        taken = threading.Event()
+        with self._lock:
+            self._pending_eofs[chan] = taken
+        if taken.wait(_EOF_GRACE_S):
+            return
+        with self._lock:
+            mine = self._pending_eofs.pop(chan, None) is not None
+        if mine:
+            with contextlib.suppress(Exception):
+                chan.shutdown_write()
+
+    def _flush_eofs(self) -> None:
+        """Send every EOF waiting in `_send_eof` now, from the thread about to open."""
+        with self._lock:
+            pending, self._pending_eofs = self._pending_eofs, {}
+        for chan, taken in pending.items():
+            with contextlib.suppress(Exception):
+                chan.shutdown_write()
+            taken.set()
+
+    def _count(self, up: int, down: int) -> None:
+        with self._lock:
+            self._bytes_up += up
+            self._bytes_down += down
+
+    def _pump_threads(self, conn: _Connection) -> None:
+        """Two blocking copies, one thread each way: no polling, no busy loop.
+
+        This thread carries the download (the direction that matters for a notebook);
+        a helper thread carries the upload. Each direction forwards end-of-file as a
+        half-close, like ``ssh -L``; the connection ends when both directions have.
+        """
+        up = threading.Thread(
+            target=self._copy_up,
+            args=(conn,),
+            name=threading.current_thread().name + "-up",
+            daemon=True,
+        )
+        up.start()
+        self._copy_down(conn)
+        # The remote is done sending. If it closed the channel outright, nothing more can go
+        # up: end the local socket too rather than wait on a client that waits on us.
+        while up.is_alive():
+            up.join(timeout=0.5)
+            if conn.chan.closed:
+                conn.abort()
+
+    def _copy_down(self, conn: _Connection) -> None:
+        chan, client = conn.chan, conn.client
+        try:
+            while True:
+                data = chan.recv(_RECV_SIZE)
+                if not data:
+                    break
+                client.sendall(data)
+                self._count(0, len(data))
+        except (OSError, EOFError) as exc:
+            log.debug("download side ended: %s", exc)
+            conn.abort()
+            return
+        conn.down_done()
+
+    def _copy_up(self, conn: _Connection) -> None:
+        chan, client = conn.chan, conn.client
+        try:
+            while True:
+                data = client.recv(_SOCK_RECV_SIZE)
+                if not data:
+                    break
+                chan.sendall(memoryview(data))  # type: ignore[arg-type]
+                self._count(len(data), 0)
+        except (OSError, EOFError) as exc:
+            log.debug("upload side ended: %s", exc)
+            conn.abort()
+            return
+        conn.up_done()
+
+    def _pump_select(self, conn: _Connection) -> None:
+        """One thread per connection multiplexing both ways with select().
+
+        paramiko's channel exposes a pipe file descriptor that becomes readable when data
+        arrives, so the local socket and the channel can share one select(). Kept as the
+        measured alternative to `_pump_threads` (see ``bench/tunnel_bench.py --pumps``).
+        """
+        chan, client = conn.chan, conn.client
+        up_open = down_open = True
+        try:
+            while up_open or down_open:
+                if conn.aborted or (not down_open and chan.closed):
+                    return
+                watch: list[Any] = []
+                if up_open:
+                    watch.append(client)
+                if down_open:
+                    watch.append(chan)
+                readable, _, _ = select.select(watch, [], [], 1.0)
+                if chan in readable:
+                    data = chan.recv(_RECV_SIZE)
+                    if data:
+                        client.sendall(data)
+                        self._count(0, len(data))
+                    else:
+                        down_open = False
+                        conn.down_done()
+                if client in readable:
+                    data = client.recv(_SOCK_RECV_SIZE)
+                    if data:
+                        chan.sendall(memoryview(data))  # type: ignore[arg-type]
+                        self._count(len(data), 0)
+                    else:
+                        up_open = False
+                        conn.up_done()
+        except (OSError, EOFError, ValueError) as exc:
+            log.debug("select pump ended: %s", exc)
+            conn.abort()
+
+
+class _Connection:
+    """One forwarded connection: the local socket, its channel, and how far each side is."""
+
+    def __init__(
+        self,
+        client: socket.socket,
+        chan: paramiko.Channel,
+        send_eof: Callable[[paramiko.Channel], None],
+    ) -> None:
+        self.client = client
+        self.chan = chan
+        self._send_eof = send_eof
+        self.aborted = False
+        self._lock = threading.Lock()
+
+    def up_done(self) -> None:
+        """The local client sent EOF: pass the half-close on to the remote."""
+        self._send_eof(self.chan)
+
+    def down_done(self) -> None:
+        """The remote sent EOF: half-close the local socket; if the channel is closed too,
+        nothing more can go up either, so end the local socket entirely (the upload thread
+        would otherwise wait on a client that waits for us)."""
+        how = socket.SHUT_RDWR if self.chan.closed else socket.SHUT_WR
+        with contextlib.suppress(OSError):
+            self.client.shutdown(how)
+
+    def abort(self) -> None:
+        """Tear both ends down now (error, tunnel closing): wakes any blocked pump."""
+        self.aborted = True
+        with contextlib.suppress(Exception):
+            self.chan.close()
+        with contextlib.suppress(OSError):
+            self.client.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        """Release both ends once the pumps are done."""
+        with contextlib.suppress(Exception):
+            self.chan.close()
+        _close_socket(self.client)
+
+
+def _close_socket(sock: socket.socket) -> None:
+    """Shut down and close: the shutdown makes the peer see EOF even if a dup lingers."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def open_default_tunnel(
+    session: TransportLike,
+    local_port: int,
+    remote_host: str,
+    remote_port: int,
+    *,
+    port_explicit: bool = False,
+    reconnect: Reconnect | None = None,
+    bind: str = "127.0.0.1",
+) -> Tunnel:
+    """Core's forwarder, used when no plugin answers ``orchestrate_open_tunnel``.
+
+    ``session`` is core's Session or any object with ``.transport`` (or a Transport).
+    When ``reconnect`` is not given and the session has a ``reconnect()`` method, that is
+    used, so a plain hook call still survives a dropped connection. Returns the started
+    tunnel; raises `UsageError` for a busy explicit port.
+    """
+    if reconnect is None:
+        method = getattr(session, "reconnect", None)
+        if callable(method):
+
+            def reconnect() -> TransportLike:
+                return as_transport(method())
+
+    return Tunnel(
+        session,
+        local_port,
+        remote_host,
+        remote_port,
+        bind=bind,
+        port_explicit=port_explicit,
+        reconnect=reconnect,
+    ).start()
+
+
+# -- the foreground display -------------------------------------------------------------
+
+
+def _human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"  # pragma: no cover - the loop always returns
+
+
+def _human_duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def live_line(stats: TunnelStats, url: str) -> str:
+    """The one line ``orchestrate tunnel`` keeps rewriting in the foreground.
+
+    URL first (what the user copies), then traffic, then what explains trouble:
+    open connections, reconnects, and the state when it is not simply up. Plain ASCII so it
+    survives any terminal and log file.
+    """
+    parts = [
+        url,
+        f"down {_human_bytes(stats.bytes_down)}",
+        f"up {_human_bytes(stats.bytes_up)}",
+        f"{stats.active} open / {stats.connections} total",
+        f"reconnects {stats.reconnects}",
+        _human_duration(stats.uptime_s),
+    ]
+    if stats.refused:
+        parts.insert(4, f"refused {stats.refused}")
+    if stats.state != "up":
+        parts.append(stats.state.upper())
+    return "  |  ".join(parts)
+
+
+def run_foreground(
+    tunnel: Tunnel, url: str, *, out: TextIO | None = None, interval_s: float = 1.0
+) -> None:
+    """Show `live_line` until Ctrl-C or a final failure; always closes the tunnel.
+
+    Only the tunnel closes: the instance and the notebook keep running. Re-raises the
+    tunnel's `HostError` when it gave up reconnecting, so the CLI prints it and exits
+    non-zero.
+    """
+    stream = out if out is not None else sys.stderr
+    tty = stream.isatty()
+    try:
+        while not tunnel.wait(interval_s):
+            line = live_line(tunnel.stats(), url)
+            if tty:
+                stream.write("\r\x1b[2K" + line)
+            else:
+                stream.write(line + "\n")
+            stream.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        tunnel.close()
+        if tty:
+            stream.write("\n")
+            stream.flush()
+    if tunnel.error is not None:
+        raise tunnel.error

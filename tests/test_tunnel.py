@@ -1,0 +1,544 @@
+"""The tunnel against the real thing: OpenSSH's sshd from the bed and an HTTP server behind it.
+
+Nothing is timed here except generous upper bounds that turn a hang into a failure: speed is
+the benchmark's business (bench/tunnel_bench.py), a timing threshold in a test is a flaky test.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import http.client
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from orchestrate.core.errors import HostError, UsageError
+from orchestrate.core.ports import bind_listener, is_port_free
+from orchestrate.core.tunnel import (
+    Backoff,
+    Tunnel,
+    TunnelStats,
+    as_transport,
+    live_line,
+    open_default_tunnel,
+)
+
+from tests.bed.fixtures_host import SshHost
+
+MB = 1_000_000
+WAIT_S = 15.0  # upper bound for anything that should happen "at once"
+
+
+# -- the remote end: a real HTTP server on loopback, as Jupyter would be -------------------
+
+
+def _blob(n: int) -> bytes:
+    """n deterministic, incompressible-looking bytes (the same for server and test)."""
+    out = bytearray()
+    counter = 0
+    while len(out) < n:
+        out += hashlib.sha256(counter.to_bytes(8, "big")).digest() * 64
+        counter += 1
+    return bytes(out[:n])
+
+
+BLOB = _blob(5 * MB)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = BLOB if self.path == "/blob" else b"pong\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        digest = hashlib.sha256()
+        left = length
+        while left:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+        body = json.dumps({"sha256": digest.hexdigest(), "length": length - left}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_port() -> Iterator[int]:
+    """A threaded HTTP server on 127.0.0.1: the forward's remote target."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=WAIT_S)
+
+
+# -- the SSH side ---------------------------------------------------------------------------
+
+
+def _connect(host: SshHost) -> Any:
+    """An authenticated paramiko Transport to the bed's sshd: our own socket, key auth."""
+    import paramiko
+
+    sock = socket.create_connection((host.address, host.port), timeout=WAIT_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    transport = paramiko.Transport(sock)
+    transport.start_client(timeout=WAIT_S)
+    kind, blob = host.host_key.split()[:2]
+    expected = paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+    assert transport.get_remote_server_key() == expected, "host key differs from the bed's"
+    transport.auth_publickey(
+        host.user, paramiko.Ed25519Key.from_private_key_file(str(host.key_path))
+    )
+    return transport
+
+
+@pytest.fixture
+def transport(ssh_host: SshHost) -> Iterator[Any]:
+    t = _connect(ssh_host)
+    try:
+        yield t
+    finally:
+        t.close()
+
+
+@pytest.fixture
+def make_tunnel() -> Iterator[Callable[..., Tunnel]]:
+    """Start tunnels that are closed after the test whatever happens."""
+    made: list[Tunnel] = []
+
+    def make(*args: Any, **kwargs: Any) -> Tunnel:
+        tunnel = Tunnel(*args, **kwargs).start()
+        made.append(tunnel)
+        return tunnel
+
+    yield make
+    for tunnel in made:
+        tunnel.close()
+
+
+def _get(port: int, path: str) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        assert response.status == 200
+        return response.read()
+    finally:
+        conn.close()
+
+
+def _post(port: int, body: bytes) -> dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
+    try:
+        conn.request("POST", "/hash", body=body)
+        response = conn.getresponse()
+        assert response.status == 200
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+    finally:
+        conn.close()
+
+
+def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+# -- data path ----------------------------------------------------------------------------
+
+
+@pytest.mark.bed
+@pytest.mark.parametrize("pump", ["threads", "select"])
+def test_bytes_round_trip_both_ways(
+    transport: Any, http_port: int, make_tunnel: Callable[..., Tunnel], pump: str
+) -> None:
+    tunnel = make_tunnel(transport, 0, "127.0.0.1", http_port, pump=pump)
+
+    down = _get(tunnel.local_port, "/blob")
+    assert hashlib.sha256(down).hexdigest() == hashlib.sha256(BLOB).hexdigest()
+
+    upload = BLOB[::-1]
+    answer = _post(tunnel.local_port, upload)
+    assert answer == {"sha256": hashlib.sha256(upload).hexdigest(), "length": len(upload)}
+
+    _wait_for(lambda: tunnel.stats().active == 0, "both connections to finish")
+    stats = tunnel.stats()
+    assert stats.bytes_down >= len(BLOB)
+    assert stats.bytes_up >= len(upload)
+    assert stats.connections == 2
+    assert stats.state == "up"
+
+
+@pytest.mark.bed
+def test_many_connections_at_once(
+    transport: Any, http_port: int, make_tunnel: Callable[..., Tunnel]
+) -> None:
+    """A notebook page opens a dozen connections together; each gets its own channel."""
+    tunnel = make_tunnel(transport, 0, "127.0.0.1", http_port)
+    results: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            results.append(_get(tunnel.local_port, "/ping"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=WAIT_S)
+    assert not errors
+    assert results == [b"pong\n"] * 16
+
+
+@pytest.mark.bed
+def test_remote_refusal_closes_the_local_socket(
+    transport: Any, http_port: int, make_tunnel: Callable[..., Tunnel]
+) -> None:
+    """Nothing listens on the remote port (Jupyter not up yet): the browser must see a close,
+    not a connection that hangs with nothing behind it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]  # free once closed: nothing listens there
+    tunnel = make_tunnel(transport, 0, "127.0.0.1", dead_port)
+
+    with socket.create_connection(("127.0.0.1", tunnel.local_port), timeout=WAIT_S) as client:
+        client.settimeout(WAIT_S)  # a hang fails the test instead of blocking it
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            data = client.recv(1024)
+        except ConnectionResetError:
+            data = b""
+        assert data == b"", "the local socket should be closed, not answered"
+
+    assert tunnel.stats().refused == 1
+    assert tunnel.stats().state == "up", "a refusal must not look like a dead link"
+    # The tunnel itself is fine: a forward to a live port on the same transport works.
+    with Tunnel(transport, 0, "127.0.0.1", http_port) as other:
+        assert _get(other.local_port, "/ping") == b"pong\n"
+
+
+# -- the local port -----------------------------------------------------------------------
+
+
+def test_busy_port_moves_to_the_next_free_one() -> None:
+    with bind_listener("127.0.0.1", 0, explicit=True) as busy:
+        port = busy.getsockname()[1]
+        with bind_listener("127.0.0.1", port, explicit=False) as moved:
+            got = moved.getsockname()[1]
+    assert port < got < port + 20
+
+
+def test_busy_explicit_port_is_a_usage_error() -> None:
+    with bind_listener("127.0.0.1", 0, explicit=True) as busy:
+        port = busy.getsockname()[1]
+        with pytest.raises(UsageError) as info:
+            bind_listener("127.0.0.1", port, explicit=True)
+        assert not is_port_free("127.0.0.1", port)
+    line = info.value.line()
+    assert f"local port {port} is busy" in line
+    assert "pass another --port or free it" in line
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.bed
+def test_tunnel_on_a_busy_port(
+    transport: Any, http_port: int, make_tunnel: Callable[..., Tunnel]
+) -> None:
+    with bind_listener("127.0.0.1", 0, explicit=True) as busy:
+        port = busy.getsockname()[1]
+        moved = make_tunnel(transport, port, "127.0.0.1", http_port)
+        assert moved.local_port != port
+        assert _get(moved.local_port, "/ping") == b"pong\n"
+        with pytest.raises(UsageError, match=f"local port {port} is busy"):
+            Tunnel(transport, port, "127.0.0.1", http_port, port_explicit=True).start()
+
+
+@pytest.mark.bed
+def test_close_frees_the_port_and_leaves_the_session(transport: Any, http_port: int) -> None:
+    tunnel = Tunnel(transport, 0, "127.0.0.1", http_port).start()
+    port = tunnel.local_port
+    # An idle keep-alive connection is open when the user hits Ctrl-C.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
+    conn.request("GET", "/ping")
+    assert conn.getresponse().read() == b"pong\n"
+
+    tunnel.close()
+    tunnel.close()  # idempotent
+
+    assert tunnel.wait(0)
+    assert tunnel.stats().state == "closed"
+    assert is_port_free("127.0.0.1", port)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT_S).close()
+    assert conn.sock is not None
+    conn.sock.settimeout(WAIT_S)
+    assert conn.sock.recv(1) == b"", "open connections end with the tunnel"
+    conn.close()
+    # Only the tunnel closed: the session (and so the instance) is untouched.
+    assert transport.is_active()
+    chan = transport.open_channel("direct-tcpip", ("127.0.0.1", http_port), ("127.0.0.1", 0))
+    chan.close()
+
+
+# -- reconnecting ---------------------------------------------------------------------------
+
+
+@pytest.mark.bed
+def test_reconnects_after_the_transport_dies(
+    ssh_host: SshHost, http_port: int, make_tunnel: Callable[..., Tunnel]
+) -> None:
+    first = _connect(ssh_host)
+    calls: list[Any] = []
+
+    def reconnect() -> Any:
+        fresh = _connect(ssh_host)
+        calls.append(fresh)
+        return fresh
+
+    tunnel = make_tunnel(
+        first, 0, "127.0.0.1", http_port, reconnect=reconnect,
+        backoff=Backoff(attempts=5, first_s=0.1, max_s=0.5),
+    )  # fmt: skip
+    assert _get(tunnel.local_port, "/ping") == b"pong\n"
+
+    first.close()  # the link drops under the tunnel
+    _wait_for(lambda: tunnel.stats().reconnects == 1, "the reconnect")
+
+    assert _get(tunnel.local_port, "/ping") == b"pong\n"
+    stats = tunnel.stats()
+    assert stats.reconnects == 1
+    assert stats.state == "up"
+    assert len(calls) == 1
+    assert tunnel.transport is calls[0]
+    tunnel.close()
+    for transport in calls:
+        transport.close()
+
+
+@pytest.mark.bed
+def test_reconnect_retries_with_backoff_then_works(
+    ssh_host: SshHost, http_port: int, make_tunnel: Callable[..., Tunnel]
+) -> None:
+    """The first attempts fail (host still rebooting); the tunnel keeps trying, bounded."""
+    first = _connect(ssh_host)
+    attempts: list[float] = []
+    made: list[Any] = []
+
+    def reconnect() -> Any:
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise HostError("connection refused")
+        made.append(_connect(ssh_host))
+        return made[-1]
+
+    tunnel = make_tunnel(
+        first, 0, "127.0.0.1", http_port, reconnect=reconnect,
+        backoff=Backoff(attempts=5, first_s=0.05, max_s=0.2),
+    )  # fmt: skip
+    first.close()
+    _wait_for(lambda: tunnel.stats().reconnects == 1, "the reconnect")
+    assert len(attempts) == 3
+    assert _get(tunnel.local_port, "/ping") == b"pong\n"
+    tunnel.close()
+    for transport in made:
+        transport.close()
+
+
+@pytest.mark.bed
+def test_gives_up_after_bounded_attempts(ssh_host: SshHost, http_port: int) -> None:
+    first = _connect(ssh_host)
+    tries: list[int] = []
+
+    def reconnect() -> Any:
+        tries.append(1)
+        raise HostError("connection refused")
+
+    tunnel = Tunnel(
+        first, 0, "127.0.0.1", http_port, reconnect=reconnect,
+        backoff=Backoff(attempts=3, first_s=0.01, max_s=0.02),
+    ).start()  # fmt: skip
+    port = tunnel.local_port
+    first.close()
+    assert tunnel.wait(WAIT_S), "the tunnel should stop after its last attempt"
+    assert len(tries) == 3
+    assert tunnel.stats().state == "failed"
+    assert isinstance(tunnel.error, HostError)
+    assert "3 reconnect attempts failed" in tunnel.error.line()
+    assert is_port_free("127.0.0.1", port)
+    tunnel.close()
+
+
+@pytest.mark.bed
+def test_without_reconnect_a_dead_transport_ends_the_tunnel(
+    ssh_host: SshHost, http_port: int
+) -> None:
+    first = _connect(ssh_host)
+    tunnel = Tunnel(first, 0, "127.0.0.1", http_port).start()
+    first.close()
+    assert tunnel.wait(WAIT_S)
+    assert tunnel.stats().state == "failed"
+    assert tunnel.error is not None
+
+
+# -- the default the hook falls back to -------------------------------------------------
+
+
+class _FakeSession:
+    """Stands in for core's Session: ``.transport`` and ``reconnect()`` returning itself."""
+
+    def __init__(self, host: SshHost) -> None:
+        self.host = host
+        self.transport = _connect(host)
+        self.reconnects = 0
+
+    def reconnect(self) -> _FakeSession:
+        self.transport.close()
+        self.transport = _connect(self.host)
+        self.reconnects += 1
+        return self
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+@pytest.mark.bed
+def test_open_default_tunnel_uses_the_session_and_its_reconnect(
+    ssh_host: SshHost, http_port: int
+) -> None:
+    """What core calls when no plugin answers ``orchestrate_open_tunnel``."""
+    from orchestrate.core.hooks import orchestrate_open_tunnel
+
+    session = _FakeSession(ssh_host)
+    # Same leading arguments as the hook spec, so core can pass the hook's kwargs through.
+    tunnel = open_default_tunnel(
+        session=session, local_port=0, remote_host="127.0.0.1", remote_port=http_port
+    )
+    assert orchestrate_open_tunnel.__name__ == "orchestrate_open_tunnel"
+    try:
+        assert _get(tunnel.local_port, "/ping") == b"pong\n"
+        session.transport.close()
+        _wait_for(lambda: tunnel.stats().reconnects == 1, "the session's reconnect")
+        assert session.reconnects == 1
+        assert _get(tunnel.local_port, "/ping") == b"pong\n"
+        assert tunnel.url == f"http://127.0.0.1:{tunnel.local_port}/"
+    finally:
+        tunnel.close()
+        session.close()
+
+
+def test_as_transport_accepts_transport_or_holder() -> None:
+    class FakeTransport:
+        def open_channel(self) -> None: ...
+
+    class Holder:
+        transport = FakeTransport()
+
+    t: Any = FakeTransport()
+    holder: Any = Holder()
+    assert as_transport(t) is t
+    assert as_transport(holder) is holder.transport
+    with pytest.raises(TypeError):
+        as_transport(object())  # type: ignore[arg-type]
+
+
+# -- display and imports ------------------------------------------------------------------
+
+
+def test_live_line_shows_url_traffic_and_reconnects() -> None:
+    stats = TunnelStats(
+        local_port=8899, bytes_up=1_234, bytes_down=12_345_678, connections=17, active=3,
+        refused=0, reconnects=2, state="up", uptime_s=3723.0,
+    )  # fmt: skip
+    line = live_line(stats, "http://127.0.0.1:8899/?token=abc")
+    assert line.startswith("http://127.0.0.1:8899/?token=abc")
+    assert "down 12.3 MB" in line
+    assert "up 1.2 kB" in line
+    assert "3 open / 17 total" in line
+    assert "reconnects 2" in line
+    assert "1:02:03" in line
+    assert "\n" not in line
+    assert "refused" not in line and "UP" not in line
+
+    trouble = TunnelStats(
+        local_port=8899, bytes_up=0, bytes_down=0, connections=1, active=0, refused=1,
+        reconnects=0, state="reconnecting", uptime_s=1.0,
+    )  # fmt: skip
+    line = live_line(trouble, "http://127.0.0.1:8899/")
+    assert "refused 1" in line
+    assert line.endswith("RECONNECTING")
+
+
+def test_backoff_is_bounded_and_grows() -> None:
+    backoff = Backoff(attempts=6, first_s=1.0, max_s=5.0)
+    assert [backoff.delay(i) for i in range(6)] == [0.0, 1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_importing_the_tunnel_does_not_import_paramiko() -> None:
+    code = "import sys, orchestrate.core.tunnel; print('paramiko' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.bed
+def test_run_foreground_closes_on_ctrl_c(
+    transport: Any, http_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C ends the live line and closes the tunnel; the transport stays up."""
+    import io
+
+    from orchestrate.core import tunnel as tunnel_module
+
+    tunnel = Tunnel(transport, 0, "127.0.0.1", http_port).start()
+    calls = {"n": 0}
+    real_wait = tunnel.wait
+
+    def wait(timeout: float | None = None) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_wait(0.01)
+
+    monkeypatch.setattr(tunnel, "wait", wait)
+    out = io.StringIO()
+    tunnel_module.run_foreground(tunnel, "http://127.0.0.1/x", out=out, interval_s=0.01)
+    assert tunnel.stats().state == "closed"
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and all(line.startswith("http://127.0.0.1/x") for line in lines)
+    assert transport.is_active()
+    with contextlib.suppress(Exception):
+        tunnel.close()
