@@ -93,6 +93,10 @@ def make_plan(
         gpu=gpu,
         labels={"orchestrate": "1", "orchestrate-name": name},
     )
+    if profile["bootstrap"] == "startup-script":
+        from orchestrate.core.bootstrap import startup_script
+
+        spec = dataclasses.replace(spec, startup_script=startup_script(runtime.pm.hook, context))
     return LaunchPlan(name, profile, provider, options, spec, context, key)
 
 
@@ -247,6 +251,10 @@ def bring_up(
     sshconfig.write(state.all(), plan.key.private_path)
     session = connect(runtime, name, plan.key, progress)
     try:
+        if plan.spec.startup_script is not None:
+            from orchestrate.core.bootstrap import wait_done
+
+            session = wait_done(session, progress)
         report = setup_host(runtime, session, plan.context, progress)
         state.update(name, setup_hash=str(len(report.applied)))
         docker = "docker" if report.facts.user.privilege == "root" else "sudo -n docker"

@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,7 +97,9 @@ def test_launch_converges_and_down_cleans(bed: Bed, tmp_path: Path) -> None:
         "type": "notebook",
         "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5},
     }
-    assert put_json(port, f"/api/contents/e2e.ipynb?token={token}", notebook) == 201
+    # The bed's host is this machine, so its notebooks folder outlives each test: a unique name.
+    saved = f"{bed.container}.ipynb"
+    assert put_json(port, f"/api/contents/{saved}?token={token}", notebook) == 201
 
     # A second launch converges: no new instance, zero steps, the same URL.
     second = bed.cli("launch", "nb", "--profile", "e2e", "--detach", "--no-browser")
@@ -120,7 +123,7 @@ def test_launch_converges_and_down_cleans(bed: Bed, tmp_path: Path) -> None:
     # down copies the notebooks home first, then deletes everything.
     target = tmp_path / "synced"
     bed.cli("down", "nb", "--yes", "--sync-notebooks", str(target))
-    assert (target / "e2e.ipynb").is_file()
+    assert (target / saved).is_file()
     assert bed.gce.instances == {}
     assert json.loads(bed.cli("status", "--offline", "--json").stdout) == []
     assert not _port_open(port)
@@ -160,3 +163,79 @@ def test_ctrl_c_on_foreground_tunnel_leaves_instance_up(bed: Bed) -> None:
     info = json.loads(bed.cli("status", "nb", "--json").stdout)[0]
     assert info["status"] == "running"
     assert bed.gce.instances["nb"]["status"] == "RUNNING"
+
+
+def test_startup_script_mode_sets_the_host_up_at_boot(bed: Bed) -> None:
+    """`bootstrap = "startup-script"`: the setup travels in metadata and launch waits.
+
+    The fake cloud has no guest agent to run the startup script at boot, so the test plays
+    that part: it takes the script from the instance's metadata and runs it as root on the
+    machine that stands in for the VM, exactly once, as GCE would at first boot.
+    """
+    from orchestrate.core.bootstrap import DONE_FILE
+
+    Path(DONE_FILE).unlink(missing_ok=True)
+    profile = bed.work / "orchestrate.toml"
+    profile.write_text(
+        profile.read_text().replace(
+            'autostop = "off"', 'autostop = "off"\nbootstrap = "startup-script"'
+        )
+    )
+    dry = bed.cli("launch", "nb", "--profile", "e2e", "--dry-run")
+    assert '"key": "startup-script"' in dry.stdout
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrate.core.cli",
+            "launch",
+            "nb",
+            "--profile",
+            "e2e",
+            "--detach",
+            "--no-browser",
+        ],
+        cwd=bed.work,
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        script = None
+        for _ in range(300):
+            instance = bed.gce.instances.get("nb")
+            if instance is not None:
+                items = instance.get("metadata", {}).get("items", [])
+                script = next((i["value"] for i in items if i["key"] == "startup-script"), None)
+                break
+            time.sleep(0.1)
+        assert script is not None, "the instance carries no startup-script"
+        token = json.loads(bed.cli("status", "nb", "--offline", "--json").stdout)[0]
+        row_token = _state_token(bed)
+        assert row_token and row_token not in script, "the token must not reach metadata"
+        assert "run_step docker" in script
+        booted = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300)
+        assert booted.returncode == 0, booted.stdout + booted.stderr
+        assert Path(DONE_FILE).is_file()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        Path(DONE_FILE).unlink(missing_ok=True)
+    assert proc.returncode == 0, err
+    assert "startup script finished" in err
+    found = URL.search(out)
+    assert found and token["status"] in ("creating", "running")
+    assert get(int(found.group(1)), f"/api/status?token={found.group(2)}")[0] == 200
+
+
+def _state_token(bed: Bed) -> str | None:
+    import sqlite3
+
+    db = sqlite3.connect(bed.home / "state" / "state.db")
+    try:
+        row = db.execute("SELECT token FROM instances WHERE name = 'nb'").fetchone()
+    finally:
+        db.close()
+    return row[0] if row else None
