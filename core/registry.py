@@ -3,14 +3,24 @@
 Built-in plugins are ordinary plugins: the same hooks, the same manager, and the same way to
 switch them off (`ORCHESTRATE_DISABLE_PLUGINS=name,name`). Only their discovery differs: a
 list here instead of entry-point metadata, which keeps start-up fast.
+
+Start-up cost is also why the built-ins load lazily: they (providers with their option
+tables, host steps with their scripts) take longer to import than the rest of the CLI
+together, and `orchestrate --help` or `status --offline` calls none of their hooks. The
+manager imports them on the first call of any hook but `orchestrate_register_commands`
+(built-in commands live in core/commands, so a built-in plugin may not implement it, which
+loading checks), and before any question about which plugins exist. Third-party plugins load
+at once: they may add commands.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 from orchestrate.core import hooks
@@ -35,24 +45,78 @@ def disabled_plugins() -> set[str]:
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
-def build_manager(builtins: tuple[str, ...] | None = None) -> pluggy.PluginManager:
-    """A plugin manager with every enabled plugin loaded and checked.
+#: The one hook fired before any built-in is needed; built-ins may not implement it.
+COMMANDS_HOOK = "orchestrate_register_commands"
 
-    `check_pending()` makes a misspelt hook implementation fail here, loudly, instead of
-    silently never being called.
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, with the built-in plugins imported on first need.
+
+    Every way to reach plugins goes through `load_builtins()` first: a hook call (pluggy
+    routes each through `_hookexec` with the implementations to run, which are read again
+    after loading) and the listing methods. `orchestrate_register_commands` alone runs
+    without them, so `--help` imports no provider and no host step.
     """
-    pm = pluggy.PluginManager(hooks.PROJECT)
-    pm.add_hookspecs(hooks)
-    blocked = disabled_plugins()
-    for name in blocked:
-        pm.set_blocked(name)
-    for module_name in BUILTIN_PLUGINS if builtins is None else builtins:
-        name = builtin_name(module_name)
-        if name in blocked:
-            continue
-        module = importlib.import_module(module_name)
-        pm.register(module, name=name)
-    _load_entry_points(pm, blocked)
+
+    def __init__(self, project_name: str, builtins: Sequence[str] = ()) -> None:
+        super().__init__(project_name)
+        self._pending: tuple[str, ...] = tuple(builtins)
+        self._loading = threading.Lock()
+        #: plugin names of the built-ins, loaded or not.
+        self.builtin_names = frozenset(builtin_name(m) for m in builtins)
+
+    def load_builtins(self) -> None:
+        """Import and register the built-in plugins not loaded yet (once; thread-safe)."""
+        if not self._pending:
+            return
+        with self._loading:
+            pending, self._pending = self._pending, ()
+            for module_name in pending:
+                name = builtin_name(module_name)
+                if self.is_blocked(name):
+                    continue
+                module = importlib.import_module(module_name)
+                if hasattr(module, COMMANDS_HOOK):
+                    raise PluginError(
+                        f"built-in plugin {name!r} implements {COMMANDS_HOOK}",
+                        hint="built-in commands belong in orchestrate.core.commands: "
+                        "built-in plugins load after the commands are registered",
+                    )
+                self.register(module, name=name)
+            check(self)
+
+    def _hookexec(
+        self,
+        hook_name: str,
+        methods: Sequence[pluggy.HookImpl],
+        kwargs: Mapping[str, object],
+        firstresult: bool,
+    ) -> Any:
+        if self._pending and hook_name != COMMANDS_HOOK:
+            self.load_builtins()
+            methods = getattr(self.hook, hook_name).get_hookimpls()
+        return super()._hookexec(hook_name, methods, kwargs, firstresult)
+
+    def get_plugins(self) -> set[Any]:
+        self.load_builtins()
+        return super().get_plugins()
+
+    def get_plugin(self, name: str) -> Any | None:
+        self.load_builtins()
+        return super().get_plugin(name)
+
+    def has_plugin(self, name: str) -> bool:
+        self.load_builtins()
+        return super().has_plugin(name)
+
+    def list_name_plugin(self) -> list[tuple[str, Any]]:
+        self.load_builtins()
+        return super().list_name_plugin()
+
+
+def check(pm: pluggy.PluginManager) -> None:
+    """`check_pending()`: a misspelt hook implementation fails loudly instead of silently
+    never being called."""
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -60,6 +124,21 @@ def build_manager(builtins: tuple[str, ...] | None = None) -> pluggy.PluginManag
             f"plugin {pm.get_name(exc.plugin) or exc.plugin!r}: {exc}",
             hint="hook names start with orchestrate_ and must match core/hooks.py",
         ) from exc
+
+
+def build_manager(builtins: tuple[str, ...] | None = None) -> PluginManager:
+    """A plugin manager with every enabled plugin known and checked.
+
+    Third-party plugins are loaded and checked here; the built-ins when first needed (see
+    `PluginManager`), where a misspelt hook of theirs fails just as loudly.
+    """
+    pm = PluginManager(hooks.PROJECT, BUILTIN_PLUGINS if builtins is None else builtins)
+    pm.add_hookspecs(hooks)
+    blocked = disabled_plugins()
+    for name in blocked:
+        pm.set_blocked(name)
+    _load_entry_points(pm, blocked)
+    check(pm)
     return pm
 
 
@@ -67,7 +146,7 @@ def build_manager(builtins: tuple[str, ...] | None = None) -> pluggy.PluginManag
 _DISTRIBUTIONS: dict[str, tuple[str, str]] = {}
 
 
-def _load_entry_points(pm: pluggy.PluginManager, blocked: set[str]) -> None:
+def _load_entry_points(pm: PluginManager, blocked: set[str]) -> None:
     """Register third-party plugins from the `orchestrate` entry-point group.
 
     Not pluggy's load_setuptools_entrypoints: it parses every installed distribution's
@@ -76,7 +155,9 @@ def _load_entry_points(pm: pluggy.PluginManager, blocked: set[str]) -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in blocked or pm.has_plugin(ep.name):
+        # A built-in of the same name wins, as when built-ins loaded first. (Not has_plugin:
+        # asking which plugins exist would load the built-ins.)
+        if ep.name in blocked or ep.name in pm.builtin_names:
             continue
         try:
             plugin = ep.load()

@@ -1,0 +1,92 @@
+"""Start-up stays cheap: built-in plugins load on first need, never for `--help`.
+
+The figure itself is a benchmark (bench/, B1), never a timed test; these tests pin the
+behaviour that makes it cheap, and that laziness changes nothing a user or plugin sees.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+
+import pytest
+
+PROBE = """
+import json, sys, contextlib, io
+from orchestrate.core.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    code = main(sys.argv[1:])
+print(json.dumps({"code": code, "mods": sorted(sys.modules)}))
+"""
+
+
+def _modules_after(*args: str) -> tuple[int, list[str]]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60,
+        check=True,
+    ).stdout  # fmt: skip
+    data = json.loads(out.strip().splitlines()[-1])
+    return data["code"], data["mods"]
+
+
+@pytest.mark.parametrize("args", [("--help",), ("status", "--offline")])
+def test_no_builtin_plugin_is_imported_for(args: tuple[str, ...], orch_home: object) -> None:
+    code, modules = _modules_after(*args)
+    assert code == 0
+    loaded = [m for m in modules if m.startswith("orchestrate.plugins.")]
+    assert not loaded, f"`orchestrate {' '.join(args)}` imported {loaded}"
+
+
+def test_a_hook_call_loads_the_builtins_first() -> None:
+    from orchestrate.core.registry import build_manager, providers
+
+    pm = build_manager(builtins=("orchestrate.plugins.providers.gcp",))
+    assert pm.builtin_names == {"providers.gcp"}
+    # The first hook call sees the built-ins' implementations, not the empty list it was
+    # handed before they loaded.
+    assert list(providers(pm)) == ["gcp"]
+
+
+def test_listing_plugins_loads_the_builtins() -> None:
+    from orchestrate.core.registry import build_manager
+
+    pm = build_manager(builtins=("orchestrate.plugins.providers.gcp",))
+    assert [name for name, _ in pm.list_name_plugin()] == ["providers.gcp"]
+
+
+def test_a_disabled_builtin_stays_unloaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrate.core.registry import build_manager, providers
+
+    monkeypatch.setenv("ORCHESTRATE_DISABLE_PLUGINS", "providers.gcp")
+    pm = build_manager(builtins=("orchestrate.plugins.providers.gcp",))
+    assert providers(pm) == {}
+    assert not pm.has_plugin("providers.gcp")
+
+
+@pytest.fixture
+def fake_builtin() -> Iterator[str]:
+    """A module posing as a built-in plugin that (wrongly) adds a command."""
+    from orchestrate.core.hooks import hookimpl
+
+    module = types.ModuleType("orchestrate_fake_builtin")
+
+    @hookimpl
+    def orchestrate_register_commands(app: object) -> None:
+        """A command a lazily loaded built-in could never add in time."""
+
+    module.orchestrate_register_commands = orchestrate_register_commands  # type: ignore[attr-defined]
+    sys.modules[module.__name__] = module
+    yield module.__name__
+    sys.modules.pop(module.__name__, None)
+
+
+def test_a_builtin_may_not_add_commands(fake_builtin: str) -> None:
+    from orchestrate.core.errors import PluginError
+    from orchestrate.core.registry import build_manager
+
+    pm = build_manager(builtins=(fake_builtin,))
+    with pytest.raises(PluginError, match="orchestrate_register_commands"):
+        pm.load_builtins()
