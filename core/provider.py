@@ -95,6 +95,11 @@ class Provider(abc.ABC):
     description: str = ""
     #: the login user of the image the provider boots, used for SSH.
     default_ssh_user: str = "orchestrate"
+    #: True when the machine is not the provider's to power off or delete (an existing host
+    #: reached over SSH): `stop` then stops the notebook container instead of calling
+    #: `Provider.stop`, and `down` removes the container itself before `destroy`, which only
+    #: forgets the machine. Cloud providers leave it False.
+    stops_container_only: bool = False
 
     @abc.abstractmethod
     def validate_options(self, table: Mapping[str, Any], where: str) -> Any:

@@ -33,7 +33,9 @@ ENTRY_POINT_GROUP = "orchestrate"
 DISABLE_ENV = "ORCHESTRATE_DISABLE_PLUGINS"
 
 #: Built-in plugin modules; their plugin name is the part after "orchestrate.plugins.".
-BUILTIN_PLUGINS: tuple[str, ...] = ()
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "orchestrate.plugins.providers.ssh",
+)
 
 
 def builtin_name(module: str) -> str:

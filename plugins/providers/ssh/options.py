@@ -1,0 +1,162 @@
+"""The ``[profiles.NAME.ssh]`` table and ``--host``: which existing machine to use.
+
+``host`` is written as on an ssh command line, ``[user@]address[:port]``, with an IPv6
+address in brackets (``user@[2001:db8::5]:2222``). Without a user the local login name is
+used, as OpenSSH does. ``gpu`` says whether the host has an NVIDIA GPU the notebook should
+get (``none`` by default: a CPU notebook host); the GPU steps run only when it is set.
+"""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from orchestrate.core.errors import ProfileError
+from orchestrate.core.provider import GpuRequest
+
+NO_GPU = "none"
+HOST_HINT = "write it as user@address[:port], e.g. ubuntu@192.0.2.10 or me@box.lan:2222"
+
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
+_GPU_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    """The host to use; `address` is None until a profile or ``--host`` names one."""
+
+    user: str | None = None
+    address: str | None = None
+    port: int = 22
+    gpu_name: str | None = None
+    gpu_count: int = 0
+
+    @property
+    def gpu(self) -> GpuRequest | None:
+        if self.gpu_name is None or self.gpu_count == 0:
+            return None
+        return GpuRequest(self.gpu_name, self.gpu_count)
+
+    @property
+    def ssh_user(self) -> str | None:
+        """The login user, under the name core reads from every provider's options."""
+        return self.user
+
+    @property
+    def target(self) -> str:
+        """``user@address:port`` (IPv6 in brackets), as messages and the record show it."""
+        address = self.address or "?"
+        if ":" in address:
+            address = f"[{address}]"
+        return f"{self.user}@{address}:{self.port}"
+
+    def as_dict(self) -> dict[str, Any]:
+        gpu = self.gpu
+        return {
+            "host": self.target if self.address else None,
+            "gpu": f"{gpu.name}:{gpu.count}" if gpu else NO_GPU,
+        }
+
+
+def _address(text: str, where: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if _HOSTNAME.match(text) and not text.replace(".", "").isdigit():
+        return text.rstrip(".")
+    raise ProfileError(f"{where}: {text!r} is not a host name or IP address", hint=HOST_HINT)
+
+
+def parse_host(value: Any, where: str) -> tuple[str, str, int]:
+    """``[user@]address[:port]`` -> (user, address, port); every error names `where`."""
+    if not isinstance(value, str) or not value.strip():
+        raise ProfileError(f"{where} must be a non-empty string", hint=HOST_HINT)
+    text = value.strip()
+    user, at, rest = text.rpartition("@")
+    if not at:
+        user, rest = getpass.getuser(), text
+    elif not _USER.match(user):
+        raise ProfileError(f"{where}: {user!r} is not a login name", hint=HOST_HINT)
+    port_text = ""
+    if rest.startswith("["):
+        address_text, bracket, after = rest[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            raise ProfileError(
+                f"{where}: {text!r}: unclosed '[' around an IPv6 address", hint=HOST_HINT
+            )
+        port_text = after[1:]
+        if ":" not in address_text:
+            raise ProfileError(f"{where}: brackets are only for IPv6 addresses", hint=HOST_HINT)
+    elif rest.count(":") > 1:
+        address_text = rest  # a bare IPv6 address: no port can follow it unbracketed
+    else:
+        address_text, _, port_text = rest.partition(":")
+    address = _address(address_text, where)
+    port = 22
+    if port_text or text.endswith(":"):
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ProfileError(f"{where}: port {port_text!r} must be 1-65535", hint=HOST_HINT)
+        port = int(port_text)
+    return user, address, port
+
+
+def parse_gpu(value: Any, where: str) -> tuple[str | None, int]:
+    """``none`` or ``NAME[:COUNT]`` (any NVIDIA card name, e.g. ``rtx-4090:2``)."""
+    if not isinstance(value, str):
+        raise ProfileError(f"{where} must be a string like nvidia-rtx-4090:1 or none")
+    text = value.strip().lower()
+    if text in (NO_GPU, "", "0"):
+        return None, 0
+    name, _, count_text = text.partition(":")
+    if not _GPU_NAME.match(name):
+        raise ProfileError(f"{where}: {value!r} is not a GPU name like nvidia-rtx-4090")
+    if count_text and (not count_text.isdigit() or not 0 <= int(count_text) <= 16):
+        raise ProfileError(f"{where}: the count after ':' must be a number 0-16")
+    count = int(count_text) if count_text else 1
+    return (name, count) if count else (None, 0)
+
+
+KEYS = ("host", "gpu")
+
+
+def parse_options(table: Mapping[str, Any], where: str) -> SshOptions:
+    """Validate ``[profiles.NAME.ssh]``; ``host`` may still come from ``--host``."""
+    options = SshOptions()
+    for key, raw in table.items():
+        if key == "host":
+            user, address, port = parse_host(raw, f"{where}: host")
+            options = replace(options, user=user, address=address, port=port)
+        elif key == "gpu":
+            name, count = parse_gpu(raw, f"{where}: gpu")
+            options = replace(options, gpu_name=name, gpu_count=count)
+        else:
+            raise ProfileError(
+                f"{where}: unknown key {key!r}", hint=f"known keys: {', '.join(KEYS)}"
+            )
+    return options
+
+
+def with_overrides(options: SshOptions, overrides: Mapping[str, Any]) -> SshOptions:
+    """Apply ``--host`` and ``--gpu``; any other flag given is an error for this provider."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(given) - {"host", "gpu"})
+    if unknown:
+        flag = unknown[0].replace("_", "-")
+        raise ProfileError(
+            f"provider ssh does not take --{flag}",
+            hint="an existing host has no zones; drop the flag",
+        )
+    if "host" in given:
+        user, address, port = parse_host(given["host"], "--host")
+        options = replace(options, user=user, address=address, port=port)
+    if "gpu" in given:
+        name, count = parse_gpu(given["gpu"], "--gpu")
+        options = replace(options, gpu_name=name, gpu_count=count)
+    return options
