@@ -10,16 +10,20 @@ together, and `orchestrate --help` or `status --offline` calls none of their hoo
 manager imports them on the first call of any hook but `orchestrate_register_commands`
 (built-in commands live in core/commands, so a built-in plugin may not implement it, which
 loading checks), and before any question about which plugins exist. Third-party plugins load
-at once: they may add commands.
+at once: they may add commands; their entry points come from a small cache rather than a scan
+of every installed distribution at each start (`_entry_points`).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -31,6 +35,8 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "orchestrate"
 DISABLE_ENV = "ORCHESTRATE_DISABLE_PLUGINS"
+#: Set to 1 to read entry points from the installed metadata at every start (no cache).
+NO_CACHE_ENV = "ORCHESTRATE_NO_PLUGIN_CACHE"
 
 #: Built-in plugin modules; their plugin name is the part after "orchestrate.plugins.".
 BUILTIN_PLUGINS: tuple[str, ...] = (
@@ -152,26 +158,111 @@ def _load_entry_points(pm: PluginManager, blocked: set[str]) -> None:
     """Register third-party plugins from the `orchestrate` entry-point group.
 
     Not pluggy's load_setuptools_entrypoints: it parses every installed distribution's
-    METADATA (tens of ms at each start); the group lookup reads entry_points.txt only.
+    METADATA (tens of ms at each start); the group lookup reads entry_points.txt only, and
+    `_entry_points` caches even that.
     """
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for name, value, dist_name, dist_version in _entry_points():
         # A built-in of the same name wins, as when built-ins loaded first. (Not has_plugin:
         # asking which plugins exist would load the built-ins.)
-        if ep.name in blocked or ep.name in pm.builtin_names:
+        if name in blocked or name in pm.builtin_names:
             continue
         try:
-            plugin = ep.load()
+            plugin = _load_object(value)
         except Exception as exc:  # a broken plugin must say which one it is
             raise PluginError(
-                f"plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}",
-                hint=f"fix or uninstall it, or set {DISABLE_ENV}={ep.name}",
+                f"plugin {name!r} ({value}) failed to load: {type(exc).__name__}: {exc}",
+                hint=f"fix or uninstall it, or set {DISABLE_ENV}={name}",
             ) from exc
-        pm.register(plugin, name=ep.name)
+        pm.register(plugin, name=name)
+        if dist_name:
+            _DISTRIBUTIONS[name] = (dist_name, dist_version)
+
+
+def _load_object(value: str) -> Any:
+    """The object an entry point's ``module:attr.attr [extra]`` names (EntryPoint.load)."""
+    module_name, _, attrs = value.split("[", 1)[0].strip().partition(":")
+    obj: Any = importlib.import_module(module_name.strip())
+    for attr in filter(None, attrs.strip().split(".")):
+        obj = getattr(obj, attr)
+    return obj
+
+
+#: (name, value, distribution name, distribution version) of one entry point.
+EntryPointRow = tuple[str, str, str, str]
+
+
+def _path_key() -> list[list[Any]]:
+    """What the group's entry points hang on: the distributions on each sys.path entry.
+
+    For each entry, the ``*.dist-info``/``*.egg-info`` names in it (they carry the version)
+    and the mtime of each one's entry_points.txt: installing, upgrading, removing or
+    reinstalling a distribution changes one of them, and nothing else matters. Not the
+    folders' own mtimes: the current directory is on sys.path and changes all the time.
+    About 1 ms for a few hundred distributions.
+    """
+    key: list[list[Any]] = []
+    for entry in sys.path:
+        folder = entry or "."
+        try:
+            names = os.listdir(folder)
+        except OSError:  # missing, or a zip file: its own mtime is the key
+            try:
+                key.append([entry, os.stat(folder).st_mtime_ns])
+            except OSError:
+                key.append([entry, None])
+            continue
+        dists: list[list[Any]] = []
+        for name in names:
+            if name.endswith((".dist-info", ".egg-info")):
+                try:
+                    stamp = os.stat(os.path.join(folder, name, "entry_points.txt")).st_mtime_ns
+                except OSError:
+                    stamp = None
+                dists.append([name, stamp])
+        key.append([entry, sorted(dists)])
+    return key
+
+
+def _cache_file() -> Path:
+    from orchestrate.core.paths import state_dir
+
+    return state_dir() / "entry-points.json"
+
+
+def _entry_points() -> list[EntryPointRow]:
+    """Every entry point of our group, from the cache when sys.path has not changed.
+
+    Why a cache: `importlib.metadata` costs ~15 ms to import and a few more to scan every
+    installed distribution, at each start, for a group that is usually empty. Keyed on
+    `_path_key()`; rewritten (atomically) whenever that changes; any trouble reading or
+    writing it falls back to the scan.
+    """
+    use_cache = os.environ.get(NO_CACHE_ENV, "") in ("", "0")
+    key = _path_key()
+    path = _cache_file()
+    if use_cache:
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))
+            if cached["group"] == ENTRY_POINT_GROUP and cached["key"] == key:
+                return [(str(a), str(b), str(c), str(d)) for a, b, c, d in cached["rows"]]
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+    from importlib.metadata import entry_points
+
+    rows: list[EntryPointRow] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist
-        if dist is not None:
-            _DISTRIBUTIONS[ep.name] = (dist.name, dist.version)
+        rows.append((ep.name, ep.value, dist.name if dist else "", dist.version if dist else ""))
+    if use_cache:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            payload = {"group": ENTRY_POINT_GROUP, "key": key, "rows": rows}
+            tmp.write_text(json.dumps(payload), encoding="utf-8")
+            tmp.replace(path)
+        except OSError:  # a read-only state folder still runs, uncached
+            pass
+    return rows
 
 
 @dataclass(frozen=True)

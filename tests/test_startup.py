@@ -11,6 +11,7 @@ import subprocess
 import sys
 import types
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,28 @@ def test_a_builtin_may_not_add_commands(fake_builtin: str) -> None:
     pm = build_manager(builtins=(fake_builtin,))
     with pytest.raises(PluginError, match="orchestrate_register_commands"):
         pm.load_builtins()
+
+
+def test_entry_points_are_read_from_the_cache_on_later_starts(orch_home: object) -> None:
+    """The second start finds its entry points without importing importlib.metadata."""
+    first = _modules_after("--help")[1]
+    second = _modules_after("--help")[1]
+    assert "importlib.metadata" in first
+    assert "importlib.metadata" not in second
+
+
+def test_a_plugin_installed_after_the_cache_was_written_is_found(
+    orch_home: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrate.core.registry import _entry_points, build_manager
+
+    from tests.support.toy_plugin import install_toy
+
+    assert all(name != "toy" for name, *_ in _entry_points())  # cache written, no toy
+    root = install_toy(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(root))
+    try:
+        pm = build_manager(builtins=())
+        assert pm.has_plugin("toy")
+    finally:
+        sys.modules.pop("orch_toy", None)
