@@ -40,6 +40,7 @@ NO_CACHE_ENV = "ORCHESTRATE_NO_PLUGIN_CACHE"
 
 #: Built-in plugin modules; their plugin name is the part after "orchestrate.plugins.".
 BUILTIN_PLUGINS: tuple[str, ...] = (
+    "orchestrate.plugins.providers.aws",
     "orchestrate.plugins.providers.ssh",
 )
 

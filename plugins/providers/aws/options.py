@@ -1,0 +1,266 @@
+"""The keys of a profile's ``[profiles.NAME.aws]`` table, validated once into `AwsOptions`.
+
+Defaults launch the seed's machine on EC2: one Tesla K80 (``p2.xlarge``) in ``us-east-1``,
+Ubuntu 22.04 from Canonical's own account, a 50 GB root volume, login ``ubuntu``. Validation
+happens here, before any network call, so a typo fails with file, table and key instead of an
+EC2 error half-way through a launch.
+
+No libcloud here: `orchestrate profiles --show` and ``--dry-run`` must not load it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from orchestrate.core.errors import ProfileError
+from orchestrate.core.provider import GpuRequest
+from orchestrate.plugins.providers.aws import instance_types as types
+
+#: Canonical's AWS account: only images it owns are trusted as "Ubuntu".
+CANONICAL_OWNER = "099720109477"
+#: Ubuntu 22.04 server images; the architecture segment is matched by the architecture filter.
+UBUNTU_2204_NAME = "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-*-server-*"
+DEFAULT_SECURITY_GROUP = "orchestrate-ssh"
+NO_GPU = "none"
+
+_REGION = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d+$")
+_AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
+_SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_OWNER = re.compile(r"^(?:\d{12}|amazon|self|aws-marketplace)$")
+_GROUP = re.compile(r"^[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{1,255}$")
+_KEY_NAME = re.compile(r"^[\x20-\x7e]{1,255}$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class AwsOptions:
+    """Validated EC2 options; frozen (hashable) so API sessions can be cached by them."""
+
+    region: str = "us-east-1"
+    zones: tuple[str, ...] = ()
+    instance_type: str = "p2.xlarge"
+    ami: str | None = None
+    ami_owner: str = CANONICAL_OWNER
+    ami_name: str = UBUNTU_2204_NAME
+    key_name: str | None = None
+    security_group: str = DEFAULT_SECURITY_GROUP
+    subnet_id: str | None = None
+    public_ip: bool = True
+    spot: bool = False
+    disk_gb: int = 50
+    credentials: str | None = None
+    endpoint: str | None = None
+    ssh_user: str = "ubuntu"
+    ssh_port: int = 22
+
+    @property
+    def gpu(self) -> GpuRequest | None:
+        row = types.gpu_of(self.instance_type)
+        return GpuRequest(row.gpu, row.gpus) if row else None
+
+    @property
+    def architecture(self) -> str:
+        return types.architecture(self.instance_type)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly view for `redacted_options`: the credentials key is a name or a path."""
+        data = asdict(self)
+        data["zones"] = list(self.zones)
+        gpu = self.gpu
+        data["gpu"] = f"{gpu.name}:{gpu.count}" if gpu else NO_GPU
+        return data
+
+
+# ---------------------------------------------------------------- validation
+Check = Callable[[Any, str], Any]
+
+
+def _kind_name(value: Any) -> str:
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "table",
+    }.get(type(value), type(value).__name__)
+
+
+def _string(pattern: re.Pattern[str] | None = None, what: str = "") -> Check:
+    def check(value: Any, where: str) -> str:
+        if not isinstance(value, str):
+            raise ProfileError(f"{where} must be a string, not {_kind_name(value)} {value!r}")
+        if pattern is not None and not pattern.match(value):
+            raise ProfileError(f"{where}: {value!r} is not {what}")
+        return value
+
+    return check
+
+
+def _integer(low: int, high: int) -> Check:
+    def check(value: Any, where: str) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ProfileError(f"{where} must be an integer, not {_kind_name(value)} {value!r}")
+        if not low <= value <= high:
+            raise ProfileError(f"{where} must be between {low} and {high}, not {value}")
+        return value
+
+    return check
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ProfileError(f"{where} must be true or false, not {_kind_name(value)} {value!r}")
+    return value
+
+
+def _zone_text(value: Any, where: str) -> str:
+    return str(_string(re.compile(r"^[a-z0-9-]+[a-z]$"), "a zone like us-east-1a")(value, where))
+
+
+def _zones(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ProfileError(f"{where} must be an array of zones, not {_kind_name(value)}")
+    return tuple(_zone_text(entry, f"{where}[{index}]") for index, entry in enumerate(value))
+
+
+def _instance_type(value: Any, where: str) -> str:
+    text = str(_string()(value, where))
+    if not types.is_instance_type(text):
+        raise ProfileError(f"{where}: {text!r} is not an instance type like p2.xlarge")
+    try:
+        types.gpu_of(text)
+    except KeyError:
+        raise ProfileError(
+            f"{where}: {text!r} is an accelerated type orchestrate has no GPU data for",
+            hint="known GPU families: "
+            + ", ".join(types.GPU_FAMILIES)
+            + " (see plugins/providers/aws/instance_types.py)",
+        ) from None
+    return text
+
+
+def _endpoint(value: Any, where: str) -> str:
+    text = str(_string()(value, where))
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ProfileError(f"{where}: {text!r} must be scheme://host[:port] with no path")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ProfileError(f"{where}: {text!r} has a bad port") from None
+    return text.rstrip("/")
+
+
+_CHECKS: dict[str, Check] = {
+    "region": _string(_REGION, "a region like us-east-1"),
+    "zone": _zone_text,
+    "zones": _zones,
+    "instance_type": _instance_type,
+    "ami": _string(_AMI, "an AMI id like ami-0123456789abcdef0"),
+    "ami_owner": _string(_OWNER, "a 12-digit account id, amazon, self or aws-marketplace"),
+    "ami_name": _string(re.compile(r"^[\x20-\x7e]{1,128}$"), "an image name pattern"),
+    "key_name": _string(_KEY_NAME, "a key pair name (printable ASCII, at most 255)"),
+    "security_group": _string(_GROUP, "a security group name"),
+    "subnet_id": _string(_SUBNET, "a subnet id like subnet-0123456789abcdef0"),
+    "public_ip": _boolean,
+    "spot": _boolean,
+    "disk_gb": _integer(8, 16384),
+    "credentials": _string(re.compile(r"^\S(?:.*\S)?$"), "a profile name or a file path"),
+    "endpoint": _endpoint,
+    "ssh_user": _string(_USER, "a login name like ubuntu"),
+    "ssh_port": _integer(1, 65535),
+}
+KEYS: tuple[str, ...] = tuple(_CHECKS)
+
+
+def region_of(zone: str) -> str:
+    """``us-east-1a`` -> ``us-east-1``; a Local Zone ``us-west-2-lax-1a`` -> ``us-west-2``."""
+    match = re.match(r"^([a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d+)", zone)
+    return match.group(1) if match else zone
+
+
+def _check_zone_in_region(zone: str, region: str, where: str) -> None:
+    if region_of(zone) != region or zone == region:
+        raise ProfileError(
+            f"{where}: zone {zone!r} is not in region {region!r}",
+            hint=f"use zones of {region} (like {region}a) or set region",
+        )
+
+
+def parse_options(table: Mapping[str, Any], where: str) -> AwsOptions:
+    """Validate a ``[profiles.NAME.aws]`` table; every error names `where` and the key."""
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        check = _CHECKS.get(key)
+        if check is None:
+            close = [k for k in KEYS if k[:4] == key[:4]]
+            raise ProfileError(
+                f"{where}: unknown key {key!r}",
+                hint=f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(KEYS)}",
+            )
+        values[key] = check(raw, f"{where}: {key}")
+    if "zone" in values and "zones" in values:
+        raise ProfileError(f"{where}: set zone or zones, not both")
+    if "zone" in values:
+        values["zones"] = (values.pop("zone"),)
+    zones = values.get("zones", ())
+    if len(set(zones)) != len(zones):
+        raise ProfileError(f"{where}: zones lists a zone twice")
+    options = AwsOptions(**values)
+    for zone in options.zones:
+        _check_zone_in_region(zone, options.region, f"{where}: zones")
+    if options.subnet_id and len(options.zones) > 1:
+        raise ProfileError(
+            f"{where}: subnet_id pins one zone, but zones lists {len(options.zones)}",
+            hint="a subnet lives in one availability zone: drop subnet_id to fail over "
+            "between zones (each zone's default subnet is used)",
+        )
+    return options
+
+
+def parse_gpu(text: str, where: str = "--gpu") -> str:
+    """``--gpu NAME[:COUNT]`` or ``none`` -> the instance type that provides it."""
+    value = text.strip().lower()
+    if value in (NO_GPU, "", "0"):
+        return types.CPU_DEFAULT
+    name, _, count_text = value.partition(":")
+    gpu = types.canonical_gpu(name)
+    if gpu is None:
+        known = ", ".join(types.GPU_NAMES)
+        raise ProfileError(f"{where}: EC2 offers no GPU called {name!r}", hint=f"known: {known}")
+    if count_text and not count_text.isdigit():
+        raise ProfileError(f"{where}: {text!r}: the count after ':' must be a number")
+    count = int(count_text) if count_text else 1
+    if count == 0:
+        return types.CPU_DEFAULT
+    row = types.smallest_type(gpu, count)
+    if row is None:
+        counts = ", ".join(map(str, types.counts_for(gpu)))
+        raise ProfileError(
+            f"{where}: no EC2 instance type has {count} x {gpu}",
+            hint=f"EC2 sells {gpu} in counts of {counts}",
+        )
+    return row.name
+
+
+def with_overrides(options: AwsOptions, overrides: Mapping[str, Any]) -> AwsOptions:
+    """Apply ``--zone`` and ``--gpu`` (which picks the instance type); others are an error."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(given) - {"zone", "gpu"})
+    if unknown:
+        raise ProfileError(
+            f"provider aws does not take --{unknown[0].replace('_', '-')}",
+            hint="drop the flag or set the value in the profile's aws table",
+        )
+    if "zone" in given:
+        zone = _zone_text(given["zone"], "--zone")
+        _check_zone_in_region(zone, options.region, "--zone")
+        options = replace(options, zones=(zone,))
+    if "gpu" in given:
+        options = replace(options, instance_type=parse_gpu(str(given["gpu"])))
+    return options
