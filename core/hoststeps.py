@@ -182,7 +182,10 @@ class HostStep:
     - ``reboot_may_follow``: the script may ask for a reboot (shown by ``--dry-run``).
     - ``stage``: ordering hint among steps with no dependency between them, lower first.
     - ``probe``: a POSIX sh snippet added to the probe; its stdout lands in
-      ``facts.extra[name]``, so a step can learn what it needs in the same round trip.
+      ``facts.extra[name]``, so a step can learn what it needs in the same round trip. It
+      runs as the login user and may use ``as_root CMD`` (``sudo -n`` when needed, 20 s
+      limit), ``has CMD``, ``$image`` and ``$container`` (the context's names); its stderr
+      is dropped and its exit status ignored.
     - ``summarize(output, facts)``: one line for the CLI from the step's output.
     - ``warnings(facts)``: things the user should know before it runs (shown, not fatal).
     """
