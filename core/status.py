@@ -8,41 +8,53 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrate.core.errors import NotFound, OrchestrateError
+from orchestrate.core.provider import InstanceRecord
 from orchestrate.core.state import InstanceRow
 
 REFRESH_WORKERS = 8
 
 
-def _refresh(runtime: Any, row: InstanceRow) -> tuple[InstanceRow, list[str]]:
-    from orchestrate.core.instances import record_of, store
+@dataclass
+class _Refreshed:
+    """What one refresh learnt; `record`, when set, is written to the row afterwards."""
 
-    notes: list[str] = []
+    row: InstanceRow
+    notes: list[str] = field(default_factory=list)
+    record: InstanceRecord | None = None
+    more: dict[str, Any] = field(default_factory=dict)
+
+
+def _refresh(runtime: Any, row: InstanceRow) -> _Refreshed:
+    """Ask the cloud about one row. Runs in a worker thread, so it never touches the state
+    database: SQLite connections belong to the thread that opened them."""
+    from orchestrate.core.instances import record_of
+
     if row.cloud_id is None:
         if row.status == "creating":
-            notes.append("launch did not finish: `launch` again resumes, `down` cleans up")
-        return row, notes
+            return _Refreshed(
+                row, ["launch did not finish: `launch` again resumes, `down` cleans up"]
+            )
+        return _Refreshed(row)
     try:
         provider = runtime.provider(row.provider)
         record = provider.get(record_of(row))
     except NotFound:
-        notes.append("gone on the cloud side: `down` forgets it")
-        return InstanceRow(**{**row.__dict__, "status": "missing"}), notes
+        return _Refreshed(
+            InstanceRow(**{**row.__dict__, "status": "missing"}),
+            ["gone on the cloud side: `down` forgets it"],
+        )
     except OrchestrateError as exc:
-        notes.append(f"could not refresh: {exc.line()}")
-        return row, notes
-    if record.status != row.status or record.address != row.address:
-        extra: dict[str, Any] = {}
-        if record.status != "running":
-            extra["started_at"] = None
-        state = runtime.state()
-        store(state, record, **extra)
-        fresh = state.get(row.name)
-        if fresh is not None:
-            row = fresh
-    return row, notes
+        return _Refreshed(row, [f"could not refresh: {exc.line()}"])
+    if record.status == row.status and record.address == row.address:
+        return _Refreshed(row)
+    more: dict[str, Any] = {}
+    if record.status != "running":
+        more["started_at"] = None
+    return _Refreshed(row, record=record, more=more)
 
 
 def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, Any]]:
@@ -54,12 +66,21 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
         from orchestrate.core.commands.lifecycle import _row
 
         _row(runtime, name)
-    results: list[tuple[InstanceRow, list[str]]]
+    results: list[tuple[InstanceRow, list[str]]] = []
     if refresh and rows:
-        # Each refresh is one API call on its own connection; the state writes serialise on
-        # SQLite's lock, so a thread pool keeps `status` near one round trip.
+        from orchestrate.core.instances import store
+
+        runtime.providers()  # loaded once here, not raced for by the workers
+        # Each refresh is one API call on its own connection: a thread pool keeps `status`
+        # near one round trip. What they learnt is written here, on this thread.
         with ThreadPoolExecutor(max_workers=min(REFRESH_WORKERS, len(rows))) as pool:
-            results = list(pool.map(lambda r: _refresh(runtime, r), rows))
+            refreshed = list(pool.map(lambda r: _refresh(runtime, r), rows))
+        for item in refreshed:
+            row = item.row
+            if item.record is not None:
+                store(state, item.record, **item.more)
+                row = state.get(row.name) or row
+            results.append((row, item.notes))
     else:
         results = [(r, []) for r in rows]
     now = time.time()
