@@ -261,14 +261,28 @@ class Session:
                 f"the SSH connection to {self.address}:{self.port} is closed",
                 hint="the host may have rebooted; run the command again",
             )
+        import paramiko
+
         self.commands += 1
-        chan = self.transport.open_session(timeout=self.connect_timeout_s)
+        dropped = (paramiko.SSHException, EOFError, OSError)
+        try:
+            chan = self.transport.open_session(timeout=self.connect_timeout_s)
+        except dropped as exc:
+            raise HostError(
+                f"the SSH connection to {self.address}:{self.port} dropped: {exc}",
+                hint="the host may be rebooting; run the command again",
+            ) from exc
         try:
             _exec_pipelined(chan, command)
             if stdin is not None:
                 chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
             chan.shutdown_write()
             return _collect(chan, timeout, on_line, command, done_when)
+        except dropped as exc:
+            raise HostError(
+                f"the SSH connection to {self.address}:{self.port} dropped mid-command: {exc}",
+                hint="the host may be rebooting; run the command again",
+            ) from exc
         finally:
             chan.close()
 

@@ -316,6 +316,9 @@ def test_reboot_ends_the_stage_then_ssh_reprobe_and_the_second_run_applies_nothi
 def test_first_contact_pins_and_a_wrong_pin_refuses(ssh_host: Any, tmp_path: Path) -> None:
     with connect(ssh_host, None) as session:
         assert session.host_key == ssh_host.host_key
+        assert session.run("printf ok").stdout == "ok"
+    with pytest.raises(HostError, match="closed"):
+        session.run("true")  # a dropped connection is a HostError the caller can act on
     other, _ = generate_client_key(tmp_path, "other")
     wrong = Path(str(other) + ".pub").read_text().split()
     with pytest.raises(HostKeyMismatch, match=r"host key of .* changed"):
