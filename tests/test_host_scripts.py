@@ -7,6 +7,8 @@ it cannot pass unchecked scripts.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 from orchestrate.core.hoststeps import Facts, HostStep, StepContext, collect_steps
 from orchestrate.core.probe import probe_script
+from orchestrate.core.provider import GpuRequest
 from orchestrate.core.runner import stage_script
 from orchestrate.plugins.host.shell import PRELUDE
 
@@ -89,3 +92,192 @@ def test_shellcheck_catches_mistakes(tmp_path: Path) -> None:
     """The check is real: an unquoted expansion fails it."""
     with pytest.raises(AssertionError, match="SC2086"):
         shellcheck({"bad": "#!/bin/bash\nrm -rf $1\n"}, "bash", tmp_path)
+
+
+# -- the GPU scripts' logic, run here against fake commands ----------------------------
+# No GPU here, so `docker run --gpus`, apt's driver packages and nvidia-ctk are stood in for
+# by small fakes first on PATH; the scripts themselves run unchanged in bash.
+
+FIXTURES = Path(__file__).parent / "fixtures" / "gpus"
+
+
+def fake_bin(tmp_path: Path, tools: dict[str, str]) -> dict[str, str]:
+    """A folder of fake commands (name -> bash body) and an environment that finds them first.
+
+    The fakes log their arguments to calls.log; `systemctl`, `service` and `reboot` are always
+    faked so nothing here can touch the real services.
+    """
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    defaults = {name: "exit 0" for name in ("systemctl", "service", "reboot", "fuser")}
+    defaults["fuser"] = "exit 1"  # nothing holds the apt lock
+    for name, body in {**defaults, **tools}.items():
+        path = bindir / name
+        path.write_text(f'#!/bin/bash\necho "{name} $*" >>"{tmp_path}/calls.log"\n{body}\n')
+        path.chmod(0o755)
+    return {
+        "PATH": f"{bindir}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ORCHESTRATE_REBOOT_FILE": str(tmp_path / "reboot-required"),
+        "HOME": str(tmp_path),
+    }
+
+
+def run_script(
+    script: str, env: dict[str, str], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "step.sh"
+    path.write_text(script)
+    return subprocess.run(
+        ["bash", str(path)], env=env, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def step_named(context: StepContext, name: str) -> HostStep:
+    return next(s for s in all_steps(context) if s.name == name)
+
+
+def test_verify_retries_until_the_driver_is_ready(tmp_path: Path) -> None:
+    smi = FIXTURES / "t4.nvidia-smi"
+    env = fake_bin(tmp_path, {"docker": f"""
+case $1 in
+    info) exit 0 ;;
+    run)
+        n=$(( $(cat "{tmp_path}/runs" 2>/dev/null || echo 0) + 1 )); echo $n >"{tmp_path}/runs"
+        if [ $n -lt 3 ]; then echo "Failed to initialize NVML: Unknown Error"; exit 1; fi
+        cat "{smi}" ;;
+esac"""})  # fmt: skip
+    context = StepContext(
+        instance="v", gpu=GpuRequest("nvidia-tesla-t4"), notebook_image="img",
+        extra={"verify_retry_s": 0, "verify_deadline_s": 60},
+    )  # fmt: skip
+    step = step_named(context, "verify")
+    proc = run_script(step.script(context, Facts()), env, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "runs").read_text().strip() == "3"
+    assert "GPU not ready in a container yet (try 1)" in proc.stdout
+    assert "--gpus all -e NVIDIA_DISABLE_REQUIRE=1" in (tmp_path / "calls.log").read_text()
+    assert step.summarize is not None
+    assert step.summarize(proc.stdout, Facts()) == (
+        "GPU in a container: 1x Tesla T4, driver 535.129.03, CUDA 12.2"
+    )
+
+
+def test_verify_gives_up_at_its_deadline(tmp_path: Path) -> None:
+    env = fake_bin(tmp_path, {"docker": '[ "$1" = info ] && exit 0; echo "no GPU"; exit 125'})
+    context = StepContext(
+        instance="v", gpu=GpuRequest("nvidia-tesla-t4"), notebook_image="img",
+        extra={"verify_retry_s": 1, "verify_deadline_s": 1},
+    )  # fmt: skip
+    proc = run_script(step_named(context, "verify").script(context, Facts()), env, tmp_path)
+    assert proc.returncode != 0
+    assert "no GPU inside a container after 1 s" in proc.stderr
+
+
+def ubuntu_release(tmp_path: Path) -> str:
+    path = tmp_path / "os-release"
+    path.write_text('ID=ubuntu\nVERSION_ID="22.04"\nPRETTY_NAME="Ubuntu 22.04.4 LTS"\n')
+    return str(path)
+
+
+def test_driver_for_a_k80_installs_r470_and_asks_for_a_reboot(tmp_path: Path) -> None:
+    kver = os.uname().release
+    env = fake_bin(tmp_path, {
+        "nvidia-smi": "exit 9",  # no driver yet
+        "modinfo": "exit 1",
+        "modprobe": "exit 1",  # nouveau holds the card until the reboot
+        "apt-get": "exit 0",
+        "apt-cache": f"""
+case $2 in
+    nvidia-headless-470-server|linux-modules-nvidia-470-server-{kver}) echo "  Candidate: 1.0" ;;
+    *) echo "  Candidate: (none)" ;;
+esac""",
+    })  # fmt: skip
+    env["ORCHESTRATE_OS_RELEASE"] = ubuntu_release(tmp_path)
+    context = gpu_context()
+    facts = fresh_gpu_facts("k80")
+    proc = run_script(step_named(context, "nvidia-driver").script(context, facts), env, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Kepler GPU -> R470 with proprietary kernel modules" in proc.stdout
+    calls = (tmp_path / "calls.log").read_text()
+    assert "apt-get -q -y -o DPkg::Lock::Timeout=600" in calls
+    install = next(line for line in calls.splitlines() if " install " in line)
+    assert f"linux-modules-nvidia-470-server-{kver}" in install
+    assert "nvidia-headless-no-dkms-470-server" in install and "nvidia-utils-470-server" in install
+    assert "open" not in install
+    assert (tmp_path / "reboot-required").exists(), "the module loads only after a reboot"
+
+
+def test_driver_for_an_l4_picks_open_modules_with_dkms_when_no_prebuilt(tmp_path: Path) -> None:
+    env = fake_bin(tmp_path, {
+        "nvidia-smi": '[ -e "$HOME/loaded" ] || exit 9; echo "535.129.03"',
+        "modinfo": "exit 1",
+        "modprobe": 'touch "$HOME/loaded"',  # loads at once: no reboot needed
+        "apt-get": "exit 0",
+        "apt-cache": """
+case $2 in
+    nvidia-headless-535-server-open) echo "  Candidate: 1.0" ;;
+    *) echo "  Candidate: (none)" ;;
+esac""",
+    })  # fmt: skip
+    env["ORCHESTRATE_OS_RELEASE"] = ubuntu_release(tmp_path)
+    context = gpu_context("nvidia-l4")
+    facts = fresh_gpu_facts("l4")
+    proc = run_script(step_named(context, "nvidia-driver").script(context, facts), env, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    install = next(
+        line for line in (tmp_path / "calls.log").read_text().splitlines() if " install " in line
+    )
+    # 580 and 570 are not in this archive: the first flavour it has wins
+    assert "nvidia-headless-535-server-open" in install and "linux-headers-" in install
+    assert "driver 535-server-open loaded without a reboot" in proc.stdout
+    assert not (tmp_path / "reboot-required").exists()
+
+
+def test_driver_step_refuses_clearly_off_ubuntu(tmp_path: Path) -> None:
+    env = fake_bin(tmp_path, {"nvidia-smi": "exit 9"})
+    release = tmp_path / "os-release"
+    release.write_text('ID=debian\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n')
+    env["ORCHESTRATE_OS_RELEASE"] = str(release)
+    context = gpu_context()
+    proc = run_script(
+        step_named(context, "nvidia-driver").script(context, fresh_gpu_facts("k80")), env, tmp_path
+    )
+    assert proc.returncode != 0
+    assert "on Debian GNU/Linux 12 (bookworm) install R470 (proprietary kernel modules)" in (
+        proc.stderr
+    )
+
+
+def test_container_toolkit_configures_runtime_and_cgroupfs(tmp_path: Path) -> None:
+    daemon_json = tmp_path / "daemon.json"
+    daemon_json.write_text('{"exec-opts": ["native.cgroupdriver=systemd"], "log-driver": "local"}')
+    env = fake_bin(tmp_path, {
+        "nvidia-ctk": f"""
+case $1 in
+    --version) echo "NVIDIA Container Toolkit CLI version 1.17.8" ;;
+    runtime) python3 -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p));
+c.setdefault("runtimes", {{}})["nvidia"]={{"path": "nvidia-container-runtime", "args": []}};
+json.dump(c, open(p, "w"))' "{daemon_json}" ;;
+esac""",
+        "docker": f"""
+[ "$1" = info ] || exit 0
+[ "$2" = --format ] || exit 0
+grep -q cgroupfs "{daemon_json}" && cg=cgroupfs || cg=systemd
+grep -q nvidia "{daemon_json}" && echo "$cg nvidia runc " || echo "$cg runc " """,
+    })  # fmt: skip
+    env["DOCKER_DAEMON_JSON"] = str(daemon_json)
+    context = gpu_context()
+    step = step_named(context, "container-toolkit")
+    proc = run_script(step.script(context, fresh_gpu_facts("t4")), env, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = json.loads(daemon_json.read_text())
+    assert config["exec-opts"] == ["native.cgroupdriver=cgroupfs"]
+    assert config["log-driver"] == "local" and "nvidia" in config["runtimes"]
+    calls = (tmp_path / "calls.log").read_text()
+    assert "nvidia-ctk runtime configure --runtime=docker" in calls
+    assert "service docker restart" in calls, "docker restarted to load the new config"
+    # run again: nothing changes, docker is not restarted a second time
+    (tmp_path / "calls.log").unlink()
+    proc = run_script(step.script(context, fresh_gpu_facts("t4")), env, tmp_path)
+    assert proc.returncode == 0 and "restart" not in (tmp_path / "calls.log").read_text()

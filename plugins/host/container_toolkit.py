@@ -44,7 +44,7 @@ if ! has nvidia-ctk; then
 fi
 log "NVIDIA Container Toolkit $(nvidia-ctk --version | awk '/version/ { print $NF; exit }')"
 
-daemon_json=/etc/docker/daemon.json
+daemon_json=${DOCKER_DAEMON_JSON:-/etc/docker/daemon.json}
 before=$(cat "$daemon_json" 2>/dev/null || true)
 nvidia-ctk runtime configure --runtime=docker
 has python3 || die "python3 is needed to edit $daemon_json"

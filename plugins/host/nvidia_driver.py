@@ -30,8 +30,8 @@ if smi_works; then
 fi
 log "$DECISION"
 ID='' PRETTY_NAME=''
-# shellcheck disable=SC1091
-. /etc/os-release
+# shellcheck disable=SC1090
+. "${ORCHESTRATE_OS_RELEASE:-/etc/os-release}"
 if [ "$ID" != ubuntu ]; then
     die "the driver step installs Ubuntu's packaged NVIDIA driver; on ${PRETTY_NAME:-$ID} \
 install R$BRANCH ($MODULES kernel modules) yourself, then run again"

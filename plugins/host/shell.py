@@ -19,7 +19,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 # Ubuntu's needrestart would otherwise restart services (sshd among them) mid-setup.
 export NEEDRESTART_MODE=l NEEDRESTART_SUSPEND=1
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH=${PATH:+$PATH:}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { printf '%s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -86,7 +86,9 @@ apt_update() {
 
 # apt_has PACKAGE: the archive offers PACKAGE (after apt_update).
 apt_has() {
-    apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [^(]'
+    local candidate
+    candidate=$(apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: *//p')
+    [ -n "$candidate" ] && [ "$candidate" != "(none)" ]
 }
 
 # docker_up: the daemon answers.
