@@ -1,0 +1,761 @@
+#!/usr/bin/env python3
+"""orchestrate's autostop agent: powers an idle notebook host off so a forgotten GPU stops
+billing. It runs ON THE HOST, from a systemd timer (``--once`` every minute) or as a loop
+(``--loop``, for hosts without systemd), so it works with the user's laptop closed.
+
+The host is idle when, for the whole window:
+
+- no established TCP connection reaches the notebook port. An SSH tunnel from the laptop
+  arrives through sshd, which connects to 127.0.0.1:PORT on the host for each browser
+  connection, so an open notebook tab counts while an idle tunnel does not;
+- no Jupyter kernel is busy and none was active within the window (Jupyter's own
+  ``/api/kernels``, read with the notebook token), and no Jupyter terminal was either;
+- nobody is logged in (utmp ``USER_PROCESS`` entries of live processes: interactive SSH
+  sessions. A tunnel or a plain ``ssh host command`` allocates no terminal and is no login).
+
+Then it writes why to its log and to a last-stop file, and runs the power-off command
+(``systemctl poweroff``): on GCE and EC2 a guest power-off stops the instance, which stops
+compute and GPU billing.
+
+Why it is written this way: it must run on any cloud image with nothing installed, so it
+uses the Python 3 standard library alone (Ubuntu cloud images ship python3; Python 3.8 and
+newer, so no syntax from later versions outside annotations), reads ``/proc/net/tcp*`` itself
+instead of needing ``ss``, and parses utmp itself instead of needing ``who``. Every decision
+is in `decide`, a pure function, so the same logic is what the tests run for real.
+
+An unreadable kernel list (a wrong token, Jupyter hanging) counts as activity, logged and
+shown by ``orchestrate status``: stopping a host in the middle of someone's training because
+the agent could not see it would be worse than billing a little longer. A Jupyter that does
+not answer at all (container stopped) has no kernels to protect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import errno
+import fcntl
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+AGENT_VERSION = "1.0.0"
+
+DEFAULT_CONFIG = "/etc/orchestrate/autostop.json"
+DEFAULT_STATE_DIR = "/var/lib/orchestrate"
+DEFAULT_LOG_FILE = "/var/log/orchestrate-autostop.log"
+DEFAULT_UTMP = "/var/run/utmp"
+DEFAULT_POWEROFF = "systemctl poweroff || shutdown -h now || poweroff"
+DEFAULT_INTERVAL = 60.0
+
+#: Files in the state folder. The version file is what `orchestrate`'s host probe reads
+#: (core/probe.py AGENT_VERSION_FILE); the others are world-readable and hold no secret, so
+#: `status` can read them over SSH without root.
+VERSION_FILE = "autostop-agent.version"
+STATE_FILE = "autostop-state.json"
+LAST_STOP_FILE = "autostop-last.json"
+LOCK_FILE = "autostop.lock"
+
+#: A gap this long without a check means nobody watched the host meanwhile: the idle time
+#: starts over rather than counting time the agent did not see (at least 5 minutes).
+GAP_CHECKS = 5
+GAP_MIN_SECONDS = 300.0
+
+LOG_MAX_BYTES = 1 << 20
+
+# glibc's struct utmp on 64-bit Linux (x86_64, aarch64): 384 bytes.
+_UTMP = struct.Struct("=hxxi32s4s32s256shhiii4i20s")
+_USER_PROCESS = 7
+_TCP_ESTABLISHED = "01"
+#: Only "busy": Jupyter reports a kernel no client has talked to yet as "starting" forever
+#: (measured with Notebook 6 and jupyter_server), and such a kernel must not keep a host up;
+#: its start time is its last_activity, which the window covers.
+_BUSY_STATES = ("busy",)
+
+if TYPE_CHECKING:  # annotations only: `dict[str, Any]` cannot be evaluated on Python 3.8
+    JsonDict = dict[str, Any]
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """What the agent watches and does. Read from the JSON config file (0600, root: it holds
+    the notebook token), then overridden by command-line flags."""
+
+    idle_seconds: float
+    port: int = 8888
+    jupyter_url: str = "http://127.0.0.1:8888"
+    token: str = ""
+    poweroff_command: str = DEFAULT_POWEROFF
+    state_dir: str = DEFAULT_STATE_DIR
+    log_file: str = DEFAULT_LOG_FILE
+    interval: float = DEFAULT_INTERVAL
+    utmp: str = DEFAULT_UTMP
+    #: also write the power-off reason to the kernel log, which reaches the serial console
+    #: (GCE's getSerialPortOutput, EC2's GetConsoleOutput) even after the host is off
+    console: bool = True
+
+    @classmethod
+    def from_dict(cls, data: JsonDict) -> Config:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "idle_seconds" not in known:
+            raise ValueError("the autostop config has no idle_seconds")
+        config = cls(**known)
+        config.idle_seconds = float(config.idle_seconds)
+        config.interval = float(config.interval)
+        config.port = int(config.port)
+        if config.idle_seconds <= 0:
+            raise ValueError("idle_seconds must be positive")
+        return config
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.state_dir, name)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "90s", "60m", "2h", "1d"; a bare number is minutes (like the profiles)."""
+    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30m, 2h or 90s")
+    unit = match.group(2) or "m"
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def human(seconds: float) -> str:
+    """How the window and idle times read in messages: "3 s", "60 min", "90 min", "4.5 h"."""
+    seconds = max(seconds, 0.0)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 3 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h".replace(".0 h", " h")
+
+
+# -- observing the host --------------------------------------------------------------------
+
+
+@dataclass
+class KernelView:
+    """What Jupyter said about its kernels and terminals."""
+
+    reachable: bool = False
+    error: str | None = None
+    kernels: int = 0
+    busy: list[str] = field(default_factory=list)
+    #: (name, time of its last activity) of every kernel and terminal that reports one
+    activity: list[tuple[str, float]] = field(default_factory=list)
+
+    def recent(self, now: float, window: float) -> list[tuple[str, float]]:
+        """(name, seconds ago) of kernels and terminals active within the window."""
+        return [(name, max(now - t, 0.0)) for name, t in self.activity if now - t < window]
+
+
+@dataclass
+class Observation:
+    """One look at the host: everything `decide` needs, gathered in `observe`."""
+
+    now: float
+    boot_id: str
+    connections: list[str]
+    jupyter: KernelView
+    logins: list[str]
+
+    def activity(self, window: float) -> list[str]:
+        """Why the host is in use now; an empty list means idle."""
+        reasons: list[str] = []
+        if self.connections:
+            shown = ", ".join(self.connections[:3])
+            more = f" (+{len(self.connections) - 3})" if len(self.connections) > 3 else ""
+            reasons.append(f"{len(self.connections)} connection(s) to the notebook: {shown}{more}")
+        if self.jupyter.error:
+            reasons.append(f"cannot read Jupyter's kernels ({self.jupyter.error}): not stopping")
+        if self.jupyter.busy:
+            reasons.append(f"kernel busy: {', '.join(self.jupyter.busy)}")
+        for name, age in self.jupyter.recent(self.now, window):
+            reasons.append(f"{name} active {human(age)} ago")
+        if self.logins:
+            reasons.append(f"logged in: {', '.join(self.logins)}")
+        return reasons
+
+    def in_use_now(self) -> bool:
+        """Activity at this very moment (as opposed to kernel activity in the past)."""
+        return bool(self.connections or self.logins or self.jupyter.busy or self.jupyter.error)
+
+    def idle_summary(self, port: int, window: float) -> str:
+        kernels = (
+            f"{self.jupyter.kernels} kernel(s), none busy or active in the last {human(window)}"
+            if self.jupyter.reachable
+            else "Jupyter not answering"
+        )
+        return f"no connection to port {port}; {kernels}; nobody logged in"
+
+
+def _hex_port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1], 16)
+
+
+def _hex_address(address: str) -> str:
+    """ "0100007F:22B8" -> "127.0.0.1:8888" (kernel order: 32-bit words, host endianness)."""
+    host, port = address.rsplit(":", 1)
+    raw = bytes.fromhex(host)
+    words = b"".join(
+        struct.pack("=I", struct.unpack(">I", raw[i : i + 4])[0]) for i in range(0, len(raw), 4)
+    )
+    if len(words) == 4:
+        text = socket.inet_ntop(socket.AF_INET, words)
+    else:
+        text = socket.inet_ntop(socket.AF_INET6, words)
+        if text.startswith("::ffff:"):
+            text = text[len("::ffff:") :]
+        text = f"[{text}]" if ":" in text else text
+    return f"{text}:{int(port, 16)}"
+
+
+def connections_to(
+    port: int, tables: tuple[str, ...] = ("/proc/net/tcp", "/proc/net/tcp6")
+) -> list[str]:
+    """Established TCP connections with the notebook port at either end, as "a -> b".
+
+    Both ends count: the server side (a client connected to Jupyter's published port) and the
+    client side (sshd forwarding a tunnel connects *to* the port). One browser connection
+    through a tunnel therefore shows as two entries: sshd's and docker-proxy's.
+    """
+    found: list[str] = []
+    for table in tables:
+        try:
+            with open(table, encoding="ascii") as handle:
+                lines = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != _TCP_ESTABLISHED:
+                continue
+            local, remote = fields[1], fields[2]
+            if _hex_port(local) == port or _hex_port(remote) == port:
+                found.append(f"{_hex_address(remote)} -> {_hex_address(local)}")
+    return found
+
+
+_ISO = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)?$")
+
+
+def parse_time(text: str) -> float | None:
+    """Seconds since the epoch of Jupyter's ISO 8601 times ("2025-01-15T12:00:00.123456Z")."""
+    match = _ISO.match(text.strip())
+    if not match:
+        return None
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    stamp = float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
+    if match.group(7):
+        stamp += float("0." + match.group(7))
+    zone = match.group(8)
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        digits = zone[1:].replace(":", "")
+        stamp -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    return stamp
+
+
+def read_kernels(kernels: Any, terminals: Any, now: float) -> KernelView:
+    """A `KernelView` from Jupyter's /api/kernels and /api/terminals answers (parsed JSON).
+
+    A kernel is busy when its ``execution_state`` is busy; every kernel's and
+    terminal's ``last_activity`` is kept, so the idle time counts from the latest one.
+    """
+    if not isinstance(kernels, list):
+        return KernelView(reachable=True, error="/api/kernels did not answer a list")
+    view = KernelView(reachable=True, kernels=len(kernels))
+    for kernel in kernels:
+        if not isinstance(kernel, dict):
+            continue
+        name = f"kernel {str(kernel.get('id', '?'))[:8]} ({kernel.get('name', '?')})"
+        if kernel.get("execution_state") in _BUSY_STATES:
+            view.busy.append(name)
+        last = parse_time(str(kernel.get("last_activity") or ""))
+        if last is not None:
+            view.activity.append((name, min(last, now)))
+    for terminal in terminals if isinstance(terminals, list) else []:
+        if not isinstance(terminal, dict):
+            continue
+        last = parse_time(str(terminal.get("last_activity") or ""))
+        if last is not None:
+            view.activity.append((f"terminal {terminal.get('name', '?')}", min(last, now)))
+    return view
+
+
+def _get_json(url: str, token: str, timeout: float) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read().decode("utf-8"))
+
+
+def _down(exc: BaseException) -> bool:
+    """Jupyter is not running: refused, or reset by docker-proxy with no container behind."""
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
+    if isinstance(
+        exc, (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected)
+    ):
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.ECONNRESET)
+
+
+def query_jupyter(config: Config, now: float, timeout: float = 10.0) -> KernelView:
+    """Ask Jupyter for its kernels (and terminals, where the server has them)."""
+    if not config.jupyter_url or not config.token:
+        return KernelView(reachable=False)
+    base = config.jupyter_url.rstrip("/")
+    try:
+        kernels = _get_json(f"{base}/api/kernels", config.token, timeout)
+    except urllib.error.HTTPError as exc:
+        hint = " (wrong token?)" if exc.code in (401, 403) else ""
+        return KernelView(reachable=True, error=f"HTTP {exc.code} from /api/kernels{hint}")
+    except Exception as exc:  # anything else: down, or unreadable
+        if _down(exc):
+            return KernelView(reachable=False)
+        return KernelView(reachable=True, error=f"{type(exc).__name__}: {exc}")
+    try:
+        terminals = _get_json(f"{base}/api/terminals", config.token, timeout)
+    except Exception:  # terminals are optional (404 without terminado): kernels decide
+        terminals = []
+    return read_kernels(kernels, terminals, now)
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def utmp_logins(path: str = DEFAULT_UTMP, proc: str = "/proc") -> list[str]:
+    """Interactive logins from utmp: USER_PROCESS entries whose process is still alive
+    (a crashed sshd can leave a stale entry behind)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return []
+    found: list[str] = []
+    size = _UTMP.size
+    for offset in range(0, len(data) - size + 1, size):
+        entry = _UTMP.unpack_from(data, offset)
+        kind, pid, line, user, host = entry[0], entry[1], entry[2], entry[4], entry[5]
+        if kind != _USER_PROCESS or not os.path.exists(os.path.join(proc, str(pid))):
+            continue
+        where = f" from {_cstr(host)}" if _cstr(host) else ""
+        found.append(f"{_cstr(user)} on {_cstr(line)}{where}")
+    return found
+
+
+def logind_logins(folder: str = "/run/systemd/sessions") -> list[str]:
+    """Interactive logins from systemd-logind's session files, for hosts without utmp:
+    sessions with a terminal (a tunnel or `ssh host cmd` session has none)."""
+    found: list[str] = []
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    for name in names:
+        if name.endswith(".ref"):
+            continue
+        values: dict[str, str] = {}
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                for line in handle:
+                    key, _, value = line.rstrip("\n").partition("=")
+                    values[key] = value
+        except OSError:
+            continue
+        if values.get("TTY") and values.get("STATE", "active") in ("active", "online"):
+            where = f" from {values['REMOTE_HOST']}" if values.get("REMOTE_HOST") else ""
+            found.append(f"{values.get('USER', '?')} on {values['TTY']}{where}")
+    return found
+
+
+def logins(config: Config) -> list[str]:
+    if os.path.exists(config.utmp):
+        return utmp_logins(config.utmp)
+    return logind_logins()
+
+
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def observe(config: Config) -> Observation:
+    """Look at the host once. Connections are read before Jupyter is asked, so the agent's
+    own request to the notebook port is never one of them."""
+    now = time.time()
+    connections = connections_to(config.port)
+    jupyter = query_jupyter(config, now)
+    return Observation(
+        now=now,
+        boot_id=boot_id(),
+        connections=connections,
+        jupyter=jupyter,
+        logins=logins(config),
+    )
+
+
+# -- deciding ------------------------------------------------------------------------------
+
+ACTIVE = "active"
+IDLE = "idle"
+POWEROFF = "poweroff"
+
+
+def decide(previous: JsonDict, obs: Observation, config: Config) -> tuple[JsonDict, str, str]:
+    """The new state, the action (active, idle or poweroff) and a note, from the previous
+    state and one observation. Pure: no clock, no files.
+
+    The state keeps ``last_active``, the latest evidence of use: a check that saw a
+    connection, a login or a busy kernel, or a kernel's or terminal's own last activity. The
+    host is powered off once that is a whole window old. Evidence the agent did not watch
+    does not count as idle: the time starts over (at this check) the first time, after a
+    reboot (another boot id: `start` brought the host back), and after a gap without checks.
+    """
+    window = config.idle_seconds
+    last_active = previous.get("last_active")
+    note = ""
+    last_check = previous.get("last_check")
+    gap_limit = max(GAP_CHECKS * config.interval, GAP_MIN_SECONDS)
+    if not isinstance(last_active, (int, float)) or last_active > obs.now:
+        last_active = None
+    if previous.get("boot_id") not in (None, obs.boot_id):
+        last_active, note = None, "new boot"
+    elif isinstance(last_check, (int, float)) and not 0 <= obs.now - last_check <= gap_limit:
+        last_active, note = None, f"no check for {human(obs.now - last_check)}"
+    evidence = [t for _, t in obs.jupyter.activity]
+    if obs.in_use_now() or last_active is None:
+        evidence.append(obs.now)
+    last_active = max([*evidence, *([last_active] if last_active is not None else [])])
+    reasons = obs.activity(window)
+    idle_for = obs.now - last_active
+    action = ACTIVE if reasons else POWEROFF if idle_for >= window else IDLE
+    state: JsonDict = {
+        "schema": 1,
+        "agent_version": AGENT_VERSION,
+        "boot_id": obs.boot_id,
+        "last_check": obs.now,
+        "window_seconds": window,
+        "interval_seconds": config.interval,
+        "last_active": last_active,
+        "idle_since": None if reasons else last_active,
+        "idle_for_seconds": 0.0 if reasons else idle_for,
+        "state": action,
+        "active": reasons,
+        "connections": len(obs.connections),
+        "kernels": obs.jupyter.kernels,
+        "jupyter_reachable": obs.jupyter.reachable,
+        "jupyter_error": obs.jupyter.error,
+        "logins": obs.logins,
+        "armed_at": previous.get("armed_at"),
+        "poweroffs": previous.get("poweroffs", 0),
+    }
+    return state, action, note
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def read_json(path: str) -> JsonDict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_json(path: str, data: JsonDict, mode: int = 0o644) -> None:
+    """Write atomically (rename), so `status` never reads half a file."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def stamp(now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+
+
+def log(config: Config, message: str, now: float | None = None) -> None:
+    """One line in the agent's log (kept under 1 MiB: one old copy), and on stderr for the
+    journal when systemd runs it."""
+    line = f"{stamp(time.time() if now is None else now)} autostop: {message}\n"
+    try:
+        if os.path.getsize(config.log_file) > LOG_MAX_BYTES:
+            os.replace(config.log_file, config.log_file + ".1")
+    except OSError:
+        pass
+    try:
+        os.makedirs(os.path.dirname(config.log_file) or ".", exist_ok=True)
+        with open(config.log_file, "a", encoding="utf-8") as handle:
+            handle.write(line)
+    except OSError as exc:
+        sys.stderr.write(f"autostop: cannot write {config.log_file}: {exc}\n")
+    sys.stderr.write(line)
+    sys.stderr.flush()
+
+
+def to_console(message: str) -> None:
+    """The kernel log reaches the serial console, which the cloud keeps after power-off."""
+    try:
+        with open("/dev/kmsg", "w", encoding="utf-8") as handle:
+            handle.write(f"orchestrate-autostop: {message}\n")
+    except OSError:
+        pass
+
+
+# -- acting --------------------------------------------------------------------------------
+
+
+def power_off(config: Config, state: JsonDict, obs: Observation) -> bool:
+    """Record why, then run the power-off command. True when the command succeeded."""
+    idle_for = float(state.get("idle_for_seconds") or 0.0)
+    message = f"stopped by autostop after {human(config.idle_seconds)} idle"
+    reason = obs.idle_summary(config.port, config.idle_seconds)
+    record = {
+        "ts": obs.now,
+        "time": stamp(obs.now),
+        "message": message,
+        "reason": reason,
+        "idle_seconds": idle_for,
+        "window_seconds": config.idle_seconds,
+        "boot_id": obs.boot_id,
+        "command": config.poweroff_command,
+    }
+    write_json(config.path(LAST_STOP_FILE), record)
+    log(config, f"powering off: idle for {human(idle_for)} ({reason})", obs.now)
+    if config.console:
+        to_console(f"{message}: {reason}")
+    try:
+        proc = subprocess.run(
+            ["/bin/sh", "-c", config.poweroff_command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log(config, f"power-off command failed: {exc}")
+        return False
+    if proc.returncode != 0:
+        output = proc.stdout.decode("utf-8", "replace").strip()[-300:]
+        log(config, f"power-off command exited {proc.returncode}: {output}")
+        return False
+    return True
+
+
+def check(config: Config, observe_fn: Callable[[Config], Observation] = observe) -> str:
+    """One check: observe, decide, record, and power off when the window is over."""
+    state_path = config.path(STATE_FILE)
+    previous = read_json(state_path)
+    obs = observe_fn(config)
+    state, action, note = decide(previous, obs, config)
+    if note and previous.get("last_active") is not None:
+        log(config, f"idle time starts over ({note})", obs.now)
+    was = previous.get("state")
+    if action == ACTIVE and (
+        was != ACTIVE or _kinds(previous.get("active")) != _kinds(state["active"])
+    ):
+        log(config, "in use: " + "; ".join(state["active"]), obs.now)
+    elif action == IDLE and was != IDLE:
+        log(
+            config,
+            f"idle ({obs.idle_summary(config.port, config.idle_seconds)}); powering off "
+            f"{human(config.idle_seconds)} after the last activity unless something happens",
+            obs.now,
+        )
+    if action == POWEROFF:
+        # Start over after a power-off, so a command that returns without stopping the host
+        # (or a host brought back) waits a whole window again.
+        state["last_active"] = obs.now
+        state["poweroffs"] = int(state.get("poweroffs") or 0) + 1
+        write_json(state_path, state)
+        if not power_off(config, state, obs):
+            state["last_active"] = previous.get("last_active") or obs.now
+            state["state"] = IDLE
+            write_json(state_path, state)
+        return action
+    write_json(state_path, state)
+    return action
+
+
+def _kinds(reasons: Any) -> list[str]:
+    """Activity reasons without their changing details, so the log records changes only."""
+    if not isinstance(reasons, list):
+        return []
+    return sorted({str(r).split(":")[0].split(" active ")[0] for r in reasons})
+
+
+def rearm(config: Config) -> None:
+    """`launch`/`start` were just run: the idle time starts now, whatever came before."""
+    now = time.time()
+    state = read_json(config.path(STATE_FILE))
+    state.update(
+        {
+            "last_active": now,
+            "idle_since": now,
+            "idle_for_seconds": 0.0,
+            "state": "armed",
+            "armed_at": now,
+            "last_check": now,
+            "boot_id": boot_id(),
+            "window_seconds": config.idle_seconds,
+            "agent_version": AGENT_VERSION,
+        }
+    )
+    write_json(config.path(STATE_FILE), state)
+    log(config, f"armed: powering off after {human(config.idle_seconds)} idle", now)
+
+
+class _Lock:
+    """One agent at a time per state folder (a timer check never overlaps a loop)."""
+
+    def __init__(self, config: Config) -> None:
+        os.makedirs(config.state_dir, exist_ok=True)
+        self.handle = open(config.path(LOCK_FILE), "a")  # noqa: SIM115 - held for the run
+
+    def acquire(self) -> bool:
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+
+def loop(config: Config, pid_file: str | None) -> int:
+    """Check every `interval` seconds until SIGTERM."""
+    lock = _Lock(config)
+    if not lock.acquire():
+        sys.stderr.write("autostop: another agent is running for this state folder\n")
+        return 1
+    stopping: list[int] = []
+
+    def on_term(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if pid_file:
+        with open(pid_file + ".tmp", "w", encoding="ascii") as handle:
+            handle.write(f"{os.getpid()}\n")
+        os.replace(pid_file + ".tmp", pid_file)
+    log(config, f"agent {AGENT_VERSION} checking every {config.interval:g} s (loop)")
+    try:
+        while not stopping:
+            began = time.monotonic()
+            try:
+                check(config)
+            except Exception as exc:  # a bad check must not end the watch
+                log(config, f"check failed: {type(exc).__name__}: {exc}")
+            while not stopping and time.monotonic() - began < config.interval:
+                time.sleep(min(0.2, config.interval))
+    finally:
+        if pid_file:
+            try:
+                with open(pid_file, encoding="ascii") as handle:
+                    mine = handle.read().strip() == str(os.getpid())
+                if mine:
+                    os.unlink(pid_file)
+            except OSError:
+                pass
+    log(config, "agent stopped")
+    return 0
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    data: JsonDict = {}
+    if args.config and os.path.exists(args.config):
+        data = read_json(args.config)
+        if not data:
+            raise ValueError(f"{args.config} is not a JSON object")
+    elif args.config != DEFAULT_CONFIG and args.config:
+        raise ValueError(f"{args.config}: no such file")
+    overrides = {
+        "idle_seconds": parse_duration(args.idle) if args.idle else None,
+        "port": args.port,
+        "jupyter_url": args.jupyter_url,
+        "poweroff_command": args.poweroff_command,
+        "state_dir": args.state_dir,
+        "log_file": args.log_file,
+        "interval": args.interval,
+        "utmp": args.utmp,
+        "console": False if args.no_console else None,
+    }
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return Config.from_dict(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="autostop", description="Power an idle notebook host off (orchestrate)."
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--once", action="store_true", help="one check (for a systemd timer)")
+    mode.add_argument("--loop", action="store_true", help="check every --interval seconds")
+    mode.add_argument("--rearm", action="store_true", help="start the idle time over now")
+    mode.add_argument("--status", action="store_true", help="print the last check as JSON")
+    mode.add_argument("--version", action="store_true", help="print the agent version")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="JSON config file")
+    parser.add_argument("--idle", help="idle window, e.g. 60m or 5s (overrides the config)")
+    parser.add_argument("--port", type=int, help="the notebook port on the host")
+    parser.add_argument("--jupyter-url", help="Jupyter's base URL on the host")
+    parser.add_argument("--poweroff-command", help="shell command that powers the host off")
+    parser.add_argument("--state-dir", help="folder of the state, last-stop and version files")
+    parser.add_argument("--log-file", help="the agent's log")
+    parser.add_argument("--interval", type=float, help="seconds between checks in --loop")
+    parser.add_argument("--utmp", help="utmp file with the logins")
+    parser.add_argument("--pid-file", help="--loop writes its PID here")
+    parser.add_argument("--no-console", action="store_true", help="no kernel-log message")
+    args = parser.parse_args(argv)
+    if args.version:
+        print(AGENT_VERSION)
+        return 0
+    try:
+        config = build_config(args)
+    except (ValueError, TypeError) as exc:
+        sys.stderr.write(f"autostop: bad configuration: {exc}\n")
+        return 2
+    if args.status:
+        print(json.dumps(read_json(config.path(STATE_FILE)), indent=1, sort_keys=True))
+        return 0
+    if args.rearm:
+        rearm(config)
+        return 0
+    if args.loop:
+        return loop(config, args.pid_file)
+    lock = _Lock(config)
+    if not lock.acquire():
+        return 0  # a loop (or another check) is watching already
+    check(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
