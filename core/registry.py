@@ -42,6 +42,7 @@ NO_CACHE_ENV = "ORCHESTRATE_NO_PLUGIN_CACHE"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "orchestrate.plugins.providers.aws",
     "orchestrate.plugins.providers.ssh",
+    "orchestrate.plugins.host.autostop",
 )
 
 
