@@ -109,6 +109,7 @@ class ProviderPrices:
     currency: str
     note: str
     gpu_billing: str
+    default_disk: str | None
     hours_per_month: float
     minimum_seconds: float
     machines: Mapping[str, MachinePrice]
@@ -258,6 +259,7 @@ def _parse_provider(name: str, table: Mapping[str, Any]) -> ProviderPrices:
         currency=table["currency"],
         note=str(table.get("note", "")),
         gpu_billing=table["gpu_billing"],
+        default_disk=str(table["default_disk"]) if table.get("default_disk") else None,
         hours_per_month=_num(table, "hours_per_month", f"[{name}]"),
         minimum_seconds=_num(table, "minimum_seconds", f"[{name}]"),
         machines=machines,
@@ -610,7 +612,8 @@ def query_from_options(
 ) -> PriceQuery | None:
     """A `PriceQuery` from provider options, by the attribute names providers use
     (``machine_type``/``instance_type``, ``spot``/``preemptible``, ``disk_type``/
-    ``volume_type``, ``disk_gb``/``volume_gb``); None when no machine type is found.
+    ``volume_type``, ``disk_gb``/``volume_gb``); None when no machine type is found. A
+    provider without a disk type option gets its price list's ``default_disk`` (EC2: gp3).
 
     Core never looks inside provider options otherwise; `gpu` should come from
     ``Provider.gpu_request(options)`` (name, count), the contract's own view of the GPU.
@@ -619,7 +622,10 @@ def query_from_options(
     if not machine_type:
         return None
     spot = any(getattr(options, name, False) is True for name in ("spot", "preemptible"))
-    disk_type = _first(options, ("disk_type", "volume_type"), str)
+    table = provider_prices(provider)
+    disk_type = _first(options, ("disk_type", "volume_type"), str) or (
+        table.default_disk if table is not None else None
+    )
     disk_gb = _first(options, ("disk_gb", "disk_size_gb", "volume_gb", "volume_size"), (int, float))
     name, count = gpu if gpu is not None else (None, 0)
     return PriceQuery(

@@ -26,6 +26,7 @@ def test_every_provider_section_says_when_and_where_its_numbers_are_from() -> No
         assert provider.sources and all(s.startswith("https://") for s in provider.sources)
         assert "approximate" in provider.basis
         assert provider.machines and provider.gpus and provider.disks
+        assert provider.default_disk in provider.disks
         for gpu in provider.gpus.values():
             assert gpu.memory_gb > 0 and gpu.model, gpu.name
 
@@ -81,9 +82,9 @@ def test_gce_custom_and_missing_sizes_come_from_family_rates() -> None:
 
 
 def test_ec2_machine_price_includes_its_gpu() -> None:
-    est = hourly("aws", "g4dn.xlarge", "nvidia-t4", 1)
+    est = hourly("aws", "g4dn.xlarge", "nvidia-tesla-t4", 1)
     assert est.per_hour == pytest.approx(0.526)
-    assert est.gpu_per_hour == 0.0 and est.gpu == "nvidia-t4"
+    assert est.gpu_per_hour == 0.0 and est.gpu == "nvidia-tesla-t4"
     assert hourly("aws", "p3.2xlarge").per_hour == pytest.approx(3.06)
     assert hourly("aws", "p4d.24xlarge", spot=True).per_hour == pytest.approx(13.109)
 
@@ -179,9 +180,10 @@ class GcpShapedOptions:
 
 @dataclass(frozen=True)
 class Ec2ShapedOptions:
+    """The attribute names of the AWS provider's options: no disk type (EBS gp3)."""
+
     instance_type: str = "g5.xlarge"
-    volume_type: str = "gp3"
-    volume_gb: int = 80
+    disk_gb: int = 80
     spot: bool = False
 
 
@@ -197,9 +199,23 @@ def test_query_from_gcp_shaped_options() -> None:
 
 
 def test_query_from_ec2_shaped_options() -> None:
-    query = query_from_options("aws", Ec2ShapedOptions())
-    assert query is not None and not query.spot
+    query = query_from_options("aws", Ec2ShapedOptions(), ("nvidia-a10g", 1))
+    assert query is not None and not query.spot and query.disk_type == "gp3"
     assert query.estimate().per_hour == pytest.approx(1.006 + 80 * 0.08 / 730)
+
+
+def test_aws_gpu_names_match_the_aws_provider() -> None:
+    """The AWS provider names GPUs like GCE does (plugins/providers/aws/instance_types.py);
+    every GPU an EC2 type in the price list carries uses those names."""
+    from orchestrate.plugins.providers.aws.instance_types import GPU_NAMES, GPU_TYPES
+
+    table = load_prices()["aws"]
+    assert set(table.gpus) <= set(GPU_NAMES)
+    carried = {t.name: (t.gpu, t.gpus) for t in GPU_TYPES}
+    for machine in table.machines.values():
+        for gpu, count in machine.gpus.items():
+            if machine.name in carried:
+                assert carried[machine.name] == (gpu, count), machine.name
 
 
 def test_query_needs_a_machine_type() -> None:
