@@ -40,8 +40,16 @@ NO_CACHE_ENV = "ORCHESTRATE_NO_PLUGIN_CACHE"
 
 #: Built-in plugin modules; their plugin name is the part after "orchestrate.plugins.".
 BUILTIN_PLUGINS: tuple[str, ...] = (
+    "orchestrate.plugins.providers.gcp",
     "orchestrate.plugins.providers.aws",
     "orchestrate.plugins.providers.ssh",
+    "orchestrate.plugins.host.gpu_check",
+    "orchestrate.plugins.host.nvidia_driver",
+    "orchestrate.plugins.host.docker",
+    "orchestrate.plugins.host.container_toolkit",
+    "orchestrate.plugins.host.verify",
+    "orchestrate.plugins.host.image",
+    "orchestrate.plugins.host.notebook",
     "orchestrate.plugins.host.autostop",
 )
 
