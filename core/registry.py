@@ -239,24 +239,34 @@ def _cache_file() -> Path:
     return state_dir() / "entry-points.json"
 
 
+#: How many sys.path layouts the cache remembers: the console script (its bin folder first)
+#: and `python -m` (the current folder first) see different ones, which must not evict each
+#: other at every start.
+CACHE_ENTRIES = 8
+
+
 def _entry_points() -> list[EntryPointRow]:
-    """Every entry point of our group, from the cache when sys.path has not changed.
+    """Every entry point of our group, from the cache when the distributions are unchanged.
 
     Why a cache: `importlib.metadata` costs ~15 ms to import and a few more to scan every
-    installed distribution, at each start, for a group that is usually empty. Keyed on
-    `_path_key()`; rewritten (atomically) whenever that changes; any trouble reading or
-    writing it falls back to the scan.
+    installed distribution, at each start, for a group that is usually empty. Entries are
+    keyed on `_path_key()`, the most recent first; any trouble reading or writing the file
+    falls back to the scan.
     """
     use_cache = os.environ.get(NO_CACHE_ENV, "") in ("", "0")
     key = _path_key()
     path = _cache_file()
+    entries: list[dict[str, Any]] = []
     if use_cache:
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))
-            if cached["group"] == ENTRY_POINT_GROUP and cached["key"] == key:
-                return [(str(a), str(b), str(c), str(d)) for a, b, c, d in cached["rows"]]
+            if cached["group"] == ENTRY_POINT_GROUP:
+                entries = [e for e in cached["entries"] if isinstance(e, dict)]
+            for entry in entries:
+                if entry["key"] == key:
+                    return [(str(a), str(b), str(c), str(d)) for a, b, c, d in entry["rows"]]
         except (OSError, ValueError, TypeError, KeyError):
-            pass
+            entries = []
     from importlib.metadata import entry_points
 
     rows: list[EntryPointRow] = []
@@ -264,10 +274,11 @@ def _entry_points() -> list[EntryPointRow]:
         dist = ep.dist
         rows.append((ep.name, ep.value, dist.name if dist else "", dist.version if dist else ""))
     if use_cache:
+        entries = [{"key": key, "rows": rows}, *entries][:CACHE_ENTRIES]
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            payload = {"group": ENTRY_POINT_GROUP, "key": key, "rows": rows}
+            payload = {"group": ENTRY_POINT_GROUP, "entries": entries}
             tmp.write_text(json.dumps(payload), encoding="utf-8")
             tmp.replace(path)
         except OSError:  # a read-only state folder still runs, uncached

@@ -101,6 +101,18 @@ def test_entry_points_are_read_from_the_cache_on_later_starts(orch_home: object)
     assert "importlib.metadata" not in second
 
 
+def test_two_ways_of_starting_do_not_evict_each_other(orch_home: Path) -> None:
+    """`python -m` puts the current folder first on sys.path, the console script its bin
+    folder: two keys, both kept."""
+    _modules_after("--help")
+    by_module = subprocess.run(
+        [sys.executable, "-m", "orchestrate.core.cli", "--help"], capture_output=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+    assert by_module.returncode == 0
+    assert "importlib.metadata" not in _modules_after("--help")[1]
+
+
 def test_a_plugin_installed_after_the_cache_was_written_is_found(
     orch_home: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
