@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,13 +129,17 @@ class LinodeApi:
         self.driver = driver
         self.deadline_s = deadline_s
         self._sleep = sleep
+        # libcloud's connection holds the request in flight in attributes, so threads (core's
+        # `status` refreshes rows in parallel) take turns on one driver.
+        self._lock = threading.Lock()
 
     def call(self, fn: Callable[[], T], *, context: str, region: str | None = None) -> T:
         started = time.monotonic()
         delay = 0.25
         while True:
             try:
-                return fn()
+                with self._lock:
+                    return fn()
             except Exception as exc:
                 if not is_retryable(exc) or time.monotonic() - started + delay > self.deadline_s:
                     raise map_error(exc, context=context, region=region) from exc

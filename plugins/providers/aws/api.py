@@ -16,6 +16,7 @@ error is never retried here: the failover loop moves to the next zone instead.
 
 from __future__ import annotations
 
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
@@ -65,6 +66,10 @@ class Ec2Api:
         self.region = region
         self.retry_deadline_s = retry_deadline_s
         self._sleep = sleep
+        # libcloud's connection keeps the request being signed in attributes (action, method,
+        # data): two threads on one connection (`status` refreshes rows in parallel) would
+        # sign each other's requests. One request at a time per session.
+        self._lock = threading.Lock()
 
     def call(
         self,
@@ -82,7 +87,8 @@ class Ec2Api:
         delay = FIRST_BACKOFF_S
         while True:
             try:
-                response = self.driver.connection.request("/", params=dict(query))
+                with self._lock:
+                    response = self.driver.connection.request("/", params=dict(query))
                 body = response.object
                 if isinstance(body, ET.Element):
                     return body
