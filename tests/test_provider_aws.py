@@ -174,7 +174,9 @@ def test_plan_lists_the_api_actions_without_secrets(monkeypatch: pytest.MonkeyPa
     options = provider.validate_options({"zones": ["us-east-1b", "us-east-1c"], "spot": True}, "t")
     plan = provider.plan(spec_for(options, script="#!/bin/sh\necho token=abc\n"))
     actions = [request.path.removeprefix("/?Action=") for request in plan]
+    assert {request.method for request in plan} == {"GET"}  # libcloud signs a GET query
     assert actions == [
+        "DescribeAvailabilityZones",
         "DescribeImages",
         "DescribeKeyPairs",
         "ImportKeyPair",

@@ -122,13 +122,7 @@ class AwsProvider(Provider):
             api = self._api(key)
             response = api.call(
                 "DescribeAvailabilityZones",
-                r.filters(
-                    {
-                        "region-name": api.region,
-                        "state": "available",
-                        "zone-type": "availability-zone",
-                    }
-                ),
+                r.zones_query(api.region),
                 context=f"listing the zones of {api.region}",
             )
             zones = sorted(

@@ -81,6 +81,11 @@ def filters(values: Mapping[str, str | Sequence[str]]) -> dict[str, str]:
     return params
 
 
+def zones_query(region: str) -> dict[str, str]:
+    """DescribeAvailabilityZones: the region's available zones (no Local/Wavelength Zones)."""
+    return filters({"region-name": region, "state": "available", "zone-type": "availability-zone"})
+
+
 def image_query(options: AwsOptions) -> dict[str, str]:
     """DescribeImages: the explicit ``ami``, or the owner's images matching ``ami_name``."""
     if options.ami:
@@ -282,7 +287,8 @@ def parse_instances(response: ET.Element) -> list[Instance]:
 
 # ---------------------------------------------------------------- dry run
 def _request(action: str, params: Mapping[str, Any]) -> PlannedRequest:
-    return PlannedRequest("POST", f"/?Action={action}", dict(params))
+    """As libcloud's EC2 connection sends it: GET, the parameters in the signed query."""
+    return PlannedRequest("GET", f"/?Action={action}", dict(params))
 
 
 def plan(spec: LaunchSpec, options: AwsOptions, zone: str | None) -> list[PlannedRequest]:
@@ -293,9 +299,12 @@ def plan(spec: LaunchSpec, options: AwsOptions, zone: str | None) -> list[Planne
     group or its SSH rule is missing; DescribeInstances repeats until the instance runs. The
     public key is shown by fingerprint, the user data by size: neither is secret, both are long.
     """
-    zone_text = zone or "<first available zone of " + options.region + ">"
+    zone_name = zone or f"the first available zone of {options.region}"
     key_name = key_pair_name(spec.ssh_public_key, options)
-    requests = [_request("DescribeImages", image_query(options))]
+    requests = [
+        _request("DescribeAvailabilityZones", zones_query(options.region)),
+        _request("DescribeImages", image_query(options)),
+    ]
     requests.append(_request("DescribeKeyPairs", key_query(key_name)))
     requests.append(
         _request(
@@ -303,7 +312,8 @@ def plan(spec: LaunchSpec, options: AwsOptions, zone: str | None) -> list[Planne
             {"KeyName": key_name, "PublicKeyMaterial": f"<{fingerprint(spec.ssh_public_key)}>"},
         )
     )
-    requests.append(_request("DescribeSubnets", subnet_query(options, zone_text)))
+    zone_value = zone or f"<{zone_name}>"
+    requests.append(_request("DescribeSubnets", subnet_query(options, zone_value)))
     vpc = "<VpcId of the subnet>"
     requests.append(_request("DescribeSecurityGroups", group_query(options.security_group, vpc)))
     requests.append(
@@ -318,7 +328,7 @@ def plan(spec: LaunchSpec, options: AwsOptions, zone: str | None) -> list[Planne
         options,
         image_id=f"<{options.ami}>" if options.ami else "<newest image of DescribeImages>",
         root_device="<rootDeviceName of the image>",
-        subnet_id=options.subnet_id or f"<default subnet of {zone_text}>",
+        subnet_id=options.subnet_id or f"<default subnet of {zone_name}>",
         group_id=group,
         key_name=key_name,
         client_token="<random per create>",
