@@ -143,6 +143,9 @@ def role_ours(args: argparse.Namespace) -> None:
         window_size=args.window,
         max_packet_size=args.packet,
         pump=args.pump,
+        prewarm=not args.no_prewarm,
+        nudge_nodelay=not args.no_nudge,
+        read_ahead=not args.no_read_ahead,
     ).start()
     cipher = getattr(transport, "remote_cipher", "?")
     mac = getattr(transport, "remote_mac", "?")
@@ -299,7 +302,14 @@ def _wait_port(bed: Bed, port: int, timeout: float = 20) -> None:
 
 @contextlib.contextmanager
 def tunnel_ours(
-    bed: Bed, *, window: int, packet: int, pump: str = "threads"
+    bed: Bed,
+    *,
+    window: int,
+    packet: int,
+    pump: str = "threads",
+    prewarm: bool = True,
+    nudge: bool = True,
+    read_ahead: bool = True,
 ) -> Iterator[tuple[int, str]]:
     """Our tunnel in a near-side child process; yields (local port, cipher/mac)."""
     argv = bed.near(
@@ -324,6 +334,9 @@ def tunnel_ours(
             str(packet),
             "--pump",
             pump,
+            *([] if prewarm else ["--no-prewarm"]),
+            *([] if nudge else ["--no-nudge"]),
+            *([] if read_ahead else ["--no-read-ahead"]),
         ]
     )
     proc, line = _start_ready(argv)
@@ -635,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--pump", default="threads", help=argparse.SUPPRESS)
     parser.add_argument("--switch-interval", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--no-prewarm", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-nudge", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-read-ahead", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--down", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--up", type=int, default=0, help=argparse.SUPPRESS)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import select
 import socket
 import sys
@@ -62,6 +63,16 @@ _SOCK_RECV_SIZE = 256 * 1024
 #: How long a local EOF waits for a connection accepted at the same moment to send its
 #: channel open first (see `Tunnel._send_eof`): covers accept() waking up and the GIL.
 _EOF_GRACE_S = 0.005
+
+#: A pre-opened channel older than this is replaced rather than handed out: servers and
+#: proxies drop idle connections after minutes (Jupyter's Tornado after an hour).
+_SPARE_MAX_AGE_S = 120.0
+
+#: How long a parked worker thread waits for another connection before it ends.
+_WORKER_IDLE_S = 30.0
+#: A taken spare is replaced as soon as its connection has sent or received its first bytes
+#: (so the replacement's open does not compete with them), or after this long at the latest.
+_SPARE_REPLACE_AFTER_S = 0.005
 
 #: Keepalive, seconds: an SSH-level ping when idle, and TCP probes plus a user timeout on
 #: the transport's socket, so a dead link (laptop asleep, Wi-Fi gone) is found in about a
@@ -131,6 +142,114 @@ class Backoff:
         return float(min(self.max_s, self.first_s * 2 ** (attempt - 1)))
 
 
+class ReadAheadSocket:
+    """A socket wrapper whose ``recv`` reads ahead in large chunks, for paramiko's reader.
+
+    paramiko reads the SSH stream packet by packet with exact-size ``recv`` calls (16 bytes
+    of header, then the rest). Measured on the 50 ms test link, that pattern keeps Linux's
+    receive-buffer autotuning from growing the TCP window: the first seconds of a download
+    crawled at ~2 MB/s (one 64 KiB segment per round trip) before it recovered, while
+    ``ssh``, which reads whatever is there in one call, ramped up at once. Reading ahead
+    256 KiB at a time gives the same ramp (measured: 30 MB first download at 42-54 MB/s
+    instead of 10-13 MB/s). Everything else is the wrapped socket's own.
+
+    Session should hand paramiko its socket wrapped in this; `Tunnel` installs it into a
+    transport that does not have it yet (see `_install_read_ahead`).
+    """
+
+    def __init__(self, sock: socket.socket, chunk: int = 256 * 1024) -> None:
+        self._sock = sock
+        self._chunk = chunk
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, n: int) -> bytes:
+        if self._pos < len(self._buf):
+            end = self._pos + n
+            out = self._buf[self._pos : end]
+            self._pos = end
+            return out
+        data = self._sock.recv(max(n, self._chunk))
+        if len(data) <= n:
+            return data
+        self._buf, self._pos = data, n
+        return data[:n]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _install_read_ahead(transport: paramiko.Transport) -> bool:
+    """Swap `ReadAheadSocket` in under paramiko's packet reader; True if it was installed.
+
+    Uses paramiko's private ``Packetizer.__socket``, so it checks everything and does
+    nothing when the shape differs. Safe while the transport runs: only the transport's
+    own thread reads, it looks the attribute up on every ``recv``, and the wrapper starts
+    empty, so no byte is read out of order.
+    """
+    packetizer = getattr(transport, "packetizer", None)
+    attr = "_Packetizer__socket"
+    raw = getattr(packetizer, attr, None)
+    if packetizer is None or not isinstance(raw, socket.socket):
+        return False
+    setattr(packetizer, attr, ReadAheadSocket(raw))
+    return True
+
+
+class _Workers:
+    """Reusable daemon threads: a new connection must not wait for a thread to be created.
+
+    Starting a Python thread costs a few hundred microseconds on a busy machine, which is
+    most of what a new connection costs on loopback; a parked worker is woken in tens.
+    Workers park for `_WORKER_IDLE_S` and then end, so an idle tunnel holds no threads.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._idle = 0
+        self._count = 0
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on a parked worker, or on a new one if none is parked."""
+        with self._lock:
+            if self._idle > 0:
+                self._idle -= 1
+                self._jobs.put((fn, args))
+                return
+            self._count += 1
+            name = f"{self._name}-{self._count}"
+        threading.Thread(target=self._run, args=(fn, args), name=name, daemon=True).start()
+
+    def _run(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        job: tuple[Callable[..., None], tuple[Any, ...]] | None = (fn, args)
+        while job is not None:
+            try:
+                job[0](*job[1])
+            except Exception:  # a job's failure must not kill the worker silently
+                log.exception("tunnel worker job failed")
+            with self._lock:
+                self._idle += 1
+            try:
+                job = self._jobs.get(timeout=_WORKER_IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    try:  # a job may have been queued for us just as we timed out
+                        job = self._jobs.get_nowait()
+                    except queue.Empty:
+                        self._idle -= 1
+                        return
+
+    def shutdown(self) -> None:
+        """Let every parked worker end now."""
+        with self._lock:
+            idle, self._idle = self._idle, 0
+        for _ in range(idle):
+            self._jobs.put(None)
+
+
 class Tunnel:
     """A local TCP listener whose connections are forwarded over an SSH transport.
 
@@ -158,6 +277,9 @@ class Tunnel:
         port_tries: int = DEFAULT_PORT_TRIES,
         open_timeout_s: float = 15.0,
         pump: PumpKind = "threads",
+        prewarm: bool = True,
+        nudge_nodelay: bool = True,
+        read_ahead: bool = True,
     ) -> None:
         self._transport: paramiko.Transport | None = as_transport(transport)
         self.requested_port = local_port
@@ -176,6 +298,10 @@ class Tunnel:
         if pump not in ("threads", "select"):
             raise ValueError(f"pump must be 'threads' or 'select', not {pump!r}")
         self._pump = pump
+        self._prewarm = prewarm
+        self._nudge_nodelay = nudge_nodelay
+        self._read_ahead = read_ahead
+        self._nudged: paramiko.Transport | None = None
 
         self.error: HostError | None = None
         self._lock = threading.Lock()
@@ -194,6 +320,17 @@ class Tunnel:
         self._up = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        # The pre-opened channel (see _take_spare), guarded by _lock.
+        self._spare: paramiko.Channel | None = None
+        self._spare_transport: paramiko.Transport | None = None
+        self._spare_born = 0.0
+        self._spare_opening = False  # a spare's open is in flight
+        self._spare_claimed = False  # a new connection waits for that in-flight spare
+        self._spare_blocked = False  # the remote refused: no spares until a forward works
+        self._spare_ready = threading.Condition(self._lock)
+        self._spare_wanted = threading.Event()
+        self._spare_due: float | None = None  # when to replace a taken spare at the latest
+        self._workers = _Workers(f"tunnel-{local_port}-conn")
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -215,7 +352,14 @@ class Tunnel:
         self._started = time.monotonic()
         self._state = "up"
         self._up.set()
-        for name, target in (("accept", self._accept_loop), ("monitor", self._monitor_loop)):
+        loops: list[tuple[str, Callable[[], None]]] = [
+            ("accept", self._accept_loop),
+            ("monitor", self._monitor_loop),
+        ]
+        if self._prewarm:
+            loops.append(("spare", self._spare_loop))
+            self._spare_wanted.set()
+        for name, target in loops:
             thread = threading.Thread(
                 target=target, name=f"tunnel-{self.local_port}-{name}", daemon=True
             )
@@ -236,6 +380,7 @@ class Tunnel:
             return
         self._closing.set()
         self._wake.set()
+        self._spare_wanted.set()
         self._up.set()  # release connections waiting for a reconnect
         listener = self._listener
         if listener is not None:
@@ -246,6 +391,13 @@ class Tunnel:
             conns = list(self._conns)
         for conn in conns:
             conn.abort()
+        with self._lock:
+            spare, self._spare = self._spare, None
+            self._spare_ready.notify_all()
+        if spare is not None:
+            with contextlib.suppress(Exception):
+                spare.close()
+        self._workers.shutdown()
         me = threading.current_thread()
         for thread in self._threads:
             if thread is not me:
@@ -301,6 +453,8 @@ class Tunnel:
         """
         if self._keepalive_s > 0:
             transport.set_keepalive(self._keepalive_s)
+        if self._read_ahead:
+            _install_read_ahead(transport)
         sock = getattr(transport, "sock", None)
         if not isinstance(sock, socket.socket):
             return
@@ -384,6 +538,7 @@ class Tunnel:
                 self._reconnects += 1
                 self._state = "up"
             self._up.set()
+            self._spare_wanted.set()
             log.debug("tunnel reconnected after %d attempt(s)", attempt + 1)
             return True
         self._fail(
@@ -403,7 +558,13 @@ class Tunnel:
     # -- connections -------------------------------------------------------------------
 
     def _accept_loop(self) -> None:
-        """Accept local connections and hand each to its own forwarding thread."""
+        """Accept one local connection, pass the listener on, then serve that connection.
+
+        Leader/follower: the thread that accepted a connection serves it at once and a
+        parked worker takes over accepting. A hand-off to another thread would put a
+        thread wake-up (tens to hundreds of microseconds in CPython) on every new
+        connection's path; this way it happens beside it.
+        """
         listener = self._listener
         assert listener is not None
         while not self._closing.is_set():
@@ -414,22 +575,20 @@ class Tunnel:
                     return
                 time.sleep(0.05)  # e.g. EMFILE: back off instead of spinning
                 continue
-            thread = threading.Thread(
-                target=self._forward,
-                args=(client, peer),
-                name=f"tunnel-conn-{peer[1]}",
-                daemon=True,
-            )
-            thread.start()
+            self._workers.submit(self._accept_loop)
+            self._forward(client, peer)
+            return
 
     def _forward(self, client: socket.socket, peer: Any) -> None:
-        """Open the channel for one local connection, pump both ways, close both ends."""
+        """Get a channel for one local connection and start pumping both ways."""
         with contextlib.suppress(OSError):
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._connections += 1
         transport = self._current_transport()
-        chan = None if transport is None else self._open_channel(transport, client, peer)
+        chan = None
+        if transport is not None:
+            chan = self._take_spare(transport) or self._open_for(transport, peer)
         if chan is None:
             _close_socket(client)
             return
@@ -439,48 +598,167 @@ class Tunnel:
                 conn.abort()
                 return
             self._conns.add(conn)
-        try:
-            if self._pump == "select":
+        if self._pump == "select":
+            try:
                 self._pump_select(conn)
-            else:
-                self._pump_threads(conn)
-        finally:
+            finally:
+                self._release(conn)
+            return
+        # Threads pump: this thread carries the request (upload) right away; a worker,
+        # woken while the request travels, carries the answer (download).
+        conn.parts = 2
+        self._workers.submit(self._run_down, conn)
+        self._run_up(conn)
+
+    def _release(self, conn: _Connection) -> None:
+        """Close both ends once every pump of ``conn`` is done, and forget it."""
+        if conn.part_done():
             conn.finish()
             with self._lock:
                 self._conns.discard(conn)
 
-    def _open_channel(
-        self, transport: paramiko.Transport, client: socket.socket, peer: Any
-    ) -> paramiko.Channel | None:
-        """The ``direct-tcpip`` channel, or None after closing ``client`` if it failed.
+    def _open(self, transport: paramiko.Transport, src: tuple[str, int]) -> paramiko.Channel:
+        """Open one ``direct-tcpip`` channel with the tuned window; paramiko's errors pass."""
+        self._flush_eofs()  # right before our open: see _send_eof
+        return transport.open_channel(
+            "direct-tcpip",
+            dest_addr=(self.remote_host, self.remote_port),
+            src_addr=src,
+            window_size=self.window_size,
+            max_packet_size=self.max_packet_size,
+            timeout=self._open_timeout_s,
+        )
+
+    def _open_for(self, transport: paramiko.Transport, peer: Any) -> paramiko.Channel | None:
+        """The channel for a local connection, or None when it cannot be had.
 
         A refusal (`ChannelException`: nothing listens on the remote port, e.g. Jupyter not
-        up yet) closes the local socket at once so the browser sees the failure and retries,
-        instead of a connection that hangs open with nothing behind it.
+        up yet) returns None so the caller closes the local socket at once: the browser sees
+        the failure and retries, instead of a connection that hangs with nothing behind it.
         """
         import paramiko
 
         src = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("127.0.0.1", 0)
-        self._flush_eofs()  # right before our open: see _send_eof
         try:
-            return transport.open_channel(
-                "direct-tcpip",
-                dest_addr=(self.remote_host, self.remote_port),
-                src_addr=src,
-                window_size=self.window_size,
-                max_packet_size=self.max_packet_size,
-                timeout=self._open_timeout_s,
-            )
+            chan = self._open(transport, src)
         except paramiko.ChannelException as exc:
             with self._lock:
                 self._refused += 1
             log.debug(
                 "remote %s:%d refused the forward: %s", self.remote_host, self.remote_port, exc
             )
+            return None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             log.debug("channel open failed: %s", exc)
             self._wake.set()  # the transport may be dead: let the monitor look now
-        return None
+            return None
+        if self._spare_blocked:
+            with self._lock:
+                self._spare_blocked = False  # the remote answers again: pre-open anew
+            self._spare_wanted.set()
+        return chan
+
+    # -- the pre-opened channel ----------------------------------------------------------
+
+    def _take_spare(self, transport: paramiko.Transport) -> paramiko.Channel | None:
+        """A channel opened ahead of time for the next connection, if one is (nearly) ready.
+
+        Opening a channel costs a round trip to the host before the first byte can go: on a
+        50 ms link that is half of a new connection's time. So the tunnel keeps one channel
+        to the notebook open in advance and hands it to the next local connection, which then
+        costs one round trip (its request and answer) instead of two; a replacement is opened
+        at once. When the replacement's open is still in flight, waiting for it beats opening
+        another (it was sent earlier). The remote just sees one idle connection; a spare the
+        remote closed, or older than `_SPARE_MAX_AGE_S`, is replaced, never handed out.
+        """
+        if not self._prewarm:
+            return None
+        with self._lock:
+            if self._spare is None and self._spare_opening and not self._spare_claimed:
+                self._spare_claimed = True
+                deadline = time.monotonic() + self._open_timeout_s
+                while self._spare_opening and not self._closing.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._spare_ready.wait(timeout=left)
+                self._spare_claimed = False
+            chan, self._spare = self._spare, None
+            fresh = (
+                chan is not None
+                and self._spare_transport is transport
+                and time.monotonic() - self._spare_born < _SPARE_MAX_AGE_S
+            )
+            if chan is not None and fresh:
+                # Replace it once this connection's first bytes are through (_first_bytes).
+                self._spare_due = time.monotonic() + _SPARE_REPLACE_AFTER_S
+        self._spare_wanted.set()
+        if chan is None:
+            return None
+        if not fresh or chan.closed or chan.eof_received:
+            with contextlib.suppress(Exception):
+                chan.close()
+            return None
+        return chan
+
+    def _spare_loop(self) -> None:
+        """Keep one channel pre-opened while the tunnel is up (see `_take_spare`)."""
+        import paramiko
+
+        while not self._closing.is_set():
+            with self._lock:
+                due = self._spare_due
+            timeout = _SPARE_MAX_AGE_S / 2 if due is None else max(0.0, due - time.monotonic())
+            self._spare_wanted.wait(timeout=timeout)
+            self._spare_wanted.clear()
+            if self._closing.is_set():
+                return
+            with self._lock:
+                if self._spare_due is not None:
+                    if time.monotonic() < self._spare_due:
+                        continue  # woken early by the take itself: wait for first bytes
+                    self._spare_due = None
+            current = self._transport
+            if self._nudge_nodelay and current is not None and current is not self._nudged:
+                self._nudged = current
+                _nudge_sshd_nodelay(current, self._open_timeout_s)
+            stale: paramiko.Channel | None = None
+            with self._lock:
+                transport = self._transport if self._state == "up" else None
+                spare = self._spare
+                if spare is not None and (
+                    self._spare_transport is not transport
+                    or spare.closed
+                    or spare.eof_received
+                    or time.monotonic() - self._spare_born >= _SPARE_MAX_AGE_S
+                ):
+                    stale, self._spare = spare, None
+                need = transport is not None and self._spare is None and not self._spare_blocked
+                self._spare_opening = need
+            if stale is not None:
+                with contextlib.suppress(Exception):
+                    stale.close()
+            if not need or transport is None:
+                continue
+            chan: paramiko.Channel | None = None
+            try:
+                chan = self._open(transport, ("127.0.0.1", 0))
+            except paramiko.ChannelException:
+                with self._lock:
+                    self._spare_blocked = True  # a real connection will find out and retry
+            except (paramiko.SSHException, OSError, EOFError):
+                self._wake.set()
+            with self._lock:
+                self._spare_opening = False
+                keep = chan is not None and not self._closing.is_set()
+                if keep:
+                    self._spare = chan
+                    self._spare_transport = transport
+                    self._spare_born = time.monotonic()
+                self._spare_ready.notify_all()
+            if chan is not None and not keep:
+                with contextlib.suppress(Exception):
+                    chan.close()
 
     def _send_eof(self, chan: paramiko.Channel) -> None:
         """Pass a local half-close on, just before the next channel open if one comes soon.
@@ -517,35 +795,47 @@ class Tunnel:
                 chan.shutdown_write()
             taken.set()
 
+    def _first_bytes(self) -> None:
+        """A connection's first bytes went through: time to replace the spare it took."""
+        with self._lock:
+            if self._spare_due is None:
+                return
+            self._spare_due = time.monotonic()
+        self._spare_wanted.set()
+
     def _count(self, up: int, down: int) -> None:
         with self._lock:
             self._bytes_up += up
             self._bytes_down += down
 
-    def _pump_threads(self, conn: _Connection) -> None:
-        """Two blocking copies, one thread each way: no polling, no busy loop.
+    def _run_up(self, conn: _Connection) -> None:
+        """The upload half of the threads pump (see `_copy_up`)."""
+        try:
+            self._copy_up(conn)
+        finally:
+            conn.up_finished.set()
+            self._release(conn)
 
-        This thread carries the download (the direction that matters for a notebook);
-        a helper thread carries the upload. Each direction forwards end-of-file as a
-        half-close, like ``ssh -L``; the connection ends when both directions have.
+    def _run_down(self, conn: _Connection) -> None:
+        """The download half of the threads pump (see `_copy_down`).
+
+        Two blocking copies, one thread each way: no polling, no busy loop. Each direction
+        forwards end-of-file as a half-close, like ``ssh -L``; the connection ends when
+        both directions have. If the remote closed the channel outright, nothing more can go
+        up: the local socket is ended too rather than left waiting on a client that waits on
+        us.
         """
-        up = threading.Thread(
-            target=self._copy_up,
-            args=(conn,),
-            name=threading.current_thread().name + "-up",
-            daemon=True,
-        )
-        up.start()
-        self._copy_down(conn)
-        # The remote is done sending. If it closed the channel outright, nothing more can go
-        # up: end the local socket too rather than wait on a client that waits on us.
-        while up.is_alive():
-            up.join(timeout=0.5)
-            if conn.chan.closed:
-                conn.abort()
+        try:
+            self._copy_down(conn)
+            while not conn.up_finished.wait(timeout=0.5):
+                if conn.chan.closed:
+                    conn.abort()
+        finally:
+            self._release(conn)
 
     def _copy_down(self, conn: _Connection) -> None:
         chan, client = conn.chan, conn.client
+        first = True
         try:
             while True:
                 data = chan.recv(_RECV_SIZE)
@@ -553,6 +843,9 @@ class Tunnel:
                     break
                 client.sendall(data)
                 self._count(0, len(data))
+                if first:
+                    first = False
+                    self._first_bytes()
         except (OSError, EOFError) as exc:
             log.debug("download side ended: %s", exc)
             conn.abort()
@@ -561,6 +854,7 @@ class Tunnel:
 
     def _copy_up(self, conn: _Connection) -> None:
         chan, client = conn.chan, conn.client
+        first = True
         try:
             while True:
                 data = client.recv(_SOCK_RECV_SIZE)
@@ -568,21 +862,26 @@ class Tunnel:
                     break
                 chan.sendall(memoryview(data))  # type: ignore[arg-type]
                 self._count(len(data), 0)
+                if first:
+                    first = False
+                    self._first_bytes()
         except (OSError, EOFError) as exc:
             log.debug("upload side ended: %s", exc)
             conn.abort()
-            return
-        conn.up_done()
+        else:
+            conn.up_done()
 
     def _pump_select(self, conn: _Connection) -> None:
         """One thread per connection multiplexing both ways with select().
 
         paramiko's channel exposes a pipe file descriptor that becomes readable when data
         arrives, so the local socket and the channel can share one select(). Kept as the
-        measured alternative to `_pump_threads` (see ``bench/tunnel_bench.py --pumps``).
+        measured alternative to the threads pump (`_run_up`, `_run_down`); see
+        ``bench/tunnel_bench.py --pumps``.
         """
         chan, client = conn.chan, conn.client
         up_open = down_open = True
+        first = True
         try:
             while up_open or down_open:
                 if conn.aborted or (not down_open and chan.closed):
@@ -593,6 +892,9 @@ class Tunnel:
                 if down_open:
                     watch.append(chan)
                 readable, _, _ = select.select(watch, [], [], 1.0)
+                if first and readable:
+                    first = False
+                    self._first_bytes()  # a little early: the bytes are about to go
                 if chan in readable:
                     data = chan.recv(_RECV_SIZE)
                     if data:
@@ -627,7 +929,15 @@ class _Connection:
         self.chan = chan
         self._send_eof = send_eof
         self.aborted = False
+        self.up_finished = threading.Event()
+        self.parts = 1  # pumps still running; the last one to end closes both ends
         self._lock = threading.Lock()
+
+    def part_done(self) -> bool:
+        """One pump ended; True for the last one."""
+        with self._lock:
+            self.parts -= 1
+            return self.parts == 0
 
     def up_done(self) -> None:
         """The local client sent EOF: pass the half-close on to the remote."""
@@ -654,6 +964,35 @@ class _Connection:
         with contextlib.suppress(Exception):
             self.chan.close()
         _close_socket(self.client)
+
+
+def _nudge_sshd_nodelay(transport: paramiko.Transport, timeout_s: float) -> None:
+    """Run ``true`` once so that OpenSSH's sshd sets TCP_NODELAY on this connection.
+
+    sshd enables TCP_NODELAY on the first exec or shell request of a connection
+    (``ssh_packet_set_interactive``), never for one that only forwards, like ``ssh -N -L``.
+    Without it, Nagle makes sshd hold any small message while another is unacknowledged,
+    and on a 50 ms link a new connection's confirmation or first answer then waits a whole
+    round trip behind the close of the previous connection: measured, about half of the
+    back-to-back new connections took three round trips instead of two. core's Session
+    has usually run commands on the connection already; this makes the tunnel independent
+    of that. Best effort: a host that refuses exec just keeps Nagle.
+    """
+    import paramiko
+
+    try:
+        chan = transport.open_session(timeout=timeout_s)
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        log.debug("could not open a session to nudge sshd: %s", exc)
+        return
+    try:
+        chan.settimeout(timeout_s)
+        chan.exec_command("true")
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        log.debug("exec to nudge sshd failed: %s", exc)
+    finally:
+        with contextlib.suppress(Exception):
+            chan.close()
 
 
 def _close_socket(sock: socket.socket) -> None:
