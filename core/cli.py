@@ -8,6 +8,7 @@ traceback instead.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,96 @@ def _click_module() -> Any:
         return click
 
 
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"", "0", "false", "f", "no", "n", "off"})
+
+
+def _to_bool(value: Any) -> bool:
+    """A flag's value: bools as they are, the usual words from environment variables."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ValueError(value)
+
+
+#: Annotations `_plain_values` converts itself; anything else stays with Typer.
+_PLAIN_TYPES: dict[Any, Any] = {str: str, int: int, float: float, Path: Path, bool: _to_bool}
+
+
+def _plain_values(command: Any) -> None:
+    """Convert plain str/int/float/Path parameters without Typer's pydantic layer.
+
+    Why: Typer (0.2x) converts every non-flag value, even an absent one, through a pydantic
+    TypeAdapter, and importing pydantic and building the first adapters costs 300-400 ms,
+    more than the rest of the start-up together, on every command but --help. Our own
+    parameters (and most plugins') are plain names, numbers and paths with no constraint,
+    which need no validation framework. Each such parameter gets a small converter in the
+    slot Typer fills lazily (`_runtime_param`); parameters with a parser, bounds, choices,
+    files, lists or path checks keep Typer's. Where a Typer release has no such slot, this
+    does nothing and Typer converts as before: slower, never different.
+    """
+    try:
+        from typer._click.exceptions import BadParameter  # type: ignore[import-not-found,unused-ignore]
+        from typer._coercion import RuntimeParam  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return
+
+    @dataclasses.dataclass(frozen=True)
+    class PlainParam(RuntimeParam):
+        convert: Any = None
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            if isinstance(value, bytes):
+                value = value.decode(sys.getfilesystemencoding(), "replace")
+            try:
+                return self.convert(value)
+            except (TypeError, ValueError):
+                kind = {int: "integer", float: "number", _to_bool: "boolean"}.get(
+                    self.convert, "value"
+                )
+                message = f"{value!r} is not a valid {kind}."
+                raise BadParameter(message, ctx=ctx, param=param) from None
+
+    def lighten(param: Any) -> Any:
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is None or getattr(param, "_runtime_param", False) is not None:
+            return param
+        info = descriptor.parameter_info
+        convert = _PLAIN_TYPES.get(descriptor.annotation)
+        plain = (
+            convert is not None
+            and descriptor.file_annotation is None
+            and not param.multiple
+            and param.nargs == 1
+            and info.parser is None
+            and info.min is None
+            and info.max is None
+            and not (info.exists or info.resolve_path or info.allow_dash)
+            and info.path_type is None
+            and info.dir_okay
+            and info.file_okay
+        )
+        if plain:
+            param._runtime_param = PlainParam(
+                parameter_info=info, annotation=descriptor.annotation, convert=convert
+            )
+        return param
+
+    def visit(cmd: Any) -> None:
+        for param in getattr(cmd, "params", ()):
+            lighten(param)
+        # --help is made afresh for each context, so it is lightened as it is made.
+        make_help = getattr(cmd, "get_help_option", None)
+        if make_help is not None:
+            cmd.get_help_option = lambda ctx, _make=make_help: lighten(_make(ctx))
+        for sub in getattr(cmd, "commands", {}).values():
+            visit(sub)
+
+    visit(command)
+
+
 def _debug_requested(argv: Sequence[str]) -> bool:
     return "--debug" in argv
 
@@ -81,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = make_app()
         pm.hook.orchestrate_register_commands(app=app)
         command = typer.main.get_command(app)
+        _plain_values(command)
         result = command.main(
             args=args, prog_name="orchestrate", standalone_mode=False, obj=runtime
         )

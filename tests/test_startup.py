@@ -128,3 +128,46 @@ def test_a_plugin_installed_after_the_cache_was_written_is_found(
         assert pm.has_plugin("toy")
     finally:
         sys.modules.pop("orch_toy", None)
+
+
+@pytest.mark.parametrize(
+    "args", [("status", "--offline"), ("status", "--offline", "nb"), ("--debug", "plugins")]
+)
+def test_plain_values_need_no_pydantic(args: tuple[str, ...], orch_home: Path) -> None:
+    """Typer converts values through pydantic (300-400 ms to import and build); the CLI's
+    own plain str/int/Path/bool parameters are converted without it (core/cli.py)."""
+    _, modules = _modules_after(*args)
+    assert "pydantic" not in modules
+
+
+def test_plain_values_are_converted_and_checked(cli: object) -> None:
+    run = cli  # the in-process CLI fixture of tests/conftest.py
+    bad = run("launch", "nb", "--port", "eighty")  # type: ignore[operator]
+    assert bad.code == 2
+    assert bad.err.strip() == (
+        "orchestrate: Invalid value for '--port': 'eighty' is not a valid integer."
+    )
+    assert run("status", "--offline", "--json").out.strip() == "[]"  # type: ignore[operator]
+
+
+def test_a_typed_plugin_parameter_is_still_converted() -> None:
+    """A parameter with a constraint keeps Typer's own conversion, bounds included."""
+    import typer
+    from orchestrate.core.cli import _plain_values
+
+    app = typer.Typer()
+    seen: list[object] = []
+
+    @app.command()
+    def go(
+        count: int = typer.Option(1, min=1, max=3),
+        where: Path = typer.Option(Path("."), "--where"),
+    ) -> None:
+        seen.append((count, where))
+
+    command = typer.main.get_command(app)
+    _plain_values(command)
+    command.main(["--count", "2", "--where", "/tmp"], standalone_mode=False)
+    assert seen == [(2, Path("/tmp"))]
+    with pytest.raises(Exception, match="3"):
+        command.main(["--count", "9"], standalone_mode=False)
