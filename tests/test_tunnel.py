@@ -25,6 +25,7 @@ from orchestrate.core.errors import HostError, UsageError
 from orchestrate.core.ports import bind_listener, is_port_free
 from orchestrate.core.tunnel import (
     Backoff,
+    ReadAheadSocket,
     Tunnel,
     TunnelStats,
     as_transport,
@@ -248,6 +249,144 @@ def test_remote_refusal_closes_the_local_socket(
     # The tunnel itself is fine: a forward to a live port on the same transport works.
     with Tunnel(transport, 0, "127.0.0.1", http_port) as other:
         assert _get(other.local_port, "/ping") == b"pong\n"
+
+
+class _TcpServer:
+    """A raw TCP server on 127.0.0.1 running ``handle(conn)`` per connection in a thread."""
+
+    def __init__(self, handle: Callable[[socket.socket], None]) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.accepted = 0
+        self._handle = handle
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            self._handle(conn)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._thread.join(timeout=WAIT_S)
+
+
+@pytest.mark.bed
+def test_half_close_reaches_the_remote(transport: Any, make_tunnel: Callable[..., Tunnel]) -> None:
+    """A client that sends, shuts down its write side and then reads (``nc -N``) gets its
+    answer: our EOF must reach the server, whatever the ordering tricks around it."""
+
+    def hash_until_eof(conn: socket.socket) -> None:
+        digest = hashlib.sha256()
+        while chunk := conn.recv(65536):
+            digest.update(chunk)
+        conn.sendall(digest.hexdigest().encode())
+
+    server = _TcpServer(hash_until_eof)
+    try:
+        tunnel = make_tunnel(transport, 0, "127.0.0.1", server.port)
+        for _ in range(3):  # back to back: the EOF of one meets the open of the next
+            with socket.create_connection(("127.0.0.1", tunnel.local_port), timeout=WAIT_S) as c:
+                c.settimeout(WAIT_S)
+                c.sendall(BLOB[:100_000])
+                c.shutdown(socket.SHUT_WR)
+                answer = b""
+                while chunk := c.recv(4096):
+                    answer += chunk
+            assert answer.decode() == hashlib.sha256(BLOB[:100_000]).hexdigest()
+    finally:
+        server.close()
+
+
+@pytest.mark.bed
+def test_a_spare_the_remote_closed_is_not_handed_out(
+    transport: Any, make_tunnel: Callable[..., Tunnel]
+) -> None:
+    """The pre-opened channel may be closed by the remote (idle timeout, server restart);
+    the next connection must then get a fresh channel, not a dead one."""
+
+    def impatient_pong(conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        try:
+            request = conn.recv(100)
+        except TimeoutError:
+            return  # idle: hang up, as a server with a short idle timeout does
+        if request:
+            conn.sendall(b"pong")
+
+    server = _TcpServer(impatient_pong)
+    try:
+        tunnel = make_tunnel(transport, 0, "127.0.0.1", server.port)
+        _wait_for(lambda: server.accepted >= 1, "the spare to be opened")
+        for _ in range(3):
+            time.sleep(0.4)  # longer than the server's patience: the spare is dead by now
+            with socket.create_connection(("127.0.0.1", tunnel.local_port), timeout=WAIT_S) as c:
+                c.settimeout(WAIT_S)
+                c.sendall(b"ping")
+                assert c.recv(100) == b"pong"
+        assert tunnel.stats().refused == 0
+    finally:
+        server.close()
+
+
+@pytest.mark.bed
+def test_without_prewarm_nothing_is_opened_ahead(
+    transport: Any, make_tunnel: Callable[..., Tunnel]
+) -> None:
+    server = _TcpServer(lambda conn: conn.sendall(conn.recv(100)))
+    try:
+        tunnel = make_tunnel(transport, 0, "127.0.0.1", server.port, prewarm=False)
+        time.sleep(0.3)
+        assert server.accepted == 0
+        with socket.create_connection(("127.0.0.1", tunnel.local_port), timeout=WAIT_S) as c:
+            c.settimeout(WAIT_S)
+            c.sendall(b"echo")
+            assert c.recv(100) == b"echo"
+        assert server.accepted == 1
+    finally:
+        server.close()
+
+
+def test_read_ahead_socket_keeps_order_and_sizes() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        wrapped = ReadAheadSocket(right, chunk=1024)
+        payload = bytes(range(256)) * 40  # 10 240 bytes
+        left.sendall(payload)
+        got = b""
+        sizes = [16, 1, 700, 4000, 3, 5520]
+        for size in sizes:
+            part = b""
+            while len(part) < size:
+                chunk = wrapped.recv(size - len(part))
+                assert chunk, "no EOF expected"
+                assert len(chunk) <= size - len(part)
+                part += chunk
+            got += part
+        assert got == payload
+        left.close()
+        assert wrapped.recv(10) == b""
+        assert wrapped.fileno() == right.fileno()  # everything else is the socket's own
+
+
+@pytest.mark.bed
+def test_read_ahead_is_installed_under_paramiko(
+    transport: Any, http_port: int, make_tunnel: Callable[..., Tunnel]
+) -> None:
+    tunnel = make_tunnel(transport, 0, "127.0.0.1", http_port)
+    assert isinstance(transport.packetizer._Packetizer__socket, ReadAheadSocket)
+    assert _get(tunnel.local_port, "/ping") == b"pong\n"
 
 
 # -- the local port -----------------------------------------------------------------------
