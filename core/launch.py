@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrate.core import provider as p
+from orchestrate.core.crashpoints import crash_point
 from orchestrate.core.errors import OrchestrateError
 from orchestrate.core.hoststeps import StepContext
 from orchestrate.core.keys import SshKey, ensure_ssh_key
@@ -175,6 +176,8 @@ def setup_host(runtime: Runtime, session: Any, context: StepContext, progress: P
     from orchestrate.core.runner import ProgressEvent, Runner
 
     def on_event(event: ProgressEvent) -> None:
+        if event.kind == "step-start":
+            crash_point("in-host-step")
         if event.kind == "output":
             if runtime.debug:
                 progress(f"    {event.message}")
@@ -238,6 +241,7 @@ def bring_up(
     state.record_intent(
         name, plan.provider.name, profile_snapshot(plan.profile), ssh_user=plan.spec.ssh_user
     )
+    crash_point("after-intent")
     row = state.get(name)
     assert row is not None
     if row.token != plan.context.token:
@@ -248,15 +252,18 @@ def bring_up(
             f"{name} has no external address on {plan.provider.name}",
             hint="check the network settings of the profile",
         )
+    crash_point("after-create")
     sshconfig.write(state.all(), plan.key.private_path)
     session = connect(runtime, name, plan.key, progress)
     try:
+        crash_point("after-host-key")
         if plan.spec.startup_script is not None:
             from orchestrate.core.bootstrap import wait_done
 
             session = wait_done(session, progress)
         report = setup_host(runtime, session, plan.context, progress)
         state.update(name, setup_hash=str(len(report.applied)))
+        crash_point("after-setup")
         docker = "docker" if report.facts.user.privilege == "root" else "sudo -n docker"
 
         def read_logs() -> str:
@@ -268,6 +275,7 @@ def bring_up(
         if detach:
             background.close_detached(row)
             local_port = background.start_detached(name, port, explicit=port_explicit)
+            crash_point("tunnel-started")
             token = jupyter.wait_ready(
                 local_port, plan.context.token, read_logs=read_logs, progress=progress
             )

@@ -1,0 +1,32 @@
+"""Named crash points: a testing aid that SIGKILLs this process at a precise place.
+
+Why: "a crash at any phase loses nothing" is only a claim until a real process is really
+killed at each phase and the next command is seen to cope. Setting
+``ORCHESTRATE_CRASH_AT=<name>`` makes `crash_point(name)` kill the process with SIGKILL (no
+cleanup, no ``finally``, no atexit: what a power cut or the OOM killer does). Unset, it costs
+one environment lookup. The names are listed in `POINTS`, so a test cannot wait for a point
+that the code no longer has.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "ORCHESTRATE_CRASH_AT"
+
+#: Every point the product calls, in launch order.
+POINTS = (
+    "after-intent",  # the intent row is written; no cloud call yet
+    "after-create",  # the instance runs and its row has the cloud id; no SSH yet
+    "after-host-key",  # SSH is up and the host key pinned; host setup not started
+    "in-host-step",  # a host step has started on the host and is running
+    "after-setup",  # host setup and the notebook container are done; no tunnel yet
+    "tunnel-started",  # the background tunnel runs; Jupyter not yet checked through it
+)
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process when ``$ORCHESTRATE_CRASH_AT`` is `name` (tests only)."""
+    if os.environ.get(ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
