@@ -12,11 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrate.core import provider as p
-from orchestrate.core.errors import NotFound
+from orchestrate.core.errors import NotFound, ProviderError
 from orchestrate.core.failover import create_with_failover
 from orchestrate.core.state import InstanceRow, State
 
 Progress = Callable[[str], None]
+
+#: How long a launch waits for an instance that is still being created or stopped (by an
+#: earlier, interrupted launch or by the cloud): a VM boots or stops within a few minutes.
+SETTLE_DEADLINE_S = 600.0
 
 
 def record_of(row: InstanceRow) -> p.InstanceRecord:
@@ -79,6 +83,8 @@ def ensure_running(
         record = provider.find(spec)
         if record is not None:
             on_event("adopted", f"found {spec.name} on {provider.name} from an earlier try", {})
+    if record is not None:
+        record = settle(provider, record, on_event)
     if record is None:
         record = create_with_failover(provider, spec, on_event)
         store(state, record, started_at=time.time())
@@ -91,4 +97,37 @@ def ensure_running(
     store(state, record)
     if row.started_at is None:
         state.update(spec.name, started_at=time.time())
+    return record
+
+
+def settle(
+    provider: p.Provider,
+    record: p.InstanceRecord,
+    on_event: Callable[[str, str, dict[str, Any]], None],
+    *,
+    deadline_s: float = SETTLE_DEADLINE_S,
+) -> p.InstanceRecord:
+    """Wait while the instance is pending or stopping; return it running or stopped.
+
+    A launch killed while the cloud was still creating the instance leaves it PENDING: the
+    next launch adopts it and must wait for it to run (it has no address yet, and a cloud
+    refuses to start an instance that is still stopping) instead of failing or creating a
+    second one.
+    """
+    deadline = time.monotonic() + deadline_s
+    delay = 0.25
+    said = False
+    while record.status in (p.PENDING, p.STOPPING):
+        if not said:
+            on_event("waiting", f"{record.name} is {record.status} on {provider.name}; waiting", {})
+            said = True
+        if time.monotonic() > deadline:
+            raise ProviderError(
+                f"{record.name} is still {record.status} on {provider.name} after "
+                f"{deadline_s:.0f} s",
+                hint="check it in the cloud console, then run `launch` again or `down`",
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 5.0)
+        record = provider.get(record)
     return record
