@@ -34,11 +34,7 @@ def _refresh(runtime: Any, row: InstanceRow) -> _Refreshed:
     from orchestrate.core.instances import record_of
 
     if row.cloud_id is None:
-        if row.status == "creating":
-            return _Refreshed(
-                row, ["launch did not finish: `launch` again resumes, `down` cleans up"]
-            )
-        return _Refreshed(row)
+        return _look_up(runtime, row)
     try:
         provider = runtime.provider(row.provider)
         record = provider.get(record_of(row))
@@ -57,6 +53,27 @@ def _refresh(runtime: Any, row: InstanceRow) -> _Refreshed:
     return _Refreshed(row, record=record, more=more)
 
 
+def _look_up(runtime: Any, row: InstanceRow) -> _Refreshed:
+    """A row with no cloud id: ask the cloud whether the instance exists after all.
+
+    A launch killed during the create call leaves its intent row without a cloud id while
+    the instance boots and bills; status shows that instance as it is, and records it, so
+    `stop`, `start` and `down` reach it by id.
+    """
+    from orchestrate.core.launch import make_plan, profile_from_snapshot
+
+    unfinished = "launch did not finish: `launch` again resumes, `down` cleans up"
+    try:
+        provider = runtime.provider(row.provider)
+        plan = make_plan(runtime, row.name, profile_from_snapshot(row.profile), {}, token=None)
+        found = provider.find(plan.spec)
+    except OrchestrateError as exc:
+        return _Refreshed(row, [f"could not look it up on the cloud: {exc.line()}"])
+    if found is None:
+        return _Refreshed(row, [unfinished] if row.status == "creating" else [])
+    return _Refreshed(row, [unfinished], record=found)
+
+
 def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, Any]]:
     from orchestrate.core.background import is_our_tunnel
 
@@ -71,6 +88,10 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
         from orchestrate.core.instances import store
 
         runtime.providers()  # loaded once here, not raced for by the workers
+        if any(r.cloud_id is None for r in rows):
+            from orchestrate.core.keys import ensure_ssh_key
+
+            ensure_ssh_key()  # a look-up plans with the key; made here, not by two workers
         # Each refresh is one API call on its own connection: a thread pool keeps `status`
         # near one round trip. What they learnt is written here, on this thread.
         with ThreadPoolExecutor(max_workers=min(REFRESH_WORKERS, len(rows))) as pool:
