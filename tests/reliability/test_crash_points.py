@@ -1,0 +1,103 @@
+"""Crash at any phase: `launch` is SIGKILLed at each point, and nothing is lost.
+
+Six points are product crash points (`orchestrate.core.crashpoints`, named by
+ORCHESTRATE_CRASH_AT: the process kills itself with SIGKILL there); "during-create" is a
+SIGKILL from outside while the fake cloud holds the insert operation pending. After each
+kill: `status` shows the instance as it really is, a new `launch` converges on the same
+instance (one insert in all), and `down` leaves no instance in the fake API, no row in
+state and no background tunnel.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from orchestrate.core.crashpoints import ENV, POINTS
+from tests.reliability.support import (
+    assert_all_gone,
+    launch_args,
+    notebook_answers,
+    orchestrate,
+    precreate_firewall,
+    slow_step_plugin,
+    status_json,
+    wait_for,
+)
+from tests.support.e2e import Bed
+
+pytestmark = [pytest.mark.bed, pytest.mark.slow]
+
+#: point -> what `status` must say right after the crash (None: no instance yet).
+EXPECTED = {
+    "after-intent": None,
+    "during-create": "pending",
+    "after-create": "running",
+    "after-host-key": "running",
+    "in-host-step": "running",
+    "after-setup": "running",
+    "tunnel-started": "running",
+}
+
+
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    with ExitStack() as opened:
+        yield opened
+
+
+def test_every_crash_point_is_tested() -> None:
+    assert set(POINTS) | {"during-create"} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("point", list(EXPECTED))
+def test_crash_then_status_relaunch_and_down(
+    bed: Bed, point: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stack: ExitStack
+) -> None:
+    slow = None
+    if point == "in-host-step":
+        # A host step that sleeps, so the kill lands while it runs on the host.
+        slow = stack.enter_context(slow_step_plugin(monkeypatch, tmp_path / "plugin", seconds=2))
+    if point == "during-create":
+        # The insert stays PENDING for a few seconds: the kill lands while launch polls it,
+        # and status still finds it booting.
+        precreate_firewall(bed)
+        bed.gce.faults.operation_latency = 5
+        proc = orchestrate(bed, *launch_args())
+        wait_for("the insert request", lambda: bed.gce.calls("POST", "/instances"), every=0.01)
+        proc.send_signal(signal.SIGKILL)
+    else:
+        proc = orchestrate(bed, *launch_args(), env={ENV: point})
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err
+    if slow is not None:
+        assert slow.starts == 1 and not slow.done
+
+    info = status_json(bed, "nb")
+    assert len(info) == 1, info
+    if EXPECTED[point] is None:
+        assert bed.gce.instances == {}
+        assert info[0]["status"] == "creating"
+    else:
+        assert list(bed.gce.instances) == ["nb"]
+        assert info[0]["status"] == EXPECTED[point], info
+        assert info[0]["zone"] == "us-east1-d"
+        assert info[0]["address"] == "127.0.0.1"
+    if point in ("after-intent", "during-create"):
+        assert any("launch did not finish" in note for note in info[0]["notes"]), info
+    tunnel = info[0]["tunnel"]
+    assert tunnel.startswith("localhost:") if point == "tunnel-started" else tunnel == "none"
+
+    bed.gce.faults.operation_latency = 0
+    relaunch = bed.cli(*launch_args())
+    notebook_answers(relaunch.stdout)
+    assert len(bed.gce.calls("POST", "/instances")) == 1, "a second instance was created"
+    if slow is not None:
+        assert slow.starts == 2 and slow.done
+
+    bed.cli("down", "nb", "--yes")
+    assert_all_gone(bed)
