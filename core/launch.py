@@ -18,7 +18,7 @@ from typing import Any
 
 from orchestrate.core import provider as p
 from orchestrate.core.crashpoints import crash_point
-from orchestrate.core.errors import OrchestrateError
+from orchestrate.core.errors import HostError, OrchestrateError
 from orchestrate.core.hoststeps import StepContext
 from orchestrate.core.keys import SshKey, ensure_ssh_key
 from orchestrate.core.profiles import Profile, parse_duration
@@ -26,6 +26,9 @@ from orchestrate.core.runtime import Runtime
 from orchestrate.core.state import InstanceRow
 
 Progress = Callable[[str], None]
+
+#: How many times one host setup reconnects after its SSH connection dropped mid-stage.
+SETUP_RECONNECTS = 3
 
 
 @dataclass
@@ -194,16 +197,36 @@ def setup_host(runtime: Runtime, session: Any, context: StepContext, progress: P
             elapsed = f" ({event.elapsed_s:.0f}s)" if event.elapsed_s is not None else ""
             progress(f"  {event.message}{elapsed}")
 
+    def on_wait(attempt: int, elapsed: float, reason: str) -> None:
+        if attempt == 1:
+            progress(f"  waiting for SSH ({reason})")
+
     steps = collect_steps(runtime.pm.hook, context)
-    runner = Runner(
-        session,
-        context,
-        steps,
-        log_path=host_log(context.instance),
-        hook=runtime.pm.hook,
-        on_event=on_event,
-    )
-    report = runner.run()
+    drops = 0
+    while True:
+        runner = Runner(
+            session,
+            context,
+            steps,
+            log_path=host_log(context.instance),
+            hook=runtime.pm.hook,
+            on_event=on_event,
+        )
+        try:
+            report = runner.run()
+            break
+        except HostError:
+            # A step that failed on a live connection is a real failure; a connection that
+            # died under the stage is not the host's fault. Steps are idempotent, so a new
+            # connection, a new probe and the stage again (what was cut runs again).
+            if session.active or drops >= SETUP_RECONNECTS:
+                raise
+            drops += 1
+            progress("  the SSH connection dropped during host setup; reconnecting")
+            runtime.state().event(
+                context.instance, "reconnect", "SSH connection lost during host setup"
+            )
+            session.reconnect(on_wait=on_wait)
     runtime.state().event(context.instance, "setup", report.summary())
     progress(report.summary())
     return report
