@@ -73,6 +73,8 @@ _WORKER_IDLE_S = 30.0
 #: A taken spare is replaced as soon as its connection has sent or received its first bytes
 #: (so the replacement's open does not compete with them), or after this long at the latest.
 _SPARE_REPLACE_AFTER_S = 0.005
+#: A channel open faster than this means a fast link (loopback, LAN): see `_first_bytes`.
+_FAST_OPEN_S = 0.003
 
 #: Keepalive, seconds: an SSH-level ping when idle, and TCP probes plus a user timeout on
 #: the transport's socket, so a dead link (laptop asleep, Wi-Fi gone) is found in about a
@@ -330,6 +332,7 @@ class Tunnel:
         self._spare_ready = threading.Condition(self._lock)
         self._spare_wanted = threading.Event()
         self._spare_due: float | None = None  # when to replace a taken spare at the latest
+        self._open_s = 1.0  # how long the last spare took to open: a round trip, roughly
         self._workers = _Workers(f"tunnel-{local_port}-conn")
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -742,7 +745,9 @@ class Tunnel:
                 continue
             chan: paramiko.Channel | None = None
             try:
+                began = time.monotonic()
                 chan = self._open(transport, ("127.0.0.1", 0))
+                self._open_s = time.monotonic() - began
             except paramiko.ChannelException:
                 with self._lock:
                     self._spare_blocked = True  # a real connection will find out and retry
@@ -795,10 +800,15 @@ class Tunnel:
                 chan.shutdown_write()
             taken.set()
 
-    def _first_bytes(self) -> None:
-        """A connection's first bytes went through: time to replace the spare it took."""
+    def _first_bytes(self, answer: bool) -> None:
+        """A connection's first bytes went through: time to replace the spare it took?
+
+        On a slow link the replacement is opened right after the request (``answer``
+        False), so it is ready for a connection that comes one round trip later. On a fast
+        one the open would only compete for the GIL with the answer, so it waits for it.
+        """
         with self._lock:
-            if self._spare_due is None:
+            if self._spare_due is None or (not answer and self._open_s < _FAST_OPEN_S):
                 return
             self._spare_due = time.monotonic()
         self._spare_wanted.set()
@@ -845,7 +855,7 @@ class Tunnel:
                 self._count(0, len(data))
                 if first:
                     first = False
-                    self._first_bytes()
+                    self._first_bytes(answer=True)
         except (OSError, EOFError) as exc:
             log.debug("download side ended: %s", exc)
             conn.abort()
@@ -864,7 +874,7 @@ class Tunnel:
                 self._count(len(data), 0)
                 if first:
                     first = False
-                    self._first_bytes()
+                    self._first_bytes(answer=False)
         except (OSError, EOFError) as exc:
             log.debug("upload side ended: %s", exc)
             conn.abort()
@@ -894,7 +904,7 @@ class Tunnel:
                 readable, _, _ = select.select(watch, [], [], 1.0)
                 if first and readable:
                     first = False
-                    self._first_bytes()  # a little early: the bytes are about to go
+                    self._first_bytes(answer=chan in readable)  # the bytes are about to go
                 if chan in readable:
                     data = chan.recv(_RECV_SIZE)
                     if data:
@@ -1077,24 +1087,47 @@ def live_line(stats: TunnelStats, url: str) -> str:
 
 
 def run_foreground(
-    tunnel: Tunnel, url: str, *, out: TextIO | None = None, interval_s: float = 1.0
+    tunnel: Tunnel,
+    url: str,
+    *,
+    out: TextIO | None = None,
+    interval_s: float = 1.0,
+    log_every_s: float = 60.0,
 ) -> None:
     """Show `live_line` until Ctrl-C or a final failure; always closes the tunnel.
+
+    On a terminal the line is rewritten in place every ``interval_s``, cut to the terminal's
+    width so it never wraps (a wrapped line cannot be rewritten). Into a file or pipe it is
+    written when the state or the reconnect count changes and every ``log_every_s``, so a
+    log does not grow by a line a second.
 
     Only the tunnel closes: the instance and the notebook keep running. Re-raises the
     tunnel's `HostError` when it gave up reconnecting, so the CLI prints it and exits
     non-zero.
     """
+    import shutil
+
     stream = out if out is not None else sys.stderr
     tty = stream.isatty()
+    last_key: tuple[str, int] | None = None
+    last_log = 0.0
     try:
-        while not tunnel.wait(interval_s):
-            line = live_line(tunnel.stats(), url)
+        while True:
+            stats = tunnel.stats()
+            line = live_line(stats, url)
             if tty:
-                stream.write("\r\x1b[2K" + line)
+                width = shutil.get_terminal_size().columns
+                stream.write("\r\x1b[2K" + line[: max(width - 1, len(url))])
+                stream.flush()
             else:
-                stream.write(line + "\n")
-            stream.flush()
+                key = (stats.state, stats.reconnects)
+                now = time.monotonic()
+                if key != last_key or now - last_log >= log_every_s:
+                    stream.write(line + "\n")
+                    stream.flush()
+                    last_key, last_log = key, now
+            if tunnel.wait(interval_s):
+                break
     except KeyboardInterrupt:
         pass
     finally:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import http.client
 import http.server
+import io
 import json
 import socket
 import subprocess
@@ -31,6 +32,7 @@ from orchestrate.core.tunnel import (
     as_transport,
     live_line,
     open_default_tunnel,
+    run_foreground,
 )
 
 from tests.bed.fixtures_host import SshHost
@@ -653,15 +655,17 @@ def test_importing_the_tunnel_does_not_import_paramiko() -> None:
     assert out.stdout.strip() == "False"
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 @pytest.mark.bed
+@pytest.mark.parametrize("terminal", [True, False])
 def test_run_foreground_closes_on_ctrl_c(
-    transport: Any, http_port: int, monkeypatch: pytest.MonkeyPatch
+    transport: Any, http_port: int, monkeypatch: pytest.MonkeyPatch, terminal: bool
 ) -> None:
     """Ctrl-C ends the live line and closes the tunnel; the transport stays up."""
-    import io
-
-    from orchestrate.core import tunnel as tunnel_module
-
     tunnel = Tunnel(transport, 0, "127.0.0.1", http_port).start()
     calls = {"n": 0}
     real_wait = tunnel.wait
@@ -673,11 +677,23 @@ def test_run_foreground_closes_on_ctrl_c(
         return real_wait(0.01)
 
     monkeypatch.setattr(tunnel, "wait", wait)
-    out = io.StringIO()
-    tunnel_module.run_foreground(tunnel, "http://127.0.0.1/x", out=out, interval_s=0.01)
+    out: io.StringIO = _Terminal() if terminal else io.StringIO()
+    run_foreground(tunnel, "http://127.0.0.1/x", out=out, interval_s=0.01)
     assert tunnel.stats().state == "closed"
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 2 and all(line.startswith("http://127.0.0.1/x") for line in lines)
+    text = out.getvalue()
+    if terminal:  # rewritten in place three times, then a newline to leave the line
+        assert text.count("\r\x1b[2K") == 3
+        assert text.endswith("\n") and text.count("\n") == 1
+    else:  # a log gets one line, not one per tick
+        assert text.count("\n") == 1
+        assert text.startswith("http://127.0.0.1/x")
     assert transport.is_active()
-    with contextlib.suppress(Exception):
-        tunnel.close()
+
+
+@pytest.mark.bed
+def test_run_foreground_reraises_a_final_failure(ssh_host: SshHost, http_port: int) -> None:
+    first = _connect(ssh_host)
+    tunnel = Tunnel(first, 0, "127.0.0.1", http_port).start()
+    first.close()
+    with pytest.raises(HostError, match="no reconnect"):
+        run_foreground(tunnel, "http://127.0.0.1/x", out=io.StringIO(), interval_s=0.01)
