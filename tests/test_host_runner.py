@@ -364,31 +364,18 @@ def _connect_probe_plan(
 
 
 @pytest.mark.slow
-def test_set_up_host_over_50ms_link_takes_at_most_10_round_trips(
-    wan_ssh_host: Any, ssh_host: Any, docker_engine: Any, cpu_context: StepContext
+def test_set_up_host_over_50ms_link_costs_one_command_and_one_connection(
+    wan_ssh_host: Any, cpu_context: StepContext
 ) -> None:
-    """connect + probe + nothing to do, over the bed's 50 ms link, against the same on
-    loopback: (time over the link - time on loopback) / 50 ms is the round trips paid.
-
-    Best of five of each, interleaved, so the machine's load hits both alike. Expected about
-    8: TCP 1, banner 1, KEXINIT 1 (sshd's Nagle holds it behind the banner), key exchange 1,
-    service request 1, key auth 1, channel open 1-2 (sshd's post-auth notices delay the
-    confirmation), probe output 1 (the exec request is pipelined, the exit status not waited).
-    """
-    rtt = wan_ssh_host.link.delay_ms / 1000.0
+    """connect + probe + nothing to do over the bed's 50 ms link: one connection, one SSH
+    command, zero steps. This counts requests, which is deterministic; how many round trips
+    that costs in wall time is a benchmark (bench/, B2), never a timed test."""
     steps = collect_steps(manager().hook, cpu_context)
     far = (wan_ssh_host.address, wan_ssh_host.port, wan_ssh_host.user, wan_ssh_host.key_path,
            wan_ssh_host.host_key_pub)  # fmt: skip
-    near = (ssh_host.address, ssh_host.port, ssh_host.user, ssh_host.key_path, ssh_host.host_key)
 
     def factory(address: str, port: int, timeout: float) -> Any:
         return wan_ssh_host.link.connect_near(port, timeout=timeout)
 
-    wan, local = [], []
-    for _ in range(5):
-        wan.append(_connect_probe_plan(far, cpu_context, steps, factory))
-        local.append(_connect_probe_plan(near, cpu_context, steps))
-    round_trips = (min(wan) - min(local)) / rtt
-    print(f"\nconnect+probe+plan: {min(wan) * 1000:.0f} ms over a {rtt * 1000:.0f} ms link, "
-          f"{min(local) * 1000:.0f} ms on loopback: {round_trips:.1f} round trips")  # fmt: skip
-    assert round_trips <= 10, f"{round_trips:.1f} round trips: wan {wan}, loopback {local}"
+    # The helper asserts nothing_to_do, commands == 1 and connects == 1.
+    _connect_probe_plan(far, cpu_context, steps, factory)
