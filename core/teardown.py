@@ -63,7 +63,12 @@ def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Prog
     provider = runtime.provider(row.provider)
     values = row.profile.get("values", {})
     container_only = getattr(provider, "stops_container_only", False)
-    if (sync_to is not None or container_only) and row.address and row.status != "stopped":
+    if sync_to is not None and row.status != "running" and not container_only:
+        raise HostError(
+            f"cannot copy notebooks from {row.name}: it is {row.status}",
+            hint=f"run `orchestrate start {row.name}` first; nothing was deleted",
+        )
+    if (sync_to is not None or container_only) and row.address:
         session = connect(runtime, row.name, ensure_ssh_key(), progress)
         try:
             if sync_to is not None:

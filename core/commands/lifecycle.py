@@ -128,7 +128,26 @@ def register(app: typer.Typer) -> None:
         if row.cloud_id is None and row.status == "creating":
             echo(f"{name} was never created; nothing to stop (use `down` to forget it)")
             return
-        provider.stop(record_of(row))
+        if provider.stops_container_only:
+            # The machine is the user's own (an existing host): only the notebook stops.
+            from orchestrate.core.keys import ensure_ssh_key
+            from orchestrate.core.launch import connect
+
+            container = row.profile.get("values", {}).get("container_name", "orchestrate-notebook")
+            session = connect(runtime, name, ensure_ssh_key(), _progress)
+            try:
+                result = session.run(
+                    'if [ "$(id -u)" = 0 ]; then d=docker; else d="sudo -n docker"; fi;'
+                    f" $d stop {container}"
+                )
+            finally:
+                session.close()
+            if result.rc != 0:
+                from orchestrate.core.errors import HostError
+
+                raise HostError(f"stopping the notebook container failed: {result.stderr.strip()}")
+        else:
+            provider.stop(record_of(row))
         state.update(name, status="stopped", started_at=None)
         state.event(name, "stopped", f"{name} stopped by the user")
         echo(f"{name} stopped; `orchestrate start {name}` brings it back")

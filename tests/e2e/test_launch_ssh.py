@@ -130,11 +130,6 @@ def test_launch_on_an_existing_host_and_down_keeps_the_machine(bed: Bed) -> None
         on_host.unlink(missing_ok=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core's `stop` command still calls Provider.stop instead of stopping the container "
-    "when Provider.stops_container_only is set (lead: wire it, then drop this marker)",
-)
 def test_stop_stops_the_container_not_the_machine(bed: Bed) -> None:
     bed.cli(
         "launch", "nb", "--profile", "box", "--host", host_flag(bed), "--detach", "--no-browser"
