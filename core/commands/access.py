@@ -11,6 +11,9 @@ from orchestrate.core.runtime import Runtime, echo, echo_json
 # typer needs Optional[...] rather than X | None on Python 3.10.
 # ruff: noqa: UP045
 
+#: `ssh` checks the host key first; a host that does not answer by then is reported as such.
+HOST_KEY_CHECK_DEADLINE_S = 20.0
+
 
 def _age(seconds: float | None) -> str:
     if seconds is None:
@@ -94,12 +97,14 @@ def register(app: typer.Typer) -> None:
                 f"{name} has no address or pinned host key yet",
                 hint=f"run `orchestrate start {name}`",
             )
-        config = sshconfig.write(runtime.state().all(), ensure_ssh_key().private_path)
+        key = ensure_ssh_key()
+        config = sshconfig.write(runtime.state().all(), key.private_path)
         ssh = shutil.which("ssh")
         if ssh is None:
             raise OrchestrateError(
                 "OpenSSH's ssh client is not installed", hint="install openssh-client"
             )
+        _check_host_key(row, key.private_path)
         args = [a for a in ctx.args if a != "--"]
         runtime.close()
         os.execv(ssh, ["ssh", "-F", str(config), name, *args])
@@ -180,6 +185,27 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
         added = sshconfig.install_include()
         echo("included from ~/.ssh/config" if added else "already included from ~/.ssh/config")
+
+
+def _check_host_key(row: Any, key_path: Any) -> None:
+    """Refuse a changed host key the way every other command does, before OpenSSH runs.
+
+    OpenSSH refuses it too (the pinned key is in the known_hosts file it is given), but with
+    a screen of warnings and advice (`ssh-keygen -R`) that does not apply to a file
+    orchestrate rewrites from state; this check raises the one-line `HostKeyMismatch` that
+    names `forget-host-key`. The key is compared before authentication, so nothing runs.
+    """
+    from orchestrate.core.session import Session
+
+    Session.connect(
+        row.address,
+        row.ssh_port,
+        row.ssh_user or "orchestrate",
+        key_path,
+        pinned_host_key=row.host_key,
+        deadline_s=HOST_KEY_CHECK_DEADLINE_S,
+        name=row.name,
+    ).close()
 
 
 def _row(runtime: Runtime, name: str) -> Any:
