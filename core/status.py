@@ -6,6 +6,7 @@ decides with `down`. Refresh failures are notes on the row, never a crash of the
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,6 +17,19 @@ from orchestrate.core.provider import InstanceRecord
 from orchestrate.core.state import InstanceRow
 
 REFRESH_WORKERS = 8
+_local = threading.local()
+
+
+def _provider(runtime: Any, name: str) -> Any:
+    """This worker thread's own provider object: a provider keeps its SDK's connections
+    (libcloud's are not thread-safe), so threads never share one."""
+    from orchestrate.core.registry import pick_provider, providers
+
+    mine: dict[str, Any] | None = getattr(_local, "providers", None)
+    if mine is None or getattr(_local, "pm", None) is not runtime.pm:
+        mine = providers(runtime.pm)
+        _local.providers, _local.pm = mine, runtime.pm
+    return pick_provider(mine, name)
 
 
 @dataclass
@@ -36,7 +50,7 @@ def _refresh(runtime: Any, row: InstanceRow) -> _Refreshed:
     if row.cloud_id is None:
         return _look_up(runtime, row)
     try:
-        provider = runtime.provider(row.provider)
+        provider = _provider(runtime, row.provider)
         record = provider.get(record_of(row))
     except NotFound:
         return _Refreshed(
@@ -64,7 +78,7 @@ def _look_up(runtime: Any, row: InstanceRow) -> _Refreshed:
 
     unfinished = "launch did not finish: `launch` again resumes, `down` cleans up"
     try:
-        provider = runtime.provider(row.provider)
+        provider = _provider(runtime, row.provider)
         plan = make_plan(runtime, row.name, profile_from_snapshot(row.profile), {}, token=None)
         found = provider.find(plan.spec)
     except OrchestrateError as exc:
