@@ -228,8 +228,22 @@ def setup_host(runtime: Runtime, session: Any, context: StepContext, progress: P
             )
             session.reconnect(on_wait=on_wait)
     runtime.state().event(context.instance, "setup", report.summary())
+    runtime.state().update(context.instance, setup_hash=setup_hash(steps, context, report.facts))
     progress(report.summary())
     return report
+
+
+def setup_hash(steps: Any, context: StepContext, facts: Any) -> str:
+    """A digest of the setup the host now has: every step's script for these facts, with
+    the token out. It changes when a plugin, a profile value or orchestrate's scripts do,
+    so the state row tells which recipe a host was set up with."""
+    import hashlib
+
+    redacted = dataclasses.replace(context, token="")
+    digest = hashlib.sha256()
+    for step in steps:
+        digest.update(f"{step.name}\0{step.script(redacted, facts)}\0".encode())
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -285,7 +299,6 @@ def bring_up(
 
             session = wait_done(session, progress)
         report = setup_host(runtime, session, plan.context, progress)
-        state.update(name, setup_hash=str(len(report.applied)))
         crash_point("after-setup")
         docker = "docker" if report.facts.user.privilege == "root" else "sudo -n docker"
 

@@ -138,6 +138,7 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
                 "autostop": values.get("autostop"),
                 "uptime_s": now - row.started_at if row.started_at else None,
                 "tunnel": tunnel,
+                "setup_hash": row.setup_hash,
                 "notes": notes,
             }
         )

@@ -111,6 +111,7 @@ def test_launch_converges_and_down_cleans(bed: Bed, tmp_path: Path) -> None:
     info = json.loads(bed.cli("status", "nb", "--json").stdout)[0]
     assert info["status"] == "running" and info["zone"] == "us-east1-d"
     assert info["tunnel"] == f"localhost:{port}"
+    assert re.fullmatch(r"[0-9a-f]{16}", info["setup_hash"] or "")
 
     # stop, then start: the instance comes back and so do the container and the tunnel.
     bed.cli("stop", "nb")
