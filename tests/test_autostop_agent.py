@@ -341,15 +341,31 @@ class Jupyter:
 
 
 _EXECUTE = r"""
-import os, sys
+import os, queue, sys, time
 from jupyter_client import BlockingKernelClient
 from jupyter_core.paths import jupyter_runtime_dir
 kernel_id, code = sys.argv[1], sys.argv[2]
 connection_file = os.path.join(jupyter_runtime_dir(), f"kernel-{kernel_id}.json")
+deadline = time.monotonic() + 60
+while not os.path.exists(connection_file):  # Jupyter writes it as the kernel starts
+    assert time.monotonic() < deadline, "no connection file"
+    time.sleep(0.1)
 client = BlockingKernelClient(connection_file=connection_file)
 client.load_connection_file()
 client.start_channels()
-client.wait_for_ready(timeout=60)  # kernel_info round trip: iopub is subscribed after it
+# kernel_info until the kernel answers on iopub too: then the iopub subscription is live
+# (ZMQ drops what a subscriber publishes before it is connected)
+while True:
+    assert time.monotonic() < deadline, "the kernel never answered kernel_info"
+    info_id = client.kernel_info()
+    try:
+        while True:
+            msg = client.get_iopub_msg(timeout=2)
+            if msg["parent_header"].get("msg_id") == info_id:
+                break
+        break
+    except queue.Empty:
+        continue
 msg_id = client.execute(code)
 while True:
     msg = client.get_iopub_msg(timeout=30)

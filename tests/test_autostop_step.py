@@ -61,11 +61,15 @@ def facts_with(snippet_output: str) -> Facts:
     return Facts(extra={NAME: snippet_output})
 
 
-def installed_output(ctx: StepContext, *, running: str = "timer", state: str = "armed") -> str:
+def installed_output(
+    ctx: StepContext, *, running: str = "timer", state: str = "armed", idle: float = 0.0
+) -> str:
+    """What the probe snippet prints for an installed agent, idle for `idle` seconds."""
+    now = 1_000_000
     return (
         f"config={config_hash(ctx, window_seconds(ctx) or 0.0)}\n"
-        f"version={agent.AGENT_VERSION}\npython3=yes\n"
-        f"running={running}\nstate={json.dumps({'state': state})}\n"
+        f"version={agent.AGENT_VERSION}\npython3=yes\nrunning={running}\n"
+        f"state={json.dumps({'state': state, 'idle_since': now - idle})}\nnow={now}\n"
     )
 
 
@@ -102,7 +106,11 @@ def test_needed_when_missing_outdated_reconfigured_stopped_or_idle() -> None:
     assert step.needed(facts_with(installed_output(ctx).replace(agent.AGENT_VERSION, "0.9")))
     assert step.needed(facts_with(installed_output(context("30m"))))  # another window
     assert step.needed(facts_with(installed_output(ctx, running="no")))
-    assert step.needed(facts_with(installed_output(ctx, state="idle")))  # launch re-arms
+    # launch re-arms a host idle for more than half its window, or powered off by autostop
+    assert step.needed(facts_with(installed_output(ctx, state="idle", idle=1801)))
+    assert step.needed(facts_with(installed_output(ctx, state="poweroff")))
+    # a relaunch soon after the last one: nothing to do
+    assert not step.needed(facts_with(installed_output(ctx, state="idle", idle=120)))
 
 
 def test_the_config_hash_follows_token_port_window_and_power_off_command() -> None:
@@ -124,7 +132,7 @@ def test_scripts_install_rearm_or_remove() -> None:
     assert "--loop --pid-file" in install and "orchestrate-autostop.timer" in install
     assert "def decide(" in install  # the agent's source travels in the script
     assert '"token": "s3cret-token-123"' in install  # in the 0600 config (runner redacts logs)
-    rearm = step.script(ctx, facts_with(installed_output(ctx, state="idle")))
+    rearm = step.script(ctx, facts_with(installed_output(ctx, state="idle", idle=3000)))
     assert "--rearm" in rearm and "def decide(" not in rearm
     off = context("off")
     off_step = autostop_step(off)
@@ -160,7 +168,7 @@ def test_scripts_pass_shellcheck(tmp_path: Path) -> None:
     step = autostop_step(ctx)
     scripts = {
         "install.bash": step.script(ctx, Facts()),
-        "rearm.bash": step.script(ctx, facts_with(installed_output(ctx, state="idle"))),
+        "rearm.bash": step.script(ctx, facts_with(installed_output(ctx, state="idle", idle=3000))),
         "remove.bash": autostop_step(context("off")).script(context("off"), Facts()),
         "probe.sh": probe_script(ctx, [step]),
         "snippet.sh": probe_snippet(HostPaths()),
@@ -317,7 +325,7 @@ def test_install_over_ssh_runs_detached_and_powers_off_then_off_removes_it(
     seen = host_autostop(facts)
     assert seen.running == "loop" and seen.version == agent.AGENT_VERSION
     assert seen.config == config_hash(ctx, 3.0)
-    assert not autostop_step(ctx).needed(facts) or seen.idle_since_last_check
+    assert not autostop_step(ctx).needed(facts)  # just armed: a relaunch has nothing to do
     config = Path(paths.config)
     assert oct(config.stat().st_mode & 0o777) == "0o600" and config.stat().st_uid == 0
     assert json.loads(config.read_text())["token"] == "tok-123"
@@ -329,9 +337,12 @@ def test_install_over_ssh_runs_detached_and_powers_off_then_off_removes_it(
     assert time.monotonic() - began >= 3.0
     last = host_autostop(_probe(ssh_host, ctx)).last_stop
     assert last["message"] == "stopped by autostop after 3 s idle"
-    # relaunch: the agent is current and running; the host was idle, so it is re-armed
-    facts = _probe(ssh_host, ctx)
-    assert host_autostop(facts).idle_since_last_check
+    # relaunch: the agent is current and running; the host was idle (and "powered off"),
+    # so it is re-armed
+    deadline = time.monotonic() + 10
+    while not host_autostop(_probe(ssh_host, ctx)).needs_rearm(3.0):
+        assert time.monotonic() < deadline, "the idle host never needed re-arming"
+        time.sleep(0.2)
     _setup(ssh_host, ctx)
     state = host_autostop(_probe(ssh_host, ctx)).state
     assert state.get("armed_at") is not None

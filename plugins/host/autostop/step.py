@@ -12,8 +12,9 @@ is running, and the agent's last state. The step is needed when:
 - the agent is missing, another version, or configured differently (the config hash covers
   the window, port, token, power-off command and the agent's own source);
 - it is not running (the loop does not survive a reboot on hosts without systemd);
-- the host has been idle since the last check: `launch` and `start` re-arm it, so the idle
-  time counts from the moment the user came back, not from before;
+- the host has been idle for more than half the window (or was powered off by autostop):
+  `launch` and `start` re-arm it, so the idle time counts from the moment the user came back,
+  not from before; a relaunch soon after the last one finds nothing to do;
 - ``autostop = "off"`` and an agent is installed: the step removes it.
 
 Host paths (`HostPaths`): the agent at ``/usr/local/lib/orchestrate/autostop.py``, its config
@@ -176,6 +177,7 @@ fi
 printf 'running=%s\n' "$running"
 if [ -r "$d/@STATE_FILE@" ]; then printf 'state=%s\n' "$(tr -d '\n' <"$d/@STATE_FILE@")"; fi
 if [ -r "$d/@LAST_FILE@" ]; then printf 'last=%s\n' "$(tr -d '\n' <"$d/@LAST_FILE@")"; fi
+printf 'now=%s\n' "$(date +%s)"
 """
 
 
@@ -208,15 +210,33 @@ class HostAutostop:
     python3: bool = True
     state: dict[str, Any] = field(default_factory=dict)
     last_stop: dict[str, Any] = field(default_factory=dict)
+    #: the host's clock when probed (the agent's times are the host's)
+    host_now: float | None = None
 
     @property
     def installed(self) -> bool:
         return bool(self.version or self.config or self.running)
 
-    @property
-    def idle_since_last_check(self) -> bool:
-        """The agent saw the host idle (or powering off) at its last check."""
-        return self.state.get("state") in (agent.IDLE, agent.POWEROFF)
+    def idle_for(self) -> float | None:
+        """How long the agent has seen the host idle, as of the probe; None when it is in use
+        (or nothing says)."""
+        if self.state.get("state") not in (agent.IDLE, agent.POWEROFF):
+            return None
+        since = self.state.get("idle_since")
+        if not isinstance(since, (int, float)) or self.host_now is None:
+            return None
+        return max(self.host_now - since, 0.0)
+
+    def needs_rearm(self, window: float) -> bool:
+        """Re-arm at launch/start when less than half the window is left (or after a power-off
+        by autostop): the user is back, the host must not stop under them. A relaunch soon
+        after the last one finds nothing to do."""
+        if self.state.get("state") == agent.POWEROFF:
+            return True
+        idle = self.idle_for()
+        if idle is None:
+            return self.state.get("state") == agent.IDLE and self.host_now is None
+        return idle > window / 2
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -245,6 +265,7 @@ def parse_probe(text: str) -> HostAutostop:
         python3=values.get("python3", "yes") == "yes",
         state=_json_object(values.get("state", "")),
         last_stop=_json_object(values.get("last", "")),
+        host_now=float(values["now"]) if values.get("now", "").isdigit() else None,
     )
 
 
@@ -463,7 +484,7 @@ def autostop_step(context: StepContext) -> HostStep:
         seen = host_autostop(facts)
         if window is None:
             return seen.installed
-        return not up_to_date(seen) or seen.idle_since_last_check
+        return not up_to_date(seen) or seen.needs_rearm(window)
 
     def script(ctx: StepContext, facts: Facts) -> str:
         if window is None:
