@@ -40,6 +40,23 @@ def is_our_tunnel(pid: int | None, name: str) -> bool:
     return MODULE in args and name in args
 
 
+def check_port(row: InstanceRow | None, port: int, *, explicit: bool) -> None:
+    """Refuse a busy port the user chose, before anything is created, started or closed.
+
+    The tunnel binds last, after the instance is created and set up and after the old
+    tunnel is closed; finding the port taken only then leaves an instance billing and no
+    tunnel. A port held by this instance's own tunnel is not busy: it is about to be
+    replaced. A port from the profile moves on to the next free one instead (`bind_listener`).
+    """
+    if not explicit:
+        return
+    if row is not None and row.local_port == port and is_our_tunnel(row.tunnel_pid, row.name):
+        return
+    from orchestrate.core.ports import bind_listener
+
+    bind_listener("127.0.0.1", port, explicit=True).close()
+
+
 def open_tunnel(
     runtime: Any, session: Any, local_port: int, remote_port: int, *, explicit: bool
 ) -> Any:

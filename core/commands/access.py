@@ -132,6 +132,7 @@ def register(app: typer.Typer) -> None:
             return
         values = row.profile.get("values", {})
         wanted = port or row.local_port or int(values.get("port", 8899))
+        background.check_port(row, wanted, explicit=port is not None)
         if detach:
             background.close_detached(row)
             bound = background.start_detached(name, wanted, explicit=port is not None)

@@ -68,6 +68,9 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             echo(dry_run_text(runtime, plan))
             return
+        from orchestrate.core.background import check_port
+
+        check_port(row, chosen["port"], explicit=port is not None)
         outcome = bring_up(
             runtime,
             plan,
@@ -96,9 +99,12 @@ def register(app: typer.Typer) -> None:
         from orchestrate.core.launch import bring_up, make_plan, profile_from_snapshot
 
         runtime: Runtime = ctx.obj
+        from orchestrate.core.background import check_port
+
         row = _row(runtime, name)
         profile = profile_from_snapshot(row.profile)
         plan = make_plan(runtime, name, profile, {}, token=row.token)
+        check_port(row, port or 0, explicit=port is not None)
         outcome = bring_up(
             runtime,
             plan,
