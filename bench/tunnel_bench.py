@@ -440,22 +440,43 @@ class Figures:
         }
 
 
+#: paramiko's own defaults and none of the tunnel's extras: the "before tuning" figures.
+UNTUNED = {
+    "window": 2 * MiB,
+    "packet": 32 * KiB,
+    "prewarm": False,
+    "nudge": False,
+    "read_ahead": False,
+}
+
+
 def measure_pair(
-    bed: Bed, *, size: int, lat_count: int, reps: int, window: int, packet: int
+    bed: Bed,
+    *,
+    size: int,
+    lat_count: int,
+    reps: int,
+    window: int,
+    packet: int,
+    untuned: bool = False,
 ) -> dict[str, Any]:
-    """ours vs OpenSSH, alternating so drift on the machine hits both alike."""
-    figs = {"ours": Figures(), "openssh": Figures()}
+    """ours vs OpenSSH (and, with ``untuned``, ours before tuning), rotating the order each
+    repetition so drift on a shared machine hits every kind alike."""
+    kinds = ["ours", "openssh"] + (["untuned"] if untuned else [])
+    figs = {kind: Figures() for kind in kinds}
     info: dict[str, str] = {}
     for rep in range(reps):
-        order = ("ours", "openssh") if rep % 2 == 0 else ("openssh", "ours")
+        order = kinds[rep % len(kinds) :] + kinds[: rep % len(kinds)]
         for kind in order:
-            ctx = (
-                tunnel_ours(bed, window=window, packet=packet)
-                if kind == "ours"
-                else tunnel_openssh(bed)
-            )
+            if kind == "openssh":
+                ctx = tunnel_openssh(bed)
+            elif kind == "untuned":
+                ctx = tunnel_ours(bed, **UNTUNED)  # type: ignore[arg-type]
+            else:
+                ctx = tunnel_ours(bed, window=window, packet=packet)
             with ctx as (port, crypto):
                 info[kind] = crypto
+                time.sleep(0.3)  # let a tunnel finish its start-up work before timing it
                 r = run_client(bed, port, down=size)
                 figs[kind].down_mbs.append(size / r["down_s"] / MB)
                 r = run_client(bed, port, up=size)
@@ -463,10 +484,8 @@ def measure_pair(
                 r = run_client(bed, port, lat=lat_count)
                 figs[kind].lat_ms.extend(x * 1000 for x in r["lat_s"])
             print(f"  [{bed.name}] rep {rep + 1}/{reps} {kind}: {figs[kind].summary()}", flush=True)
-    ours, base = figs["ours"].summary(), figs["openssh"].summary()
     return {
-        "ours": ours,
-        "openssh": base,
+        **{kind: fig.summary() for kind, fig in figs.items()},
         "raw": {k: vars(v) for k, v in figs.items()},
         "crypto": info,
         "size_bytes": size,
@@ -579,8 +598,9 @@ def make_bed(name: str, delay_ms: int | None) -> Iterator[Bed]:
 
 
 def _rows(name: str, pair: dict[str, Any], wan: bool) -> list[dict[str, Any]]:
-    """Table rows: figure, ours, OpenSSH, ratio (higher is better for us), goal, met."""
-    ours, base = pair["ours"], pair["openssh"]
+    """Table rows: figure, ours, OpenSSH, ratio (higher is better for us), goal, met, and
+    ours before tuning when it was measured."""
+    ours, base, untuned = pair["ours"], pair["openssh"], pair.get("untuned")
     rows = []
     for key, label, higher_better in (
         ("down_MBps", "download MB/s", True),
@@ -606,6 +626,7 @@ def _rows(name: str, pair: dict[str, Any], wan: bool) -> list[dict[str, Any]]:
                 "ratio": round(ratio, 3),
                 "goal": goal,
                 "met": met,
+                "untuned": round(untuned[key], 2) if untuned else None,
             }
         )
     return rows
@@ -613,15 +634,17 @@ def _rows(name: str, pair: dict[str, Any], wan: bool) -> list[dict[str, Any]]:
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
     head = (
-        f"{'link':<10} {'figure':<20} {'ours':>10} {'openssh':>10} {'ratio':>7}  {'goal':<10} met"
+        f"{'link':<10} {'figure':<20} {'ours':>10} {'openssh':>10} {'ratio':>7}  {'goal':<10} "
+        f"{'met':<4} {'untuned':>8}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
         met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
+        untuned = "" if r["untuned"] is None else f"{r['untuned']:.2f}"
         print(
             f"{r['link']:<10} {r['figure']:<20} {r['ours']:>10.2f} {r['openssh']:>10.2f} "
-            f"{r['ratio']:>6.2f}x  {r['goal']:<10} {met}"
+            f"{r['ratio']:>6.2f}x  {r['goal']:<10} {met:<4} {untuned:>8}"
         )
 
 
@@ -729,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
                 reps=reps,
                 window=args.window,
                 packet=args.packet,
+                untuned=not args.quick,
             )
             entry["pair"] = pair
             entry["rows"] = _rows(name, pair, wan=delay is not None)

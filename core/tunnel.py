@@ -48,10 +48,11 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 
 log = logging.getLogger(__name__)
 
-#: Receive window advertised for each forwarded channel. Placeholder until measured.
+#: Receive window advertised for each forwarded channel (measurements: see below).
 DEFAULT_WINDOW_SIZE = 16 * 1024 * 1024
-#: Largest SSH packet the host may send us per channel. Placeholder until measured.
-DEFAULT_MAX_PACKET_SIZE = 32 * 1024
+#: Largest SSH packet the host may send us per channel: 255 KiB keeps a whole packet under
+#: OpenSSH's 256 KiB packet limit (measurements: see below).
+DEFAULT_MAX_PACKET_SIZE = 255 * 1024
 
 #: Bytes asked of the channel per read. Larger than any window we advertise so one read
 #: empties paramiko's buffered pipe (a partial read costs a copy of everything left in it).
