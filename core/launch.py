@@ -21,7 +21,7 @@ from orchestrate.core.crashpoints import crash_point
 from orchestrate.core.errors import HostError, OrchestrateError
 from orchestrate.core.hoststeps import StepContext
 from orchestrate.core.keys import SshKey, ensure_ssh_key
-from orchestrate.core.profiles import Profile, parse_duration
+from orchestrate.core.profiles import Profile
 from orchestrate.core.runtime import Runtime
 from orchestrate.core.state import InstanceRow
 
@@ -86,7 +86,8 @@ def make_plan(
         notebooks_host_dir=profile["notebooks_dir"],
         notebooks_container_dir=profile["container_notebooks_dir"],
         remote_port=profile["remote_port"],
-        autostop=None if parse_duration(str(autostop)) is None else str(autostop),
+        # "off" goes through as is: the autostop step then removes an agent left installed.
+        autostop=str(autostop),
     )
     spec = p.LaunchSpec(
         name=name,
@@ -284,6 +285,9 @@ def bring_up(
     if row.token != plan.context.token:
         state.update(name, token=plan.context.token)
     record = ensure_running(state, plan.provider, plan.spec, progress)
+    row = state.get(name)
+    if row is not None and "stopped_by" in row.extra:
+        state.update(name, extra={k: v for k, v in row.extra.items() if k != "stopped_by"})
     if not record.address:
         raise OrchestrateError(
             f"{name} has no external address on {plan.provider.name}",

@@ -36,6 +36,8 @@ COMMON_KEYS: dict[str, tuple[type, Any]] = {
     "container_name": (str, "orchestrate-notebook"),
     "autostop": (str, "60m"),
     "bootstrap": (str, "ssh"),
+    # launch asks before creating anything estimated above this many dollars per hour.
+    "confirm_above": (float, 5.0),
 }
 BOOTSTRAP_MODES = ("ssh", "startup-script")
 DEFAULT_PROFILE = "default"
@@ -291,6 +293,8 @@ def _validate(
                 hint=f"did you mean {close[0]!r}?" if close else "see README's profile keys",
             )
         kind = COMMON_KEYS[key][0]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ProfileError(
                 f"{where}: profiles.{name}.{key} must be {_type_name(kind)},"

@@ -90,6 +90,7 @@ def _look_up(runtime: Any, row: InstanceRow) -> _Refreshed:
 
 def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, Any]]:
     from orchestrate.core.background import is_our_tunnel
+    from orchestrate.core.costs import cost_notes, host_autostop_notes
 
     state = runtime.state()
     rows = [r for r in state.all() if name is None or r.name == name]
@@ -115,13 +116,23 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
             if item.record is not None:
                 store(state, item.record, **item.more)
                 row = state.get(row.name) or row
-            results.append((row, item.notes))
+            notes = list(item.notes)
+            if row.status in ("stopped", "terminated") and item.row.status == "running":
+                # orchestrate did not stop it (its `stop` writes "stopped" first): the agent did.
+                state.update(row.name, extra={**row.extra, "stopped_by": "autostop"})
+                state.event(row.name, "autostopped", "found stopped; autostop is the cause")
+                row = state.get(row.name) or row
+            results.append((row, notes))
     else:
         results = [(r, []) for r in rows]
     now = time.time()
     out = []
     for row, notes in results:
         values = row.profile.get("values", {})
+        # One instance asked for by name: also read its autostop agent over SSH.
+        host_notes = (
+            host_autostop_notes(row) if name and refresh and row.status == "running" else []
+        )
         tunnel = "detached" if is_our_tunnel(row.tunnel_pid, row.name) else "none"
         if tunnel == "detached" and row.local_port:
             tunnel = f"localhost:{row.local_port}"
@@ -139,7 +150,7 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
                 "uptime_s": now - row.started_at if row.started_at else None,
                 "tunnel": tunnel,
                 "setup_hash": row.setup_hash,
-                "notes": notes,
+                "notes": notes + cost_notes(runtime, row) + host_notes,
             }
         )
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -53,6 +55,7 @@ def register(app: typer.Typer) -> None:
         """Create (or reuse) a GPU instance and open Jupyter on it through a tunnel."""
         from orchestrate.core.launch import bring_up, dry_run_text, existing_token, make_plan
 
+        _check_name(name)
         runtime: Runtime = ctx.obj
         chosen = runtime.profile(
             profile,
@@ -65,6 +68,7 @@ def register(app: typer.Typer) -> None:
         }
         row = runtime.state().get(name) if not dry_run else None
         plan = make_plan(runtime, name, chosen, overrides, token=existing_token(row))
+        _price_gate(plan, chosen["confirm_above"], yes=yes or dry_run)
         if dry_run:
             echo(dry_run_text(runtime, plan))
             return
@@ -176,6 +180,47 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
         down(runtime, row, sync_to=sync_notebooks, progress=_progress)
         echo(f"{name} deleted")
+
+
+def _price_gate(plan: Any, threshold: float | None, *, yes: bool) -> None:
+    """Show the estimated price per hour before anything is created, and ask above the
+    profile's `confirm_above` unless --yes. An unknown price asks too: it may be anything."""
+    from orchestrate.core import prices
+    from orchestrate.core.costs import estimate_for
+
+    estimate = estimate_for(plan.provider, plan.options)
+    if estimate is None:
+        return
+    _progress(prices.price_line(estimate))
+    if yes or not prices.confirm_needed(estimate.per_hour, threshold):
+        return
+    assert threshold is not None
+    from orchestrate.core.errors import UsageError
+
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"{prices.confirm_question(estimate, threshold)} -- no terminal to ask",
+            hint="pass --yes to launch anyway, or raise confirm_above in the profile",
+        )
+    if not typer.confirm(prices.confirm_question(estimate, threshold), default=False):
+        raise UsageError("launch cancelled: nothing was created", hint="pass --yes to skip asking")
+
+
+#: GCE's rule for resource names, which the other clouds accept too: the name is also a file
+#: name (host and tunnel logs), an ssh Host alias and a label value, so nothing else is safe.
+_NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _check_name(name: str) -> None:
+    """A new instance's name, checked before anything is written or sent."""
+    if not _NAME.fullmatch(name):
+        from orchestrate.core.errors import UsageError
+
+        raise UsageError(
+            f"instance name {name!r} is not valid",
+            hint="use lowercase letters, digits and hyphens, starting with a letter, "
+            "at most 63 characters",
+        )
 
 
 def _row(runtime: Runtime, name: str) -> Any:

@@ -1,0 +1,94 @@
+"""Money and autostop, as `launch` and `status` show them.
+
+Kept apart from the state and provider logic: prices are estimates from a dated data file,
+and the autostop report reads the agent's files on the host; neither may ever block a
+launch or hide an instance from `status`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrate.core import prices
+from orchestrate.core.errors import OrchestrateError
+from orchestrate.core.state import InstanceRow
+
+STOPPED = ("stopped", "terminated", "stopping")
+
+
+def estimate_for(provider: Any, options: Any) -> prices.Estimate | None:
+    """The hourly estimate of a provider's validated options, or None when unpriced."""
+    gpu = provider.gpu_request(options)
+    query = prices.query_from_options(
+        provider.name, options, (gpu.name, gpu.count) if gpu is not None else None
+    )
+    return query.estimate() if query is not None else None
+
+
+def _query_for_row(runtime: Any, row: InstanceRow) -> tuple[Any, prices.PriceQuery | None]:
+    from orchestrate.core.launch import profile_from_snapshot
+
+    profile = profile_from_snapshot(row.profile)
+    provider = runtime.provider(row.provider)
+    options = provider.validate_options(profile.provider_tables.get(row.provider, {}), row.name)
+    gpu = provider.gpu_request(options)
+    query = prices.query_from_options(
+        provider.name, options, (gpu.name, gpu.count) if gpu is not None else None
+    )
+    return provider, query
+
+
+def cost_notes(runtime: Any, row: InstanceRow) -> list[str]:
+    """Uptime and cost so far for a running row, disk cost for a stopped one, and why a
+    running instance may bill longer than wanted."""
+    from orchestrate.plugins.host.autostop import report
+
+    notes: list[str] = []
+    setting = row.profile.get("values", {}).get("autostop")
+    try:
+        _, query = _query_for_row(runtime, row)
+    except OrchestrateError:
+        query = None
+    if row.status == "running":
+        if query is not None and row.started_at:
+            notes.append(prices.uptime_line(query.estimate().per_hour, row.started_at))
+        notes.extend(report.warnings(None, setting))
+    elif row.status in STOPPED:
+        if row.extra.get("stopped_by") == "autostop":
+            line = report.inferred_stop_line(setting)
+            if line:
+                notes.append(line)
+        if query is not None and query.disk_type and query.disk_gb:
+            notes.append(prices.stopped_line(row.provider, query.disk_type, query.disk_gb))
+    return notes
+
+
+def host_autostop_notes(row: InstanceRow) -> list[str]:
+    """What the agent on a running host says: activity, last stop, and warnings such as
+    idle past its window. One short SSH connection; a host that does not answer is a note."""
+    from orchestrate.core.keys import ensure_ssh_key
+    from orchestrate.core.session import Session
+    from orchestrate.plugins.host.autostop import report
+
+    if not (row.address and row.host_key):
+        return []
+    try:
+        session = Session.connect(
+            row.address,
+            row.ssh_port,
+            row.ssh_user or "orchestrate",
+            ensure_ssh_key().private_path,
+            pinned_host_key=row.host_key,
+            deadline_s=10,
+            name=row.name,
+        )
+        try:
+            result = session.run(report.status_command(), timeout=20)
+        finally:
+            session.close()
+    except OrchestrateError as exc:
+        return [f"could not read the autostop agent: {exc.line()}"]
+    seen = report.parse_status(result.stdout)
+    setting = row.profile.get("values", {}).get("autostop")
+    notes = [line for line in (report.activity_line(seen), report.last_stop_line(seen)) if line]
+    return notes + [w for w in report.warnings(seen, setting) if w not in notes]

@@ -1,0 +1,99 @@
+"""launch shows the price before creating anything and asks above `confirm_above`; status
+shows cost so far, disk cost when stopped, and names autostop when it stopped an instance.
+
+Runs against the fake GCE API (libcloud's real driver over HTTP). Nothing here can be billed;
+the prices are the dated estimates of core/data/prices.toml.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from orchestrate.core.registry import build_manager
+from orchestrate.core.runtime import Runtime
+
+PROFILE = """
+[profiles.k80]
+provider = "gcp"
+autostop = "60m"
+confirm_above = {threshold}
+
+[profiles.k80.gcp]
+project = "{project}"
+credentials = "{credentials}"
+api_endpoint = "{endpoint}"
+zones = ["us-east1-d"]
+"""
+
+
+@pytest.fixture
+def k80(gce_api, gce_credentials: Path, write_profiles):
+    def write(threshold: float) -> None:
+        write_profiles(
+            PROFILE.format(
+                threshold=threshold,
+                project=gce_api.project,
+                credentials=gce_credentials,
+                endpoint=gce_api.endpoint,
+            )
+        )
+
+    return write
+
+
+def test_price_above_threshold_stops_launch_before_any_request(k80, cli, gce_api) -> None:
+    k80(0.05)
+    result = cli("launch", "nb", "--profile", "k80", "--no-browser")
+    assert result.code == 2
+    from orchestrate.core import prices
+
+    expected = prices.hourly(
+        "gcp", "n1-standard-2", "nvidia-tesla-k80", 1, False, disk_type="pd-balanced", disk_gb=50
+    )
+    lines = result.err.strip().splitlines()
+    assert lines[0] == prices.price_line(expected)
+    assert f"about {prices.money(expected.per_hour)}/h" in lines[-1]
+    assert "above your confirm_above of $0.050/h" in lines[-1]
+    assert "pass --yes" in lines[-1]
+    assert gce_api.requests == [], "nothing may reach the cloud before the user agrees"
+
+
+def test_dry_run_shows_the_price_and_asks_nothing(k80, cli) -> None:
+    k80(0.05)
+    result = cli("launch", "nb", "--profile", "k80", "--dry-run")
+    assert result.code == 0, result.err
+    assert "/h" in result.err
+    assert "POST /compute/v1/projects/" in result.out
+
+
+def test_status_names_autostop_and_disk_cost_for_a_stopped_instance(
+    k80, gce_api, orch_home: Path
+) -> None:
+    """The agent powers the host off from inside; a test cannot power this machine off, so
+    the fake's stop call stands in for the agent's shutdown (the cloud sees the same)."""
+    from orchestrate.core.instances import ensure_running
+    from orchestrate.core.launch import make_plan, profile_snapshot
+    from orchestrate.core.status import collect
+
+    k80(50)
+    runtime = Runtime(pm=build_manager())
+    profile = runtime.profile("k80")
+    plan = make_plan(runtime, "nb", profile, {}, token=None)
+    state = runtime.state()
+    state.record_intent("nb", "gcp", profile_snapshot(profile), ssh_user="orchestrate")
+    record = ensure_running(state, plan.provider, plan.spec, lambda m: None)
+    state.update("nb", started_at=time.time() - 7200)
+
+    running = collect(runtime, None, refresh=True)[0]
+    assert running["status"] == "running"
+    assert any("so far at $" in note for note in running["notes"]), running["notes"]
+
+    plan.provider.stop(record)  # what the agent's power-off looks like from the cloud
+    stopped = collect(runtime, None, refresh=True)[0]
+    assert stopped["status"] in ("stopped", "terminated")
+    assert "stopped by autostop after 60 min idle" in stopped["notes"]
+    assert any("disk" in note for note in stopped["notes"]), stopped["notes"]
+    assert [e.kind for e in state.events("nb")][-1] == "autostopped"
+    runtime.close()
