@@ -304,7 +304,7 @@ def _wait_port(bed: Bed, port: int, timeout: float = 20) -> None:
 def tunnel_ours(
     bed: Bed,
     *,
-    window: int,
+    window: int | None,
     packet: int,
     pump: str = "threads",
     prewarm: bool = True,
@@ -328,8 +328,7 @@ def tunnel_ours(
             bed.host_key,
             "--target",
             bed.target,
-            "--window",
-            str(window),
+            *([] if window is None else ["--window", str(window)]),
             "--packet",
             str(packet),
             "--pump",
@@ -456,7 +455,7 @@ def measure_pair(
     size: int,
     lat_count: int,
     reps: int,
-    window: int,
+    window: int | None,
     packet: int,
     untuned: bool = False,
 ) -> dict[str, Any]:
@@ -515,7 +514,9 @@ def sweep(
     return rows
 
 
-def pumps(bed: Bed, *, size: int, window: int, packet: int, reps: int) -> list[dict[str, Any]]:
+def pumps(
+    bed: Bed, *, size: int, window: int | None, packet: int, reps: int
+) -> list[dict[str, Any]]:
     """threads vs select pump, same window and packet: both directions and latency."""
     rows: list[dict[str, Any]] = []
     for pump in ("threads", "select"):
@@ -658,7 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=int, default=50, help="round trip of the WAN link")
     parser.add_argument("--size-mb", type=int, default=None, help="bytes each way, in MB")
     parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--window", type=int, default=None, help="our channel window, bytes")
+    parser.add_argument(
+        "--window", type=int, default=None, help="our channel window, bytes (default: by link)"
+    )
     parser.add_argument("--packet", type=int, default=None, help="our max packet, bytes")
     parser.add_argument("--json", type=Path, default=RESULTS)
     # internal: child-process roles
@@ -680,10 +683,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lat", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    from orchestrate.core.tunnel import DEFAULT_MAX_PACKET_SIZE, DEFAULT_WINDOW_SIZE
+    from orchestrate.core.tunnel import DEFAULT_MAX_PACKET_SIZE
 
-    if args.window is None:
-        args.window = DEFAULT_WINDOW_SIZE
     if args.packet is None:
         args.packet = DEFAULT_MAX_PACKET_SIZE
     if args.role == "server":

@@ -48,8 +48,14 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 
 log = logging.getLogger(__name__)
 
-#: Receive window advertised for each forwarded channel (measurements: see below).
+#: Receive window advertised for each forwarded channel over a slow link (measurements: see
+#: below).
 DEFAULT_WINDOW_SIZE = 16 * 1024 * 1024
+#: ... and over a fast one (round trip under `_LAN_RTT_S`), where 4 MiB already allows
+#: 400 MB/s, more than the tunnel can carry, and a larger window only costs.
+LAN_WINDOW_SIZE = 4 * 1024 * 1024
+#: Channel opens faster than this mean a LAN or loopback: `LAN_WINDOW_SIZE` is enough.
+_LAN_RTT_S = 0.010
 #: Largest SSH packet the host may send us per channel: 255 KiB keeps a whole packet under
 #: OpenSSH's 256 KiB packet limit (measurements: see below).
 DEFAULT_MAX_PACKET_SIZE = 255 * 1024
@@ -272,7 +278,7 @@ class Tunnel:
         *,
         bind: str = "127.0.0.1",
         port_explicit: bool = False,
-        window_size: int = DEFAULT_WINDOW_SIZE,
+        window_size: int | None = None,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         reconnect: Reconnect | None = None,
         backoff: Backoff = Backoff(),
@@ -333,7 +339,7 @@ class Tunnel:
         self._spare_ready = threading.Condition(self._lock)
         self._spare_wanted = threading.Event()
         self._spare_due: float | None = None  # when to replace a taken spare at the latest
-        self._open_s = 1.0  # how long the last spare took to open: a round trip, roughly
+        self._open_s = 1.0  # how long the last channel took to open: a round trip, roughly
         self._workers = _Workers(f"tunnel-{local_port}-conn")
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -622,16 +628,37 @@ class Tunnel:
                 self._conns.discard(conn)
 
     def _open(self, transport: paramiko.Transport, src: tuple[str, int]) -> paramiko.Channel:
-        """Open one ``direct-tcpip`` channel with the tuned window; paramiko's errors pass."""
+        """Open one ``direct-tcpip`` channel with the tuned window; paramiko's errors pass.
+
+        Times the open, which is one round trip to the host: the window for the next
+        channels follows from it (`channel_window`).
+        """
         self._flush_eofs()  # right before our open: see _send_eof
-        return transport.open_channel(
+        window = self.channel_window()
+        began = time.monotonic()
+        chan = transport.open_channel(
             "direct-tcpip",
             dest_addr=(self.remote_host, self.remote_port),
             src_addr=src,
-            window_size=self.window_size,
+            window_size=window,
             max_packet_size=self.max_packet_size,
             timeout=self._open_timeout_s,
         )
+        self._open_s = time.monotonic() - began
+        return chan
+
+    def channel_window(self) -> int:
+        """The receive window the next channel gets.
+
+        The one given to the constructor, or else by link: the window caps a download at
+        window / round trip, so a 50 ms link needs `DEFAULT_WINDOW_SIZE`, while on a fast link
+        `LAN_WINDOW_SIZE` is plenty and measured faster (a bigger one made sshd, sharing the
+        machine on loopback, burn CPU the tunnel needed). Until an open was timed, the link
+        counts as slow: mistaking a fast link for a slow one only costs a little.
+        """
+        if self.window_size is not None:
+            return self.window_size
+        return LAN_WINDOW_SIZE if self._open_s < _LAN_RTT_S else DEFAULT_WINDOW_SIZE
 
     def _open_for(self, transport: paramiko.Transport, peer: Any) -> paramiko.Channel | None:
         """The channel for a local connection, or None when it cannot be had.
@@ -746,9 +773,7 @@ class Tunnel:
                 continue
             chan: paramiko.Channel | None = None
             try:
-                began = time.monotonic()
                 chan = self._open(transport, ("127.0.0.1", 0))
-                self._open_s = time.monotonic() - began
             except paramiko.ChannelException:
                 with self._lock:
                     self._spare_blocked = True  # a real connection will find out and retry
@@ -1027,17 +1052,23 @@ def open_default_tunnel(
 
     ``session`` is core's Session or any object with ``.transport`` (or a Transport).
     When ``reconnect`` is not given and the session has a ``reconnect()`` method, that is
-    used, so a plain hook call still survives a dropped connection. Returns the started
-    tunnel; raises `UsageError` for a busy explicit port.
+    used, so a plain hook call still survives a dropped connection; if the session already
+    reconnected by itself (a host step that rebooted the VM), its new transport is taken
+    as is rather than replaced once more. Returns the started tunnel; raises `UsageError`
+    for a busy explicit port.
     """
+    tunnels: list[Tunnel] = []
     if reconnect is None:
         method = getattr(session, "reconnect", None)
         if callable(method):
 
             def reconnect() -> TransportLike:
+                current = as_transport(session)
+                if tunnels and current is not tunnels[0].transport and current.is_active():
+                    return current
                 return as_transport(method())
 
-    return Tunnel(
+    tunnel = Tunnel(
         session,
         local_port,
         remote_host,
@@ -1045,7 +1076,9 @@ def open_default_tunnel(
         bind=bind,
         port_explicit=port_explicit,
         reconnect=reconnect,
-    ).start()
+    )
+    tunnels.append(tunnel)
+    return tunnel.start()
 
 
 # -- the foreground display -------------------------------------------------------------

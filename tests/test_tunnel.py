@@ -25,6 +25,8 @@ import pytest
 from orchestrate.core.errors import HostError, UsageError
 from orchestrate.core.ports import bind_listener, is_port_free
 from orchestrate.core.tunnel import (
+    DEFAULT_WINDOW_SIZE,
+    LAN_WINDOW_SIZE,
     Backoff,
     ReadAheadSocket,
     Tunnel,
@@ -360,6 +362,19 @@ def test_without_prewarm_nothing_is_opened_ahead(
         server.close()
 
 
+@pytest.mark.bed
+def test_window_follows_the_link_unless_given(
+    transport: Any, http_port: int, make_tunnel: Callable[..., Tunnel]
+) -> None:
+    auto = make_tunnel(transport, 0, "127.0.0.1", http_port, prewarm=False)
+    assert auto.channel_window() == DEFAULT_WINDOW_SIZE  # nothing timed yet: assume slow
+    assert _get(auto.local_port, "/ping") == b"pong\n"
+    assert auto.channel_window() == LAN_WINDOW_SIZE  # loopback answered in microseconds
+    fixed = make_tunnel(transport, 0, "127.0.0.1", http_port, window_size=3_000_000)
+    assert _get(fixed.local_port, "/ping") == b"pong\n"
+    assert fixed.channel_window() == 3_000_000
+
+
 def test_read_ahead_socket_keeps_order_and_sizes() -> None:
     left, right = socket.socketpair()
     with left, right:
@@ -595,6 +610,25 @@ def test_open_default_tunnel_uses_the_session_and_its_reconnect(
         assert session.reconnects == 1
         assert _get(tunnel.local_port, "/ping") == b"pong\n"
         assert tunnel.url == f"http://127.0.0.1:{tunnel.local_port}/"
+    finally:
+        tunnel.close()
+        session.close()
+
+
+@pytest.mark.bed
+def test_a_session_that_reconnected_by_itself_is_not_reconnected_again(
+    ssh_host: SshHost, http_port: int
+) -> None:
+    """A host step rebooted the VM and the session reconnected: the tunnel adopts the new
+    transport instead of dropping it for yet another one."""
+    session = _FakeSession(ssh_host)
+    tunnel = open_default_tunnel(session, 0, "127.0.0.1", http_port)
+    try:
+        session.reconnect()  # closes the transport under the tunnel, opens a new one
+        _wait_for(lambda: tunnel.stats().reconnects == 1, "the tunnel to follow the session")
+        assert session.reconnects == 1
+        assert tunnel.transport is session.transport
+        assert _get(tunnel.local_port, "/ping") == b"pong\n"
     finally:
         tunnel.close()
         session.close()
