@@ -17,8 +17,10 @@ of every installed distribution at each start (`_entry_points`).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -68,28 +70,44 @@ COMMANDS_HOOK = "orchestrate_register_commands"
 
 
 class PluginManager(pluggy.PluginManager):
-    """pluggy's manager, with the built-in plugins imported on first need.
+    """pluggy's manager, with each built-in plugin imported when one of its hooks is first
+    called.
 
-    Every way to reach plugins goes through `load_builtins()` first: a hook call (pluggy
-    routes each through `_hookexec` with the implementations to run, which are read again
-    after loading) and the listing methods. `orchestrate_register_commands` alone runs
-    without them, so `--help` imports no provider and no host step.
+    A hook call (pluggy routes each through `_hookexec` with the implementations to run,
+    which are read again after loading) first loads the built-ins that implement that hook:
+    `status` asks for providers and so imports the three provider plugins, not the host
+    steps. Which hooks a built-in implements is read from its source without importing it
+    (`_hooks_named_in`; a test holds that to what pluggy registers). Listing plugins loads
+    them all. `orchestrate_register_commands` never loads any, so `--help` imports no
+    provider and no host step. Being registered after the third-party plugins, built-ins'
+    implementations run before theirs for the same hook (pluggy calls the latest first).
     """
 
     def __init__(self, project_name: str, builtins: Sequence[str] = ()) -> None:
         super().__init__(project_name)
-        self._pending: tuple[str, ...] = tuple(builtins)
-        self._loading = threading.Lock()
+        #: built-in module -> the hooks its source names (None: not read yet, or unknown).
+        self._pending: dict[str, frozenset[str] | None] = dict.fromkeys(builtins)
+        self._scanned = False
+        self._loading = threading.RLock()
         #: plugin names of the built-ins, loaded or not.
         self.builtin_names = frozenset(builtin_name(m) for m in builtins)
 
-    def load_builtins(self) -> None:
-        """Import and register the built-in plugins not loaded yet (once; thread-safe)."""
+    def load_builtins(self, hook: str | None = None) -> None:
+        """Import and register the pending built-ins that implement `hook` (all of them when
+        `hook` is None). Once each; thread-safe."""
         if not self._pending:
             return
         with self._loading:
-            pending, self._pending = self._pending, ()
-            for module_name in pending:
+            if hook is not None and not self._scanned:
+                self._pending = {m: _hooks_named_in(m) for m in self._pending}
+                self._scanned = True
+            wanted = [
+                m
+                for m, named in self._pending.items()
+                if hook is None or named is None or hook in named
+            ]
+            for module_name in wanted:
+                del self._pending[module_name]
                 name = builtin_name(module_name)
                 if self.is_blocked(name):
                     continue
@@ -101,7 +119,8 @@ class PluginManager(pluggy.PluginManager):
                         "built-in plugins load after the commands are registered",
                     )
                 self.register(module, name=name)
-            check(self)
+            if wanted:
+                check(self)
 
     def _hookexec(
         self,
@@ -111,7 +130,7 @@ class PluginManager(pluggy.PluginManager):
         firstresult: bool,
     ) -> Any:
         if self._pending and hook_name != COMMANDS_HOOK:
-            self.load_builtins()
+            self.load_builtins(hook_name)
             methods = getattr(self.hook, hook_name).get_hookimpls()
         return super()._hookexec(hook_name, methods, kwargs, firstresult)
 
@@ -130,6 +149,31 @@ class PluginManager(pluggy.PluginManager):
     def list_name_plugin(self) -> list[tuple[str, Any]]:
         self.load_builtins()
         return super().list_name_plugin()
+
+
+_HOOK_NAME = re.compile(r"\borchestrate_[a-z0-9_]+")
+
+
+def _hooks_named_in(module_name: str) -> frozenset[str] | None:
+    """The hook names a built-in module's source mentions, read without importing it.
+
+    A module can only implement a hook it names (a function `orchestrate_X`, a re-export,
+    or `specname="orchestrate_X"`), so this is a superset of what it implements: a module
+    is at worst loaded for a hook it does not implement, never missed. None (load it for
+    every hook) where the source cannot be read or re-exports with ``import *``.
+    """
+    try:
+        spec = importlib.util.find_spec(module_name)
+        origin = spec.origin if spec is not None else None
+        if origin is None or not origin.endswith(".py"):
+            return None
+        with open(origin, encoding="utf-8") as handle:
+            source = handle.read()
+    except (ImportError, OSError, ValueError):
+        return None
+    if "import *" in source:
+        return None
+    return frozenset(_HOOK_NAME.findall(source))
 
 
 def check(pm: pluggy.PluginManager) -> None:

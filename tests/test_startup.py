@@ -171,3 +171,38 @@ def test_a_typed_plugin_parameter_is_still_converted() -> None:
     assert seen == [(2, Path("/tmp"))]
     with pytest.raises(Exception, match="3"):
         command.main(["--count", "9"], standalone_mode=False)
+
+
+def test_the_source_scan_finds_every_hook_a_builtin_implements() -> None:
+    """`_hooks_named_in` decides which built-ins a hook call loads; it may name more hooks
+    than a module implements, never fewer."""
+    import importlib
+
+    from orchestrate.core.registry import BUILTIN_PLUGINS, _hooks_named_in, build_manager
+
+    pm = build_manager(builtins=())
+    for module_name in BUILTIN_PLUGINS:
+        module = importlib.import_module(module_name)
+        implemented = {
+            attr
+            for attr in dir(module)
+            if pm.parse_hookimpl_opts(module, attr) is not None
+        }
+        named = _hooks_named_in(module_name)
+        assert named is None or implemented <= named, (module_name, implemented - named)
+
+
+def test_asking_for_providers_loads_no_host_step(orch_home: Path) -> None:
+    code = (
+        "import sys, json\n"
+        "from orchestrate.core.registry import build_manager, providers\n"
+        "found = providers(build_manager())\n"
+        "print(json.dumps([sorted(found), sorted(m for m in sys.modules"
+        " if m.startswith('orchestrate.plugins.host.'))]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    found, host_modules = json.loads(out)
+    assert "gcp" in found
+    assert host_modules == []
