@@ -1,0 +1,44 @@
+"""The benchmark runner still runs: `python -m bench --quick --only B1` (a breakage check).
+
+Benchmarks, not timed tests (issue 9): this asserts that the rows exist and carry a value,
+a baseline and a goal, never what the times are.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_b1_writes_its_rows(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "B1", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["quick"] is True
+    rows = data["rows"]
+    figures = [row["figure"] for row in rows]
+    assert any("--help" in f for f in figures), figures
+    assert any("status --offline" in f for f in figures), figures
+    assert any("refreshed" in f for f in figures), figures
+    for row in rows:
+        assert row["bench"] == "B1"
+        assert row["error"] == "", row
+        assert row["value"] is not None and row["value"] > 0
+        assert row["baseline"] == "python -c pass" and row["baseline_value"] > 0
+        assert row["ratio"] is not None
+    goals = [row for row in rows if row["goal"] != "-"]
+    assert goals and all(isinstance(row["met"], bool) for row in goals)
+    # The table is printed too, with its header.
+    assert "figure" in proc.stdout and "baseline" in proc.stdout
