@@ -339,7 +339,7 @@ class Tunnel:
         self._spare_ready = threading.Condition(self._lock)
         self._spare_wanted = threading.Event()
         self._spare_due: float | None = None  # when to replace a taken spare at the latest
-        self._open_s = 1.0  # how long the last channel took to open: a round trip, roughly
+        self._open_s = 1.0  # the quickest channel open on this transport: its round trip
         self._workers = _Workers(f"tunnel-{local_port}-conn")
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -499,6 +499,15 @@ class Tunnel:
         b = self._backoff
         return sum(b.delay(i) for i in range(b.attempts)) + self._open_timeout_s
 
+    def _nudge_once(self) -> None:
+        """Nudge sshd into TCP_NODELAY once per transport (see `_nudge_sshd_nodelay`)."""
+        with self._lock:
+            current = self._transport
+            if not self._nudge_nodelay or current is None or current is self._nudged:
+                return
+            self._nudged = current
+        _nudge_sshd_nodelay(current, self._open_timeout_s)
+
     def _monitor_loop(self) -> None:
         """Watch the transport; when it dies, reconnect with backoff or fail for good.
 
@@ -512,6 +521,8 @@ class Tunnel:
                 return
             transport = self._transport
             if transport is not None and transport.is_active():
+                if not self._prewarm:
+                    self._nudge_once()  # else the spare loop does it, before its first open
                 continue
             self._up.clear()
             with self._lock:
@@ -547,6 +558,7 @@ class Tunnel:
                 self._transport = fresh
                 self._reconnects += 1
                 self._state = "up"
+                self._open_s = 1.0  # maybe another network now: time it anew
             self._up.set()
             self._spare_wanted.set()
             log.debug("tunnel reconnected after %d attempt(s)", attempt + 1)
@@ -644,7 +656,9 @@ class Tunnel:
             max_packet_size=self.max_packet_size,
             timeout=self._open_timeout_s,
         )
-        self._open_s = time.monotonic() - began
+        # The quickest open so far is the round trip: a slow one only met a busy moment
+        # (the very first open of a connection often takes a Nagle-delayed 40 ms).
+        self._open_s = min(self._open_s, time.monotonic() - began)
         return chan
 
     def channel_window(self) -> int:
@@ -749,10 +763,7 @@ class Tunnel:
                     if time.monotonic() < self._spare_due:
                         continue  # woken early by the take itself: wait for first bytes
                     self._spare_due = None
-            current = self._transport
-            if self._nudge_nodelay and current is not None and current is not self._nudged:
-                self._nudged = current
-                _nudge_sshd_nodelay(current, self._open_timeout_s)
+            self._nudge_once()
             stale: paramiko.Channel | None = None
             with self._lock:
                 transport = self._transport if self._state == "up" else None

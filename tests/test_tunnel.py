@@ -368,8 +368,9 @@ def test_window_follows_the_link_unless_given(
 ) -> None:
     auto = make_tunnel(transport, 0, "127.0.0.1", http_port, prewarm=False)
     assert auto.channel_window() == DEFAULT_WINDOW_SIZE  # nothing timed yet: assume slow
-    assert _get(auto.local_port, "/ping") == b"pong\n"
-    assert auto.channel_window() == LAN_WINDOW_SIZE  # loopback answered in microseconds
+    for _ in range(5):  # the first open of a connection can be slow (sshd's Nagle): not all
+        assert _get(auto.local_port, "/ping") == b"pong\n"
+    assert auto.channel_window() == LAN_WINDOW_SIZE  # loopback answers in microseconds
     fixed = make_tunnel(transport, 0, "127.0.0.1", http_port, window_size=3_000_000)
     assert _get(fixed.local_port, "/ping") == b"pong\n"
     assert fixed.channel_window() == 3_000_000
@@ -624,9 +625,11 @@ def test_a_session_that_reconnected_by_itself_is_not_reconnected_again(
     session = _FakeSession(ssh_host)
     tunnel = open_default_tunnel(session, 0, "127.0.0.1", http_port)
     try:
-        session.reconnect()  # closes the transport under the tunnel, opens a new one
+        # The session has its new transport by the time the old one is seen dead.
+        old, session.transport = session.transport, _connect(ssh_host)
+        old.close()
         _wait_for(lambda: tunnel.stats().reconnects == 1, "the tunnel to follow the session")
-        assert session.reconnects == 1
+        assert session.reconnects == 0
         assert tunnel.transport is session.transport
         assert _get(tunnel.local_port, "/ping") == b"pong\n"
     finally:
