@@ -500,13 +500,19 @@ class Tunnel:
         return sum(b.delay(i) for i in range(b.attempts)) + self._open_timeout_s
 
     def _nudge_once(self) -> None:
-        """Nudge sshd into TCP_NODELAY once per transport (see `_nudge_sshd_nodelay`)."""
+        """Once per transport: nudge sshd into TCP_NODELAY (see `_nudge_sshd_nodelay`), then
+        time a round trip, so that even the first channel gets the window for its link."""
         with self._lock:
             current = self._transport
-            if not self._nudge_nodelay or current is None or current is self._nudged:
+            if current is None or current is self._nudged:
                 return
             self._nudged = current
-        _nudge_sshd_nodelay(current, self._open_timeout_s)
+        if self._nudge_nodelay:
+            _nudge_sshd_nodelay(current, self._open_timeout_s)
+        rtt = _round_trip_s(current)
+        with self._lock:
+            if current is self._transport:
+                self._open_s = min(self._open_s, rtt)
 
     def _monitor_loop(self) -> None:
         """Watch the transport; when it dies, reconnect with backoff or fail for good.
@@ -1011,6 +1017,26 @@ class _Connection:
         with contextlib.suppress(Exception):
             self.chan.close()
         _close_socket(self.client)
+
+
+def _round_trip_s(transport: paramiko.Transport, probes: int = 2) -> float:
+    """The quickest of a few SSH round trips (a global request sshd answers at once).
+
+    ``keepalive@openssh.com`` is what OpenSSH's own keepalive sends; any server answers an
+    unknown global request with a failure, which is just as good a round trip. Returns 1 s
+    (a slow link) when the transport cannot tell.
+    """
+    best = 1.0
+    for _ in range(probes):
+        began = time.monotonic()
+        try:
+            transport.global_request("keepalive@openssh.com", wait=True)
+        except Exception:  # a dying transport: the monitor will see to it
+            return best
+        if not transport.is_active():
+            return best
+        best = min(best, time.monotonic() - began)
+    return best
 
 
 def _nudge_sshd_nodelay(transport: paramiko.Transport, timeout_s: float) -> None:
