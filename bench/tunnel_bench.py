@@ -146,7 +146,9 @@ def role_ours(args: argparse.Namespace) -> None:
         prewarm=not args.no_prewarm,
         nudge_nodelay=not args.no_nudge,
         read_ahead=not args.no_read_ahead,
+        prefer_aead=not args.no_aead,
     ).start()
+    tunnel.warm(30)  # like ssh -N -L, ready once its own set-up is done
     cipher = getattr(transport, "remote_cipher", "?")
     mac = getattr(transport, "remote_mac", "?")
     print(f"ready {tunnel.local_port} {cipher} {mac}", flush=True)
@@ -310,6 +312,7 @@ def tunnel_ours(
     prewarm: bool = True,
     nudge: bool = True,
     read_ahead: bool = True,
+    aead: bool = True,
 ) -> Iterator[tuple[int, str]]:
     """Our tunnel in a near-side child process; yields (local port, cipher/mac)."""
     argv = bed.near(
@@ -336,6 +339,7 @@ def tunnel_ours(
             *([] if prewarm else ["--no-prewarm"]),
             *([] if nudge else ["--no-nudge"]),
             *([] if read_ahead else ["--no-read-ahead"]),
+            *([] if aead else ["--no-aead"]),
         ]
     )
     proc, line = _start_ready(argv)
@@ -446,6 +450,7 @@ UNTUNED = {
     "prewarm": False,
     "nudge": False,
     "read_ahead": False,
+    "aead": False,
 }
 
 
@@ -677,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-prewarm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-nudge", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-read-ahead", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-aead", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--down", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--up", type=int, default=0, help=argparse.SUPPRESS)

@@ -289,6 +289,7 @@ class Tunnel:
         prewarm: bool = True,
         nudge_nodelay: bool = True,
         read_ahead: bool = True,
+        prefer_aead: bool = True,
     ) -> None:
         self._transport: paramiko.Transport | None = as_transport(transport)
         self.requested_port = local_port
@@ -310,6 +311,7 @@ class Tunnel:
         self._prewarm = prewarm
         self._nudge_nodelay = nudge_nodelay
         self._read_ahead = read_ahead
+        self._prefer_aead = prefer_aead
         self._nudged: paramiko.Transport | None = None
 
         self.error: HostError | None = None
@@ -338,6 +340,7 @@ class Tunnel:
         self._spare_blocked = False  # the remote refused: no spares until a forward works
         self._spare_ready = threading.Condition(self._lock)
         self._spare_wanted = threading.Event()
+        self._warmed = threading.Event()
         self._spare_due: float | None = None  # when to replace a taken spare at the latest
         self._open_s = 1.0  # the quickest channel open on this transport: its round trip
         self._workers = _Workers(f"tunnel-{local_port}-conn")
@@ -389,6 +392,7 @@ class Tunnel:
         if self._closing.is_set():
             return
         self._closing.set()
+        self._warmed.set()
         self._wake.set()
         self._spare_wanted.set()
         self._up.set()  # release connections waiting for a reconnect
@@ -415,6 +419,11 @@ class Tunnel:
         if self._state != "failed":
             self._state = "closed"
         self._stopped.set()
+
+    def warm(self, timeout: float | None = None) -> bool:
+        """Block until the start-up work is done (re-key, sshd nudge, round trip, first spare
+        channel); True if it is. Forwarding works before that, just not yet at full speed."""
+        return self._warmed.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the tunnel stopped (closed or failed for good); True if it did."""
@@ -507,6 +516,9 @@ class Tunnel:
             if current is None or current is self._nudged:
                 return
             self._nudged = current
+        if self._prefer_aead:
+            self._prefer_aead = False  # once per tunnel: a failed rekey ends its transport
+            self._prefer_aead = _rekey_to_aead(current)
         if self._nudge_nodelay:
             _nudge_sshd_nodelay(current, self._open_timeout_s)
         rtt = _round_trip_s(current)
@@ -529,6 +541,7 @@ class Tunnel:
             if transport is not None and transport.is_active():
                 if not self._prewarm:
                     self._nudge_once()  # else the spare loop does it, before its first open
+                    self._warmed.set()
                 continue
             self._up.clear()
             with self._lock:
@@ -787,6 +800,7 @@ class Tunnel:
                 with contextlib.suppress(Exception):
                     stale.close()
             if not need or transport is None:
+                self._warmed.set()
                 continue
             chan: paramiko.Channel | None = None
             try:
@@ -796,6 +810,7 @@ class Tunnel:
                     self._spare_blocked = True  # a real connection will find out and retry
             except (paramiko.SSHException, OSError, EOFError):
                 self._wake.set()
+            self._warmed.set()
             with self._lock:
                 self._spare_opening = False
                 keep = chan is not None and not self._closing.is_set()
@@ -1017,6 +1032,35 @@ class _Connection:
         with contextlib.suppress(Exception):
             self.chan.close()
         _close_socket(self.client)
+
+
+def _rekey_to_aead(transport: paramiko.Transport) -> bool:
+    """Re-key to AES-GCM if the transport runs another cipher; True if it now runs GCM.
+
+    paramiko prefers aes128-ctr with hmac-sha2-256: two passes over every byte, the MAC in
+    Python-called hashlib. AES-GCM is one pass in OpenSSL. Measured on loopback, 200 MB
+    through a raw channel: aes128-ctr 170-217 MB/s with 0.6-0.8 s of CPU, aes128-gcm
+    284-387 MB/s with 0.3-0.47 s. Session should ask for GCM when it connects, making this a
+    no-op; until then the tunnel re-keys once, with paramiko's public API (the cipher
+    preference, then ``renegotiate_keys``). A server without GCM just gets its old cipher.
+    """
+    import paramiko
+
+    cipher = str(getattr(transport, "remote_cipher", ""))
+    if cipher.endswith("-gcm@openssh.com"):
+        return True
+    options = transport.get_security_options()
+    current = tuple(options.ciphers)
+    aead = tuple(c for c in current if c.endswith("-gcm@openssh.com"))
+    if not aead:
+        return False
+    options.ciphers = aead + tuple(c for c in current if c not in aead)
+    try:
+        transport.renegotiate_keys()
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        log.debug("re-key to AES-GCM failed: %s", exc)
+        return False
+    return str(getattr(transport, "remote_cipher", "")).endswith("-gcm@openssh.com")
 
 
 def _round_trip_s(transport: paramiko.Transport, probes: int = 2) -> float:

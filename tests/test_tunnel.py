@@ -369,11 +369,34 @@ def test_window_follows_the_link_unless_given(
     """A timed round trip picks the window, before the first connection needs it."""
     auto = make_tunnel(transport, 0, "127.0.0.1", http_port)
     assert auto.channel_window() in (DEFAULT_WINDOW_SIZE, LAN_WINDOW_SIZE)
-    _wait_for(lambda: auto.channel_window() == LAN_WINDOW_SIZE, "loopback to count as fast")
+    assert auto.warm(WAIT_S)
+    assert auto.channel_window() == LAN_WINDOW_SIZE  # loopback counts as fast
     assert _get(auto.local_port, "/ping") == b"pong\n"
     fixed = make_tunnel(transport, 0, "127.0.0.1", http_port, window_size=3_000_000)
     assert _get(fixed.local_port, "/ping") == b"pong\n"
     assert fixed.channel_window() == 3_000_000
+
+
+@pytest.mark.bed
+def test_rekeys_to_aes_gcm_once_and_keeps_working(
+    transport: Any, http_port: int, make_tunnel: Callable[..., Tunnel]
+) -> None:
+    assert not transport.remote_cipher.endswith("-gcm@openssh.com")  # paramiko's default
+    tunnel = make_tunnel(transport, 0, "127.0.0.1", http_port)
+    _wait_for(lambda: transport.remote_cipher.endswith("-gcm@openssh.com"), "the re-key")
+    down = _get(tunnel.local_port, "/blob")
+    assert hashlib.sha256(down).digest() == hashlib.sha256(BLOB).digest()
+
+
+@pytest.mark.bed
+def test_no_rekey_when_asked_not_to(
+    transport: Any, http_port: int, make_tunnel: Callable[..., Tunnel]
+) -> None:
+    cipher = transport.remote_cipher
+    tunnel = make_tunnel(transport, 0, "127.0.0.1", http_port, prefer_aead=False)
+    assert tunnel.warm(WAIT_S)
+    assert _get(tunnel.local_port, "/ping") == b"pong\n"
+    assert transport.remote_cipher == cipher
 
 
 def test_read_ahead_socket_keeps_order_and_sizes() -> None:
