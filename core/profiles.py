@@ -250,7 +250,7 @@ class ProfileSet:
             for key, value in raw.table.items():
                 if key == "extends":
                     continue
-                if isinstance(value, dict):
+                if isinstance(value, dict) and isinstance(table.get(key, {}), dict):
                     table[key] = {**value, **table.get(key, {})}
                     for sub in value:
                         origins.setdefault(f"{key}.{sub}", raw.origins[f"{key}.{sub}"])
