@@ -18,7 +18,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ URL = re.compile(r"^http://localhost:(\d+)/\?token=([0-9a-zA-Z_-]+)$", re.M)
 SLOW_STEP = "slow-step"
 
 
-def wait_for(what: str, check: Callable[[], Any], *, timeout: float = 60, every: float = 0.05) -> Any:
+def wait_for(
+    what: str, check: Callable[[], Any], *, timeout: float = 60, every: float = 0.05
+) -> Any:
     """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -95,7 +97,7 @@ def db_rows(bed: Bed, table: str = "instances") -> list[dict[str, Any]]:
     db = sqlite3.connect(path)
     db.row_factory = sqlite3.Row
     try:
-        return [dict(r) for r in db.execute(f"SELECT * FROM {table}")]  # noqa: S608
+        return [dict(r) for r in db.execute(f"SELECT * FROM {table}")]
     finally:
         db.close()
 
@@ -129,10 +131,8 @@ def tunnel_processes(bed: Bed) -> list[int]:
 def kill_tunnels(bed: Bed) -> None:
     """End background tunnels this bed left (after a failed test), by PID."""
     for pid in tunnel_processes(bed):
-        try:
+        with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def in_process_plan(bed: Bed, name: str = "nb", profile: str = "e2e") -> Any:
@@ -229,7 +229,9 @@ class SlowStep:
 
 
 @contextmanager
-def slow_step_plugin(monkeypatch: Any, plugin_root: Path, *, seconds: float = 4) -> Iterator[SlowStep]:
+def slow_step_plugin(
+    monkeypatch: Any, plugin_root: Path, *, seconds: float = 4
+) -> Iterator[SlowStep]:
     """Install the slow-step plugin for every orchestrate process the test starts.
 
     The plugin is a module plus a dist-info folder on PYTHONPATH, found through the real

@@ -16,8 +16,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-
 from orchestrate.core.crashpoints import ENV, POINTS
+
 from tests.reliability.support import (
     assert_all_gone,
     launch_args,
