@@ -27,8 +27,9 @@ RESULTS_DIR = ROOT / "bench" / "results"
 class Row:
     """One line of the table: a figure, its baseline from the same run, and the goal.
 
-    ``ratio`` is value / baseline_value. ``met`` is None when the figure has no goal of its
-    own, or could not be measured (then ``error`` says why).
+    ``ratio`` is value / baseline_value unless ``ratio_stated`` says otherwise. ``met`` is
+    None when the figure has no goal of its own, or could not be measured (then ``error``
+    says why).
     """
 
     bench: str
@@ -42,9 +43,13 @@ class Row:
     notes: str = ""
     error: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+    #: set where the goal is stated on another ratio (B3: "higher is better for us").
+    ratio_stated: float | None = None
 
     @property
     def ratio(self) -> float | None:
+        if self.ratio_stated is not None:
+            return self.ratio_stated
         if self.value is None or not self.baseline_value:
             return None
         return self.value / self.baseline_value
