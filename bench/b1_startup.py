@@ -102,6 +102,7 @@ def run(ctx: Context) -> list[Row]:
                     raise RuntimeError(f"{name} exited {proc.returncode}: {proc.stderr[-500:]!r}")
                 if round_:  # the first round warms .pyc files and caches
                     times[name].append(elapsed)
+        _import_profile([*cli, "--help"], env, work)  # python -m: its own cache entry first
         profile = _import_profile([*cli, "--help"], env, work)
     base = median(times["python -c pass"])
     detail_common: dict[str, Any] = {
