@@ -143,7 +143,7 @@ def role_ours(args: argparse.Namespace) -> None:
         window_size=args.window,
         max_packet_size=args.packet,
         pump=args.pump,
-        prewarm=not args.no_prewarm,
+        prewarm=False if args.no_prewarm else None,
         nudge_nodelay=not args.no_nudge,
         read_ahead=not args.no_read_ahead,
         prefer_aead=not args.no_aead,

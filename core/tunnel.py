@@ -80,7 +80,9 @@ _WORKER_IDLE_S = 30.0
 #: A taken spare is replaced as soon as its connection has sent or received its first bytes
 #: (so the replacement's open does not compete with them), or after this long at the latest.
 _SPARE_REPLACE_AFTER_S = 0.005
-#: A channel open faster than this means a fast link (loopback, LAN): see `_first_bytes`.
+#: A round trip shorter than this means a fast link (loopback, LAN), where a pre-opened
+#: channel saves less than the CPU it costs (measured on loopback: ~0.25 ms of the ~1 ms of
+#: CPU per connection, for no gain in latency).
 _FAST_OPEN_S = 0.003
 
 #: Keepalive, seconds: an SSH-level ping when idle, and TCP probes plus a user timeout on
@@ -286,7 +288,7 @@ class Tunnel:
         port_tries: int = DEFAULT_PORT_TRIES,
         open_timeout_s: float = 15.0,
         pump: PumpKind = "threads",
-        prewarm: bool = True,
+        prewarm: bool | None = None,
         nudge_nodelay: bool = True,
         read_ahead: bool = True,
         prefer_aead: bool = True,
@@ -362,6 +364,7 @@ class Tunnel:
         self.local_port = int(listener.getsockname()[1])
         assert self._transport is not None
         self._prepare_transport(self._transport)
+        self._maybe_rekey(self._transport)
         self._started = time.monotonic()
         self._state = "up"
         self._up.set()
@@ -369,7 +372,7 @@ class Tunnel:
             ("accept", self._accept_loop),
             ("monitor", self._monitor_loop),
         ]
-        if self._prewarm:
+        if self._prewarm is not False:
             loops.append(("spare", self._spare_loop))
             self._spare_wanted.set()
         for name, target in loops:
@@ -508,6 +511,17 @@ class Tunnel:
         b = self._backoff
         return sum(b.delay(i) for i in range(b.attempts)) + self._open_timeout_s
 
+    def _maybe_rekey(self, transport: paramiko.Transport) -> None:
+        """Re-key to AES-GCM (see `_rekey_to_aead`) while no channel of ours is open.
+
+        Done here, before any forwarding, on purpose: paramiko deadlocks its reader thread
+        when a channel closes during a key exchange (paramiko issue #822: the reply to the
+        close waits for the new keys, which only that thread can read). A failed re-key
+        ends the transport, so after one failure the tunnel does not try again.
+        """
+        if self._prefer_aead:
+            self._prefer_aead = _rekey_to_aead(transport)
+
     def _nudge_once(self) -> None:
         """Once per transport: nudge sshd into TCP_NODELAY (see `_nudge_sshd_nodelay`), then
         time a round trip, so that even the first channel gets the window for its link."""
@@ -516,9 +530,6 @@ class Tunnel:
             if current is None or current is self._nudged:
                 return
             self._nudged = current
-        if self._prefer_aead:
-            self._prefer_aead = False  # once per tunnel: a failed rekey ends its transport
-            self._prefer_aead = _rekey_to_aead(current)
         if self._nudge_nodelay:
             _nudge_sshd_nodelay(current, self._open_timeout_s)
         rtt = _round_trip_s(current)
@@ -539,7 +550,7 @@ class Tunnel:
                 return
             transport = self._transport
             if transport is not None and transport.is_active():
-                if not self._prewarm:
+                if self._prewarm is False:
                     self._nudge_once()  # else the spare loop does it, before its first open
                     self._warmed.set()
                 continue
@@ -571,6 +582,7 @@ class Tunnel:
                 last = HostError("reconnect returned a closed transport")
                 continue
             self._prepare_transport(fresh)
+            self._maybe_rekey(fresh)
             if self._closing.is_set():
                 return False
             with self._lock:
@@ -728,14 +740,15 @@ class Tunnel:
         """A channel opened ahead of time for the next connection, if one is (nearly) ready.
 
         Opening a channel costs a round trip to the host before the first byte can go: on a
-        50 ms link that is half of a new connection's time. So the tunnel keeps one channel
-        to the notebook open in advance and hands it to the next local connection, which then
-        costs one round trip (its request and answer) instead of two; a replacement is opened
-        at once. When the replacement's open is still in flight, waiting for it beats opening
+        50 ms link that is half of a new connection's time. So, on a slow link, the tunnel
+        keeps one channel to the notebook open in advance and hands it to the next local
+        connection, which then costs one round trip (its request and answer) instead of two;
+        a replacement is opened as soon as that request is through (`_first_bytes`). When
+        the replacement's open is still in flight, waiting for it beats opening
         another (it was sent earlier). The remote just sees one idle connection; a spare the
         remote closed, or older than `_SPARE_MAX_AGE_S`, is replaced, never handed out.
         """
-        if not self._prewarm:
+        if self._prewarm is False:
             return None
         with self._lock:
             if self._spare is None and self._spare_opening and not self._spare_claimed:
@@ -794,7 +807,13 @@ class Tunnel:
                     or time.monotonic() - self._spare_born >= _SPARE_MAX_AGE_S
                 ):
                     stale, self._spare = spare, None
-                need = transport is not None and self._spare is None and not self._spare_blocked
+                need = (
+                    transport is not None
+                    and self._spare is None
+                    and not self._spare_blocked
+                    # By default only on a slow link: on a fast one a spare saves nothing.
+                    and (self._prewarm is True or self._open_s >= _FAST_OPEN_S)
+                )
                 self._spare_opening = need
             if stale is not None:
                 with contextlib.suppress(Exception):
@@ -858,15 +877,15 @@ class Tunnel:
                 chan.shutdown_write()
             taken.set()
 
-    def _first_bytes(self, answer: bool) -> None:
-        """A connection's first bytes went through: time to replace the spare it took?
+    def _first_bytes(self) -> None:
+        """A connection's first bytes went through: replace the spare it took now.
 
-        On a slow link the replacement is opened right after the request (``answer``
-        False), so it is ready for a connection that comes one round trip later. On a fast
-        one the open would only compete for the GIL with the answer, so it waits for it.
+        Right after the request, not before it (the open would compete with it) and not
+        after the answer (one round trip later, when the next connection may already want
+        the replacement).
         """
         with self._lock:
-            if self._spare_due is None or (not answer and self._open_s < _FAST_OPEN_S):
+            if self._spare_due is None:
                 return
             self._spare_due = time.monotonic()
         self._spare_wanted.set()
@@ -913,7 +932,7 @@ class Tunnel:
                 self._count(0, len(data))
                 if first:
                     first = False
-                    self._first_bytes(answer=True)
+                    self._first_bytes()
         except (OSError, EOFError) as exc:
             log.debug("download side ended: %s", exc)
             conn.abort()
@@ -932,7 +951,7 @@ class Tunnel:
                 self._count(len(data), 0)
                 if first:
                     first = False
-                    self._first_bytes(answer=False)
+                    self._first_bytes()
         except (OSError, EOFError) as exc:
             log.debug("upload side ended: %s", exc)
             conn.abort()
@@ -962,7 +981,7 @@ class Tunnel:
                 readable, _, _ = select.select(watch, [], [], 1.0)
                 if first and readable:
                     first = False
-                    self._first_bytes(answer=chan in readable)  # the bytes are about to go
+                    self._first_bytes()  # the bytes are about to go
                 if chan in readable:
                     data = chan.recv(_RECV_SIZE)
                     if data:

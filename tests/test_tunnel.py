@@ -331,7 +331,7 @@ def test_a_spare_the_remote_closed_is_not_handed_out(
 
     server = _TcpServer(impatient_pong)
     try:
-        tunnel = make_tunnel(transport, 0, "127.0.0.1", server.port)
+        tunnel = make_tunnel(transport, 0, "127.0.0.1", server.port, prewarm=True)
         _wait_for(lambda: server.accepted >= 1, "the spare to be opened")
         for _ in range(3):
             time.sleep(0.4)  # longer than the server's patience: the spare is dead by now
@@ -340,6 +340,21 @@ def test_a_spare_the_remote_closed_is_not_handed_out(
                 c.sendall(b"ping")
                 assert c.recv(100) == b"pong"
         assert tunnel.stats().refused == 0
+    finally:
+        server.close()
+
+
+@pytest.mark.bed
+def test_no_spare_on_a_fast_link_by_default(
+    transport: Any, make_tunnel: Callable[..., Tunnel]
+) -> None:
+    """On loopback a pre-opened channel would save nothing: none is opened."""
+    server = _TcpServer(lambda conn: conn.sendall(conn.recv(100)))
+    try:
+        tunnel = make_tunnel(transport, 0, "127.0.0.1", server.port)
+        assert tunnel.warm(WAIT_S)
+        time.sleep(0.2)
+        assert server.accepted == 0
     finally:
         server.close()
 
