@@ -84,6 +84,11 @@ def notebook_answers(stdout: str) -> tuple[int, str]:
     return port, token
 
 
+def inserts(bed: Bed) -> int:
+    """How many instance inserts the fake cloud received (not stop/start/setLabels)."""
+    return len([r for r in bed.gce.calls("POST", "/instances") if r.path.endswith("/instances")])
+
+
 def status_json(bed: Bed, *args: str) -> list[dict[str, Any]]:
     data: list[dict[str, Any]] = json.loads(bed.cli("status", *args, "--json").stdout)
     return data

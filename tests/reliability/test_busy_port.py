@@ -8,7 +8,13 @@ import socket
 
 import pytest
 
-from tests.reliability.support import db_rows, http_status, launch_args, notebook_answers
+from tests.reliability.support import (
+    db_rows,
+    http_status,
+    inserts,
+    launch_args,
+    notebook_answers,
+)
 from tests.support.e2e import Bed
 
 pytestmark = [pytest.mark.bed, pytest.mark.slow]
@@ -33,10 +39,10 @@ def test_busy_port_moves_on_or_fails_clearly(bed: Bed) -> None:
         assert port > busy
 
         # Chosen with --port: refused before anything else happens.
-        inserts = len(bed.gce.calls("POST", "/instances"))
+        before = inserts(bed)
         _one_line_usage_error(bed.cli("launch", "nb2", "--profile", "e2e", "--detach",
                                       "--no-browser", "--port", str(busy), check=False), busy)
-        assert len(bed.gce.calls("POST", "/instances")) == inserts, "created despite the port"
+        assert inserts(bed) == before, "created despite the port"
         assert [r["name"] for r in db_rows(bed)] == ["nb"]
 
         for args in (["tunnel", "nb", "--port", str(busy)],
