@@ -265,7 +265,7 @@ def phases(trace: dict[str, Any], rtt_s: float) -> dict[str, Any]:
         if kind == "channel-open":
             kind = f"channel-open {event.get('what', '?')}"
         counts[kind] = counts.get(kind, 0) + 1
-    first = {}
+    first: dict[str, dict[str, Any]] = {}
     for event in events:
         first.setdefault(event["kind"], event)
     windows: dict[str, tuple[float, float]] = {}
