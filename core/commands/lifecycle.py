@@ -68,13 +68,15 @@ def register(app: typer.Typer) -> None:
         }
         row = runtime.state().get(name) if not dry_run else None
         plan = make_plan(runtime, name, chosen, overrides, token=existing_token(row))
+        if not dry_run:
+            from orchestrate.core.background import check_port
+
+            # Bad input first: a busy --port is refused before the price is even shown.
+            check_port(row, chosen["port"], explicit=port is not None)
         _price_gate(plan, chosen["confirm_above"], yes=yes or dry_run)
         if dry_run:
             echo(dry_run_text(runtime, plan))
             return
-        from orchestrate.core.background import check_port
-
-        check_port(row, chosen["port"], explicit=port is not None)
         outcome = bring_up(
             runtime,
             plan,
