@@ -247,6 +247,22 @@ def setup_hash(steps: Any, context: StepContext, facts: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+def forget_if_never_sent(state: Any, name: str) -> None:
+    """Drop the intent row of a launch that failed before its first create call.
+
+    Refused credentials, an exhausted quota or a bad zone stop a launch in preflight: nothing
+    can exist on the cloud, and the row would only be a ghost that `status` lists and `down`
+    cannot clear while the cloud refuses the credentials. Once a create was tried (a "try"
+    event) the row stays, since the cloud may have the instance.
+    """
+    row = state.get(name)
+    if row is None or row.cloud_id:
+        return
+    tried = [e for e in state.events(name) if e.ts >= row.created_at and e.kind == "try"]
+    if not tried:
+        state.delete(name)
+
+
 @dataclass
 class Outcome:
     name: str
@@ -276,6 +292,7 @@ def bring_up(
 
     state = runtime.state()
     name = plan.name
+    fresh = state.get(name) is None
     state.record_intent(
         name, plan.provider.name, profile_snapshot(plan.profile), ssh_user=plan.spec.ssh_user
     )
@@ -284,7 +301,12 @@ def bring_up(
     assert row is not None
     if row.token != plan.context.token:
         state.update(name, token=plan.context.token)
-    record = ensure_running(state, plan.provider, plan.spec, progress)
+    try:
+        record = ensure_running(state, plan.provider, plan.spec, progress)
+    except BaseException:
+        if fresh:
+            forget_if_never_sent(state, name)
+        raise
     row = state.get(name)
     if row is not None and "stopped_by" in row.extra:
         state.update(name, extra={k: v for k, v in row.extra.items() if k != "stopped_by"})
