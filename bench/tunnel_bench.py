@@ -11,11 +11,16 @@ with timing thresholds is a flaky test suite; this is a benchmark):
 Every part runs in its own process, like in real use: the bulk server ("Jupyter") next to
 sshd on the far side, each tunnel (ours and ``ssh -N -L``) and the measuring client on the
 near side. Our tunnel must not share a GIL with the client that measures it, since
-``ssh -L`` does not either.
+``ssh -L`` does not either. Each tunnel gets its start-up done before it is timed (ours:
+`Tunnel.warm`; OpenSSH: its port answers). Throughput is the best of the repetitions (a
+shared machine only ever slows a run down), latency the median of every connection. The
+full run also measures our tunnel "untuned" (paramiko's 2 MiB window and 32 KiB packets,
+none of the tunnel's extras), the "before" to the defaults' "after".
 
     python bench/tunnel_bench.py             # full run, writes bench/results/tunnel.json
     python bench/tunnel_bench.py --quick     # small sizes: a breakage check for CI
-    python bench/tunnel_bench.py --sweep     # window x packet size, and pump kinds
+    python bench/tunnel_bench.py --sweep     # + window x packet size sweep (our tunnel)
+    python bench/tunnel_bench.py --pumps     # + threads vs select pump
     python bench/tunnel_bench.py --no-wan    # loopback only
 
 Needs root (sshd, a login user, network namespaces). Starts and stops only its own
