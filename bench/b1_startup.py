@@ -20,6 +20,7 @@ measured in the same run.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -69,6 +70,15 @@ def run(ctx: Context) -> list[Row]:
     runs = 3 if ctx.quick else 11
     cli, how = orchestrate_argv()
     home = private_home("b1")
+    try:
+        return _run(ctx, home, count, runs, cli, how)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _run(
+    ctx: Context, home: Path, count: int, runs: int, cli: list[str], how: str
+) -> list[Row]:
     work = home / "work"
     work.mkdir()
     with FakeCloud.start(home) as cloud:

@@ -15,6 +15,7 @@ orchestrate process (sign-in included), as a user's first launch would.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +31,13 @@ GOAL_RATIO = 1.5
 def _batch(count: int, latency: float, tag: str) -> dict[str, Any]:
     """One fresh fake, one fresh process bringing `count` instances up concurrently."""
     home = private_home(f"b4-{tag}")
+    try:
+        return _batch_in(home, count, latency)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _batch_in(home: Path, count: int, latency: float) -> dict[str, Any]:
     work = home / "work"
     work.mkdir()
     with FakeCloud.start(home, latency=latency) as cloud:
