@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,14 @@ from typing import Any
 
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
-    control = Path(tempfile.mkdtemp(prefix="alias-")) / "ctl"
+    folder = Path(tempfile.mkdtemp(prefix="alias-"))
+    try:
+        return _run(cfg, folder / "ctl")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(cfg: dict[str, Any], control: Path) -> dict[str, Any]:
     target = f"{cfg['user']}@{cfg['host']}"
     opts = [
         "-F", "/dev/null", "-p", str(cfg["port"]), "-i", cfg["key"],
