@@ -38,28 +38,68 @@ def _query_for_row(runtime: Any, row: InstanceRow) -> tuple[Any, prices.PriceQue
     return provider, query
 
 
+def price_extra(provider: Any, options: Any) -> dict[str, Any]:
+    """What the state row keeps about money at launch, so `status` prices a row without
+    loading the provider plugin or validating its options again."""
+    estimate = estimate_for(provider, options)
+    gpu = provider.gpu_request(options)
+    query = prices.query_from_options(
+        provider.name, options, (gpu.name, gpu.count) if gpu is not None else None
+    )
+    if estimate is None or query is None:
+        return {}
+    return {
+        "price_per_hour": estimate.per_hour,
+        "disk_type": query.disk_type,
+        "disk_gb": query.disk_gb,
+    }
+
+
+def _money_facts(runtime: Any, row: InstanceRow) -> tuple[float | None, str | None, float]:
+    if "price_per_hour" in row.extra:
+        extra = row.extra
+        return extra.get("price_per_hour"), extra.get("disk_type"), float(extra.get("disk_gb") or 0)
+    try:
+        _, query = _query_for_row(runtime, row)
+    except OrchestrateError:
+        return None, None, 0.0
+    if query is None:
+        return None, None, 0.0
+    return query.estimate().per_hour, query.disk_type, query.disk_gb
+
+
 def cost_notes(runtime: Any, row: InstanceRow) -> list[str]:
     """Uptime and cost so far for a running row, disk cost for a stopped one, and why a
-    running instance may bill longer than wanted."""
-    from orchestrate.plugins.host.autostop import report
+    running instance may bill longer than wanted.
+
+    The autostop report (and the agent code it reads) is imported only when a row needs a
+    line from it: `status` over many rows must stay quick.
+    """
+    from orchestrate.core.profiles import parse_duration
 
     notes: list[str] = []
     setting = row.profile.get("values", {}).get("autostop")
     try:
-        _, query = _query_for_row(runtime, row)
+        window = parse_duration(str(setting)) if setting is not None else None
     except OrchestrateError:
-        query = None
+        window = None
+    per_hour, disk_type, disk_gb = _money_facts(runtime, row)
     if row.status == "running":
-        if query is not None and row.started_at:
-            notes.append(prices.uptime_line(query.estimate().per_hour, row.started_at))
-        notes.extend(report.warnings(None, setting))
+        if per_hour is not None and row.started_at:
+            notes.append(prices.uptime_line(per_hour, row.started_at))
+        if window is None:
+            from orchestrate.plugins.host.autostop import report
+
+            notes.extend(report.warnings(None, setting))
     elif row.status in STOPPED:
-        if row.extra.get("stopped_by") == "autostop":
+        if row.extra.get("stopped_by") == "autostop" and window is not None:
+            from orchestrate.plugins.host.autostop import report
+
             line = report.inferred_stop_line(setting)
             if line:
                 notes.append(line)
-        if query is not None and query.disk_type and query.disk_gb:
-            notes.append(prices.stopped_line(row.provider, query.disk_type, query.disk_gb))
+        if disk_type and disk_gb:
+            notes.append(prices.stopped_line(row.provider, disk_type, disk_gb))
     return notes
 
 

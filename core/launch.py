@@ -308,8 +308,13 @@ def bring_up(
             forget_if_never_sent(state, name)
         raise
     row = state.get(name)
-    if row is not None and "stopped_by" in row.extra:
-        state.update(name, extra={k: v for k, v in row.extra.items() if k != "stopped_by"})
+    if row is not None:
+        from orchestrate.core.costs import price_extra
+
+        extra = {k: v for k, v in row.extra.items() if k != "stopped_by"}
+        extra.update(price_extra(plan.provider, plan.options))
+        if extra != row.extra:
+            state.update(name, extra=extra)
     if not record.address:
         raise OrchestrateError(
             f"{name} has no external address on {plan.provider.name}",

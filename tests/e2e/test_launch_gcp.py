@@ -112,6 +112,9 @@ def test_launch_converges_and_down_cleans(bed: Bed, tmp_path: Path) -> None:
     assert info["status"] == "running" and info["zone"] == "us-east1-d"
     assert info["tunnel"] == f"localhost:{port}"
     assert re.fullmatch(r"[0-9a-f]{16}", info["setup_hash"] or "")
+    # Priced from what launch stored (n1-standard-2, no GPU), autostop off is warned about.
+    assert any("so far at $" in note for note in info["notes"]), info["notes"]
+    assert any("running without autostop" in note for note in info["notes"]), info["notes"]
 
     # stop, then start: the instance comes back and so do the container and the tunnel.
     bed.cli("stop", "nb")
