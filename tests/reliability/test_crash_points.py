@@ -76,7 +76,10 @@ def test_crash_then_status_relaunch_and_down(
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, err
     if slow is not None:
-        assert slow.starts == 1 and not slow.done
+        # The step began on the host as the launch died; its first write there, to the dead
+        # connection, ends it, so it never marks itself done.
+        wait_for("the step to have started on the host", lambda: slow.starts == 1, timeout=10)
+        assert not slow.done
 
     info = status_json(bed, "nb")
     assert len(info) == 1, info
@@ -85,7 +88,10 @@ def test_crash_then_status_relaunch_and_down(
         assert info[0]["status"] == "creating"
     else:
         assert list(bed.gce.instances) == ["nb"]
-        assert info[0]["status"] == EXPECTED[point], info
+        truth = {EXPECTED[point]}
+        if bed.gce.instances["nb"]["status"] == "RUNNING":
+            truth.add("running")  # a slow machine: the insert finished while status ran
+        assert info[0]["status"] in truth, info
         assert info[0]["zone"] == "us-east1-d"
         assert info[0]["address"] == "127.0.0.1"
     if point in ("after-intent", "during-create"):
