@@ -113,6 +113,14 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
             refreshed = list(pool.map(lambda r: _refresh(runtime, r), rows))
         for item in refreshed:
             row = item.row
+            current = state.get(row.name)
+            if current is None:
+                continue  # deleted while the cloud was asked (a `down` beside this status)
+            if current.status != row.status:
+                # Another command (a `stop`, a `start`) changed the row while the cloud was
+                # asked: its word is as fresh as ours and says who did it; keep it.
+                results.append((current, list(item.notes)))
+                continue
             if item.record is not None:
                 store(state, item.record, **item.more)
                 row = state.get(row.name) or row

@@ -159,6 +159,9 @@ def register(app: typer.Typer) -> None:
 
                 raise HostError(f"stopping the notebook container failed: {result.stderr.strip()}")
         else:
+            # "stopping" first: a `status` refreshing meanwhile sees the cloud stop and must
+            # know the user asked for it (not autostop), and that its own answer is stale.
+            state.update(name, status="stopping")
             provider.stop(record_of(row))
         state.update(name, status="stopped", started_at=None)
         state.event(name, "stopped", f"{name} stopped by the user")

@@ -10,8 +10,10 @@ with the fake cloud.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -125,6 +127,7 @@ def test_eight_processes_at_once(bed: Bed, profiles: dict[str, str]) -> None:
     _consistent(bed, {**dict.fromkeys(LAUNCHED, "running"), **dict.fromkeys(STOPPED, "stopped")})
     assert _logged(bed, "intent") == sorted(LAUNCHED + STOPPED)
     assert _logged(bed, "stopped") == sorted(STOPPED)
+    assert _logged(bed, "autostopped") == [], "a user's stop was taken for autostop"
     tunnels = {r["name"]: r["tunnel_pid"] for r in db_rows(bed)}
     assert sorted(p for n, p in tunnels.items() if n in LAUNCHED) == tunnel_processes(bed)
     # What status shows afterwards is the same truth.
@@ -143,3 +146,30 @@ def test_eight_processes_at_once(bed: Bed, profiles: dict[str, str]) -> None:
     assert tunnel_processes(bed) == []
     elapsed = time.monotonic() - started
     assert elapsed < 180, f"two waves took {elapsed:.0f} s"
+
+
+def test_a_stop_during_a_status_refresh_is_the_users(
+    bed: Bed, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving the waves above can only hit by chance, made certain: `status` reads
+    the rows, then a `stop` runs to completion in another process, then status's cloud call
+    answers "stopped". The row must stay the user's stop, not become an autostop."""
+    from orchestrate.plugins.providers.gcp.provider import GcpProvider
+
+    _create_without_setup(bed, ["sa"])
+    real_get = GcpProvider.get
+    stops: list[int] = []
+
+    def get_after_a_stop(self: GcpProvider, record: Any) -> Any:
+        if not stops:
+            stops.append(bed.cli("stop", "sa").returncode)
+        return real_get(self, record)
+
+    monkeypatch.setattr(GcpProvider, "get", get_after_a_stop)
+    result = cli("status", "--json")
+    assert result.code == 0 and stops == [0], result.err
+    [row] = db_rows(bed)
+    assert row["status"] == "stopped"
+    assert "stopped_by" not in json.loads(row["extra_json"]), row["extra_json"]
+    assert _logged(bed, "autostopped") == [], "the user's stop was taken for autostop"
+    assert _logged(bed, "stopped") == ["sa"]
