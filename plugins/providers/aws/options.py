@@ -11,12 +11,17 @@ No libcloud here: `orchestrate profiles --show` and ``--dry-run`` must not load 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from orchestrate.core.errors import ProfileError
+from orchestrate.core.optionchecks import Check
+from orchestrate.core.optionchecks import boolean as _boolean
+from orchestrate.core.optionchecks import endpoint as _endpoint
+from orchestrate.core.optionchecks import integer as _integer
+from orchestrate.core.optionchecks import kind_name as _kind_name
+from orchestrate.core.optionchecks import string as _string
 from orchestrate.core.provider import GpuRequest
 from orchestrate.plugins.providers.aws import instance_types as types
 
@@ -76,46 +81,6 @@ class AwsOptions:
 
 
 # ---------------------------------------------------------------- validation
-Check = Callable[[Any, str], Any]
-
-
-def _kind_name(value: Any) -> str:
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "array",
-        dict: "table",
-    }.get(type(value), type(value).__name__)
-
-
-def _string(pattern: re.Pattern[str] | None = None, what: str = "") -> Check:
-    def check(value: Any, where: str) -> str:
-        if not isinstance(value, str):
-            raise ProfileError(f"{where} must be a string, not {_kind_name(value)} {value!r}")
-        if pattern is not None and not pattern.match(value):
-            raise ProfileError(f"{where}: {value!r} is not {what}")
-        return value
-
-    return check
-
-
-def _integer(low: int, high: int) -> Check:
-    def check(value: Any, where: str) -> int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ProfileError(f"{where} must be an integer, not {_kind_name(value)} {value!r}")
-        if not low <= value <= high:
-            raise ProfileError(f"{where} must be between {low} and {high}, not {value}")
-        return value
-
-    return check
-
-
-def _boolean(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ProfileError(f"{where} must be true or false, not {_kind_name(value)} {value!r}")
-    return value
 
 
 def _zone_text(value: Any, where: str) -> str:
@@ -142,18 +107,6 @@ def _instance_type(value: Any, where: str) -> str:
             + " (see plugins/providers/aws/instance_types.py)",
         ) from None
     return text
-
-
-def _endpoint(value: Any, where: str) -> str:
-    text = str(_string()(value, where))
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise ProfileError(f"{where}: {text!r} must be scheme://host[:port] with no path")
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise ProfileError(f"{where}: {text!r} has a bad port") from None
-    return text.rstrip("/")
 
 
 _CHECKS: dict[str, Check] = {

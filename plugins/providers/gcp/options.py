@@ -11,12 +11,18 @@ No libcloud here: `orchestrate profiles --show` and `--dry-run` must not load it
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from orchestrate.core.errors import ProfileError
+from orchestrate.core.optionchecks import Check
+from orchestrate.core.optionchecks import boolean as _boolean
+from orchestrate.core.optionchecks import endpoint as _endpoint
+from orchestrate.core.optionchecks import integer as _integer
+from orchestrate.core.optionchecks import kind_name as _kind_name
+from orchestrate.core.optionchecks import string as _string
+from orchestrate.core.optionchecks import string_list as _string_list
 from orchestrate.core.provider import GpuRequest
 
 DEFAULT_API_ENDPOINT = "https://www.googleapis.com"
@@ -140,55 +146,6 @@ def parse_gpu(text: str, where: str = "--gpu") -> tuple[str | None, int]:
 
 
 # ---------------------------------------------------------------- validation
-Check = Callable[[Any, str], Any]
-
-
-def _kind_name(value: Any) -> str:
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "array",
-        dict: "table",
-    }.get(type(value), type(value).__name__)
-
-
-def _string(pattern: re.Pattern[str] | None = None, what: str = "") -> Check:
-    def check(value: Any, where: str) -> str:
-        if not isinstance(value, str):
-            raise ProfileError(f"{where} must be a string, not {_kind_name(value)} {value!r}")
-        if pattern is not None and not pattern.match(value):
-            raise ProfileError(f"{where}: {value!r} is not {what}")
-        return value
-
-    return check
-
-
-def _integer(low: int, high: int) -> Check:
-    def check(value: Any, where: str) -> int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ProfileError(f"{where} must be an integer, not {_kind_name(value)} {value!r}")
-        if not low <= value <= high:
-            raise ProfileError(f"{where} must be between {low} and {high}, not {value}")
-        return value
-
-    return check
-
-
-def _boolean(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ProfileError(f"{where} must be true or false, not {_kind_name(value)} {value!r}")
-    return value
-
-
-def _string_list(item: Check) -> Check:
-    def check(value: Any, where: str) -> tuple[str, ...]:
-        if not isinstance(value, list):
-            raise ProfileError(f"{where} must be an array of strings, not {_kind_name(value)}")
-        return tuple(item(entry, f"{where}[{index}]") for index, entry in enumerate(value))
-
-    return check
 
 
 def _labels(value: Any, where: str) -> tuple[tuple[str, str], ...]:
@@ -219,14 +176,6 @@ def _scope(value: Any, where: str) -> str:
     raise ProfileError(
         f"{where}: unknown scope {text!r}", hint=f"use a URL or one of {', '.join(SCOPE_ALIASES)}"
     )
-
-
-def _endpoint(value: Any, where: str) -> str:
-    text: str = _string()(value, where)
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise ProfileError(f"{where}: {text!r} must be scheme://host[:port] with no path")
-    return text.rstrip("/")
 
 
 def _boot_image(value: Any, where: str) -> str:
