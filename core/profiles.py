@@ -280,8 +280,9 @@ def _validate(
         where = origins.get(key, Origin("profile"))
         if isinstance(value, dict):
             if key not in provider_names:
+                shown = key if key.isprintable() else repr(key)  # one line, whatever the key
                 raise ProfileError(
-                    f"{where}: profiles.{name}: unknown table [{key}]",
+                    f"{where}: profiles.{name}: unknown table [{shown}]",
                     hint=f"provider sub-tables are one of: {', '.join(provider_names)}",
                 )
             tables[key] = dict(value)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import CliResult
@@ -199,6 +199,14 @@ def documents(draw: st.DrawFn) -> str:
 @pytest.mark.usefixtures("home_is_private")
 @settings(FUZZ, max_examples=EXAMPLES["profiles"])
 @given(document=documents(), command=st.sampled_from(["launch", "profiles"]))
+# Found by this test, kept as regressions: a child's string over a parent's table under
+# extends (a TypeError), and a table key with a carriage return (a two-line error).
+@example(
+    document='[profiles.fuzz]\nextends = "base"\nbootstrap = "ssh"\n'
+    "[profiles.base]\nbootstrap = {}\n",
+    command="launch",
+)
+@example(document='[profiles.fuzz]\nprovider = "gcp"\n"\\r" = {}\n', command="launch")
 def test_fuzzed_profiles(cli: Cli, document: str, command: str) -> None:
     Path("orchestrate.toml").write_text(document, encoding="utf-8", errors="surrogatepass")
     if command == "launch":
