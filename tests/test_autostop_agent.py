@@ -457,9 +457,15 @@ def test_busy_kernel_keeps_the_host_up(fresh_jupyter: Jupyter, tmp_path: Path) -
     c = fresh_jupyter.container
     kernel_id = fresh_jupyter.start_kernel()
     try:
+        # The server learns a kernel's state from iopub status messages; until its own
+        # subscription is live it keeps saying "starting". A first, quick execution proves
+        # the server hears the kernel (its state leaves "starting") before the long one.
+        for _ in range(20):
+            fresh_jupyter.execute(kernel_id, "1 + 1")
+            if fresh_jupyter.kernel(kernel_id)["execution_state"] != "starting":
+                break
+            time.sleep(0.5)
         fresh_jupyter.execute(kernel_id, "import time; time.sleep(60)")
-        # The server learns "busy" from the kernel's iopub status, a moment after the
-        # request; on a loaded machine it still says "starting" right after execute().
         wait_for(lambda: fresh_jupyter.kernel(kernel_id)["execution_state"] == "busy", 30)
         with running_agent(tmp_path, port=c.port, token=c.token, window=WINDOW) as run:
             hold_for(run.powered_off, 2 * WINDOW + LATE)
