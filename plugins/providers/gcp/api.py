@@ -23,8 +23,6 @@ Sleep = Callable[[float], None]
 
 FIRST_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 8.0
-FIRST_POLL_S = 0.05
-MAX_POLL_S = 2.0
 
 
 class GceApi:
@@ -99,20 +97,24 @@ class GceApi:
     def wait(
         self, operation: Mapping[str, Any], *, context: str, zone: str | None, timeout_s: float
     ) -> dict[str, Any]:
-        """Poll an operation until DONE. An operation that ends in error raises the mapped
-        core error (libcloud's response parser raises on its ``error`` field)."""
+        """Wait for an operation to be DONE. An operation that ends in error raises the mapped
+        core error (libcloud's response parser raises on its ``error`` field).
+
+        Uses the API's ``operations/NAME/wait``, which answers as soon as the operation is
+        done (or after about two minutes): one request instead of a GET per poll interval,
+        and no overshoot past the moment it finished (B4 measured ~6 GETs and 0.3 s of
+        overshoot per 1 s operation with polling)."""
         current = dict(operation)
         deadline = time.monotonic() + timeout_s
-        delay = FIRST_POLL_S
         while current.get("status") != "DONE":
             if time.monotonic() >= deadline:
                 raise ProviderError(
                     f"gcp: {context} did not finish within {timeout_s:.0f}s",
                     hint=f"see the operation {current.get('name', '?')} in the Cloud console",
                 )
-            self._sleep(delay)
-            delay = min(delay * 1.6, MAX_POLL_S)
-            current = self.request("GET", str(current["selfLink"]), context=context, zone=zone)
+            current = self.request(
+                "POST", f"{current['selfLink']}/wait", context=context, zone=zone
+            )
         return current
 
 
