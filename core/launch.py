@@ -321,9 +321,11 @@ def bring_up(
             hint="check the network settings of the profile",
         )
     crash_point("after-create")
-    sshconfig.write(state.all(), plan.key.private_path)
     session = connect(runtime, name, plan.key, progress)
     try:
+        # After connect: the address is current and the host key pinned, so a plain
+        # `ssh NAME` through the included config checks the same key orchestrate does.
+        sshconfig.write(state.all(), plan.key.private_path)
         crash_point("after-host-key")
         if plan.spec.startup_script is not None:
             from orchestrate.core.bootstrap import wait_done

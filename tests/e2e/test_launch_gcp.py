@@ -243,3 +243,18 @@ def _state_token(bed: Bed) -> str | None:
     finally:
         db.close()
     return row[0] if row else None
+
+
+def test_ssh_config_pins_the_host_key_after_launch(bed: Bed) -> None:
+    """A plain `ssh -F <orchestrate's config> NAME` (what `ssh NAME` does once the config is
+    included) reaches the host with the key orchestrate pinned at first contact."""
+    bed.cli("launch", "nb", "--profile", "e2e", "--detach", "--no-browser")
+    config = bed.home / "config" / "ssh_config"
+    known = (bed.home / "config" / "known_hosts").read_text()
+    assert f"orchestrate-nb {bed.ssh.host_key.split()[0]} {bed.ssh.host_key.split()[1]}" in known
+    result = subprocess.run(
+        ["ssh", "-F", str(config), "-o", "BatchMode=yes", "nb", "uname", "-n"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == os.uname().nodename
