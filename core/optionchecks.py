@@ -11,7 +11,7 @@ A `Check` takes the raw TOML value and `where`, and returns the typed value or r
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -86,3 +86,34 @@ def endpoint(value: Any, where: str) -> str:
     except ValueError:
         raise ProfileError(f"{where}: {text!r} has a bad port") from None
     return text.rstrip("/")
+
+
+def check_table(
+    table: Mapping[str, Any], checks: Mapping[str, Check], where: str
+) -> dict[str, Any]:
+    """Every key of `table` through its check; an unknown key is refused with a close match
+    (same first four letters) or the list of known keys."""
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        check = checks.get(key)
+        if check is None:
+            known = tuple(checks)
+            close = [k for k in known if k[:4] == key[:4]]
+            raise ProfileError(
+                f"{where}: unknown key {key!r}",
+                hint=f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}",
+            )
+        values[key] = check(raw, f"{where}: {key}")
+    return values
+
+
+def merge_zones(values: dict[str, Any], where: str) -> None:
+    """`zone = "z"` is shorthand for `zones = ["z"]`; both at once, or a zone listed twice,
+    is refused. Rewrites `values` in place."""
+    if "zone" in values and "zones" in values:
+        raise ProfileError(f"{where}: set zone or zones, not both")
+    if "zone" in values:
+        values["zones"] = (values.pop("zone"),)
+    zones = values.get("zones", ())
+    if len(set(zones)) != len(zones):
+        raise ProfileError(f"{where}: zones lists a zone twice")

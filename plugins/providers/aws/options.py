@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from orchestrate.core.errors import ProfileError
-from orchestrate.core.optionchecks import Check
+from orchestrate.core.optionchecks import Check, check_table, merge_zones
 from orchestrate.core.optionchecks import boolean as _boolean
 from orchestrate.core.optionchecks import endpoint as _endpoint
 from orchestrate.core.optionchecks import integer as _integer
@@ -128,7 +128,6 @@ _CHECKS: dict[str, Check] = {
     "ssh_user": _string(_USER, "a login name like ubuntu"),
     "ssh_port": _integer(1, 65535),
 }
-KEYS: tuple[str, ...] = tuple(_CHECKS)
 
 
 def region_of(zone: str) -> str:
@@ -147,23 +146,8 @@ def _check_zone_in_region(zone: str, region: str, where: str) -> None:
 
 def parse_options(table: Mapping[str, Any], where: str) -> AwsOptions:
     """Validate a ``[profiles.NAME.aws]`` table; every error names `where` and the key."""
-    values: dict[str, Any] = {}
-    for key, raw in table.items():
-        check = _CHECKS.get(key)
-        if check is None:
-            close = [k for k in KEYS if k[:4] == key[:4]]
-            raise ProfileError(
-                f"{where}: unknown key {key!r}",
-                hint=f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(KEYS)}",
-            )
-        values[key] = check(raw, f"{where}: {key}")
-    if "zone" in values and "zones" in values:
-        raise ProfileError(f"{where}: set zone or zones, not both")
-    if "zone" in values:
-        values["zones"] = (values.pop("zone"),)
-    zones = values.get("zones", ())
-    if len(set(zones)) != len(zones):
-        raise ProfileError(f"{where}: zones lists a zone twice")
+    values = check_table(table, _CHECKS, where)
+    merge_zones(values, where)
     options = AwsOptions(**values)
     for zone in options.zones:
         _check_zone_in_region(zone, options.region, f"{where}: zones")
