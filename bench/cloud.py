@@ -22,7 +22,6 @@ import select
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,29 +151,21 @@ def write_profile(
     ssh_port: int = 22,
 ) -> Path:
     """./orchestrate.toml with a CPU GCP profile against the fake (no GPU on the bed)."""
-    text = textwrap.dedent(
-        f"""
-        [profiles.{name}]
-        provider = "gcp"
-        image = "{image}"
-        port = {port}
-        remote_port = {remote_port}
-        container_name = "{container}"
-        autostop = "off"
+    from tests.support.e2e import write_gcp_profile
 
-        [profiles.{name}.gcp]
-        project = "{cloud.project}"
-        credentials = "{cloud.credentials}"
-        api_endpoint = "{cloud.endpoint}"
-        zones = ["us-east1-d", "us-east1-c"]
-        accelerator = "none"
-        ssh_user = "{ssh_user}"
-        ssh_port = {ssh_port}
-        """
+    return write_gcp_profile(
+        work,
+        name=name,
+        image=image,
+        port=port,
+        remote_port=remote_port,
+        container=container,
+        project=cloud.project,
+        credentials=cloud.credentials,
+        endpoint=cloud.endpoint,
+        ssh_user=ssh_user,
+        ssh_port=ssh_port,
     )
-    path = work / "orchestrate.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 if __name__ == "__main__":

@@ -51,32 +51,63 @@ class Bed:
         return result
 
 
-def write_profile(bed: Bed, credentials: Path, *, name: str = "e2e") -> Path:
-    """The e2e profile: GCP provider against the fake API, no accelerator (this machine has
-    no GPU: a CPU notebook host is a real option), the bed's sshd and Jupyter image."""
+def write_gcp_profile(
+    work: Path,
+    *,
+    name: str,
+    image: str,
+    port: int,
+    remote_port: int,
+    container: str,
+    project: str,
+    credentials: Path | str,
+    endpoint: str,
+    ssh_user: str,
+    ssh_port: int,
+) -> Path:
+    """./orchestrate.toml with a GCP profile against the fake API: no accelerator (this
+    machine has no GPU: a CPU notebook host is a real option), the bed's sshd and image.
+    The e2e tests, the demo and the benchmarks all launch with it."""
     text = textwrap.dedent(
         f"""
         [profiles.{name}]
         provider = "gcp"
-        image = "{bed.image}"
-        port = {bed.local_port}
-        remote_port = {bed.remote_port}
-        container_name = "{bed.container}"
+        image = "{image}"
+        port = {port}
+        remote_port = {remote_port}
+        container_name = "{container}"
         autostop = "off"
 
         [profiles.{name}.gcp]
-        project = "{bed.gce.project}"
+        project = "{project}"
         credentials = "{credentials}"
-        api_endpoint = "{bed.gce.endpoint}"
+        api_endpoint = "{endpoint}"
         zones = ["us-east1-d", "us-east1-c"]
         accelerator = "none"
-        ssh_user = "{bed.ssh.user}"
-        ssh_port = {bed.ssh.port}
+        ssh_user = "{ssh_user}"
+        ssh_port = {ssh_port}
         """
     )
-    path = bed.work / "orchestrate.toml"
+    path = work / "orchestrate.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def write_profile(bed: Bed, credentials: Path, *, name: str = "e2e") -> Path:
+    """The e2e profile for `bed`."""
+    return write_gcp_profile(
+        bed.work,
+        name=name,
+        image=bed.image,
+        port=bed.local_port,
+        remote_port=bed.remote_port,
+        container=bed.container,
+        project=bed.gce.project,
+        credentials=credentials,
+        endpoint=bed.gce.endpoint,
+        ssh_user=bed.ssh.user,
+        ssh_port=bed.ssh.port,
+    )
 
 
 def adopt_bed_key(home: Path, key_path: Path) -> None:
