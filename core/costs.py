@@ -16,40 +16,38 @@ from orchestrate.core.state import InstanceRow
 STOPPED = ("stopped", "terminated", "stopping")
 
 
-def estimate_for(provider: Any, options: Any) -> prices.Estimate | None:
-    """The hourly estimate of a provider's validated options, or None when unpriced."""
+def query_for(provider: Any, options: Any) -> prices.PriceQuery | None:
+    """The priced shape of a provider's validated options (None when it has no machine
+    type), with the GPU as the provider itself reports it."""
     gpu = provider.gpu_request(options)
-    query = prices.query_from_options(
+    return prices.query_from_options(
         provider.name, options, (gpu.name, gpu.count) if gpu is not None else None
     )
+
+
+def estimate_for(provider: Any, options: Any) -> prices.Estimate | None:
+    """The hourly estimate of a provider's validated options, or None when unpriced."""
+    query = query_for(provider, options)
     return query.estimate() if query is not None else None
 
 
-def _query_for_row(runtime: Any, row: InstanceRow) -> tuple[Any, prices.PriceQuery | None]:
+def _query_for_row(runtime: Any, row: InstanceRow) -> prices.PriceQuery | None:
     from orchestrate.core.launch import profile_from_snapshot
 
     profile = profile_from_snapshot(row.profile)
     provider = runtime.provider(row.provider)
     options = provider.validate_options(profile.provider_tables.get(row.provider, {}), row.name)
-    gpu = provider.gpu_request(options)
-    query = prices.query_from_options(
-        provider.name, options, (gpu.name, gpu.count) if gpu is not None else None
-    )
-    return provider, query
+    return query_for(provider, options)
 
 
 def price_extra(provider: Any, options: Any) -> dict[str, Any]:
     """What the state row keeps about money at launch, so `status` prices a row without
     loading the provider plugin or validating its options again."""
-    estimate = estimate_for(provider, options)
-    gpu = provider.gpu_request(options)
-    query = prices.query_from_options(
-        provider.name, options, (gpu.name, gpu.count) if gpu is not None else None
-    )
-    if estimate is None or query is None:
+    query = query_for(provider, options)
+    if query is None:
         return {}
     return {
-        "price_per_hour": estimate.per_hour,
+        "price_per_hour": query.estimate().per_hour,
         "disk_type": query.disk_type,
         "disk_gb": query.disk_gb,
     }
@@ -60,7 +58,7 @@ def _money_facts(runtime: Any, row: InstanceRow) -> tuple[float | None, str | No
         extra = row.extra
         return extra.get("price_per_hour"), extra.get("disk_type"), float(extra.get("disk_gb") or 0)
     try:
-        _, query = _query_for_row(runtime, row)
+        query = _query_for_row(runtime, row)
     except OrchestrateError:
         return None, None, 0.0
     if query is None:
