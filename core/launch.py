@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
+import shlex
 import webbrowser
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 from orchestrate.core import provider as p
 from orchestrate.core.crashpoints import crash_point
 from orchestrate.core.errors import HostError, OrchestrateError
+from orchestrate.core.hostdocker import docker_on_host
 from orchestrate.core.hoststeps import StepContext
 from orchestrate.core.keys import SshKey, ensure_ssh_key
 from orchestrate.core.profiles import Profile
@@ -333,10 +335,10 @@ def bring_up(
             session = wait_done(session, progress)
         report = setup_host(runtime, session, plan.context, progress)
         crash_point("after-setup")
-        docker = "docker" if report.facts.user.privilege == "root" else "sudo -n docker"
 
         def read_logs() -> str:
-            out = session.run(f"{docker} logs --tail 200 {plan.context.notebook_container} 2>&1")
+            container = shlex.quote(plan.context.notebook_container)
+            out = session.run(docker_on_host(f"logs --tail 200 {container} 2>&1"))
             return str(out.stdout)
 
         row = state.get(name)

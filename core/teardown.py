@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrate.core.errors import HostError, NotFound
+from orchestrate.core.hostdocker import container_of, docker_on_host
 from orchestrate.core.state import InstanceRow
 
 Progress = Callable[[str], None]
@@ -74,8 +75,7 @@ def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Prog
             if sync_to is not None:
                 sync_notebooks(session, _remote_dir(values), sync_to, progress)
             if container_only:
-                name = values.get("container_name", "orchestrate-notebook")
-                session.run(f"sudo -n docker rm -f {name} || docker rm -f {name}")
+                session.run(docker_on_host(f"rm -f {container_of(row)}"))
         finally:
             session.close()
     if background.close_detached(row):

@@ -59,18 +59,15 @@ def register(app: typer.Typer) -> None:
         tail: int = typer.Option(200, "--tail", help="Lines from the end."),
     ) -> None:
         """The notebook container's logs (Jupyter's start-up, CUDA library loading)."""
+        from orchestrate.core.hostdocker import container_of, docker_on_host
         from orchestrate.core.keys import ensure_ssh_key
         from orchestrate.core.launch import connect
 
         runtime: Runtime = ctx.obj
         row = _row(runtime, name)
-        container = row.profile.get("values", {}).get("container_name", "orchestrate-notebook")
         session = connect(runtime, name, ensure_ssh_key(), lambda m: echo(m, err=True))
         flag = " -f" if follow else ""
-        command = (
-            f'if [ "$(id -u)" = 0 ]; then d=docker; else d="sudo -n docker"; fi;'
-            f" $d logs --tail {int(tail)}{flag} {container} 2>&1"
-        )
+        command = docker_on_host(f"logs --tail {int(tail)}{flag} {container_of(row)} 2>&1")
         try:
             result = session.run(command, on_line=lambda line, stream: echo(line))
         finally:

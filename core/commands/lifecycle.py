@@ -142,16 +142,13 @@ def register(app: typer.Typer) -> None:
             return
         if provider.stops_container_only:
             # The machine is the user's own (an existing host): only the notebook stops.
+            from orchestrate.core.hostdocker import container_of, docker_on_host
             from orchestrate.core.keys import ensure_ssh_key
             from orchestrate.core.launch import connect
 
-            container = row.profile.get("values", {}).get("container_name", "orchestrate-notebook")
             session = connect(runtime, name, ensure_ssh_key(), _progress)
             try:
-                result = session.run(
-                    'if [ "$(id -u)" = 0 ]; then d=docker; else d="sudo -n docker"; fi;'
-                    f" $d stop {container}"
-                )
+                result = session.run(docker_on_host(f"stop {container_of(row)}"))
             finally:
                 session.close()
             if result.rc != 0:
