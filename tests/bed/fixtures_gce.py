@@ -94,10 +94,19 @@ def gce_api_server() -> Iterator[GceFake]:
 
 @pytest.fixture
 def gce_api(gce_api_server: GceFake) -> Iterator[GceFake]:
-    """The running fake with no resources, no requests logged and every fault off."""
+    """The running fake with no resources, no requests logged and every fault off.
+
+    The reset also forgets the tokens the fake issued, so this process's signed-in drivers
+    (one sign-in per process, `driver.forget_sign_ins`) are dropped with it: each test signs
+    in afresh, as a new orchestrate process would.
+    """
+    from orchestrate.plugins.providers.gcp.driver import forget_sign_ins
+
+    forget_sign_ins()
     gce_api_server.reset()
     yield gce_api_server
     gce_api_server.reset()
+    forget_sign_ins()
 
 
 @pytest.fixture(scope="session")

@@ -14,14 +14,26 @@ ever written to disk. Application-default credentials (``authorized_user``) go t
 libcloud's installed-app flow, which only refreshes a token it reads from its cache file: the
 refresh token is put in a private temporary file for the first exchange, then the file is
 deleted and the cache pointed at ``os.devnull``.
+
+One sign-in per process: signing in as a service account costs two RSA key loads in libcloud
+(it validates the key when the auth connection is built, and loads it again to sign the
+token request), about 80 ms of CPU each with cryptography's key checks, plus the token round
+trip. `status` refreshing eight rows and a fleet of launches each want a driver of their own
+(libcloud's connections are not thread-safe), so every driver after the first is a copy of a
+signed-in template with its own HTTP connection and the template's credential object, whose
+refresh is serialised by a lock. The template is keyed on the secret's digest, so a new key
+file signs in again.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import hashlib
 import json
 import os
 import tempfile
+import threading
 from typing import Any
 
 from orchestrate.plugins.providers.gcp.credentials import SERVICE_ACCOUNT, Credentials
@@ -53,8 +65,75 @@ def driver_class() -> type[Any]:
     return RedirectableGCENodeDriver
 
 
+_templates: dict[tuple[str, ...], Any] = {}
+_template_locks: dict[tuple[str, ...], threading.Lock] = {}
+_guard = threading.Lock()
+
+
 def build_driver(credentials: Credentials, project: str, api_endpoint: str) -> Any:
-    """A connected driver holding a fresh access token (raises libcloud's errors as-is)."""
+    """A driver of this caller's own, signed in (raises libcloud's errors as-is).
+
+    The first call for an identity signs in; concurrent first calls wait for it rather than
+    each signing in. A failed sign-in keeps nothing, so the next call tries again.
+    """
+    key = _identity(credentials, project, api_endpoint)
+    with _guard:
+        lock = _template_locks.setdefault(key, threading.Lock())
+    with lock:
+        template = _templates.get(key)
+        if template is None:
+            template = _sign_in(credentials, project, api_endpoint)
+            _serialise_refresh(template.connection.oauth2_credential)
+            _templates[key] = template
+    return _copy_of(template)
+
+
+def forget_sign_ins() -> None:
+    """Drop the process's signed-in templates (the next driver signs in again)."""
+    with _guard:
+        _templates.clear()
+        _template_locks.clear()
+
+
+def _identity(credentials: Credentials, project: str, api_endpoint: str) -> tuple[str, ...]:
+    info = credentials.info
+    secret = str(info.get("private_key") or info.get("refresh_token") or "")
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    return (credentials.kind, credentials.principal, digest, project, api_endpoint)
+
+
+def _copy_of(template: Any) -> Any:
+    """A driver sharing the template's credential, with its own connection state: no HTTP
+    connection yet (libcloud opens one at the first request), its own context, user-agent
+    list and volume cache."""
+    driver = copy.copy(template)
+    connection = copy.copy(template.connection)
+    connection.connection = None
+    connection.context = {}
+    connection.ua = list(template.connection.ua)
+    connection.driver = driver
+    driver.connection = connection
+    driver._ex_volume_dict = {}
+    return driver
+
+
+def _serialise_refresh(credential: Any) -> None:
+    """Let one thread at a time renew the shared token: the renewal uses the credential's
+    one auth connection, and the others then find the token fresh."""
+    from libcloud.common.google import _utcnow
+
+    renew = credential._refresh_token
+    lock = threading.Lock()
+
+    def refresh_once() -> None:
+        with lock:
+            if credential.token_expire_utc_datetime < _utcnow():  # type: ignore[no-untyped-call, unused-ignore]
+                renew()
+
+    credential._refresh_token = refresh_once
+
+
+def _sign_in(credentials: Credentials, project: str, api_endpoint: str) -> Any:
     cls = driver_class()
     api_url = None if api_endpoint == DEFAULT_API_ENDPOINT else api_endpoint
     common: dict[str, Any] = {
