@@ -25,7 +25,7 @@ from typing import Any
 def converge(names: list[str], profile_name: str, concurrency: int) -> dict[str, Any]:
     from orchestrate.core.instances import ensure_running
     from orchestrate.core.keys import ensure_ssh_key
-    from orchestrate.core.launch import make_plan, profile_snapshot
+    from orchestrate.core.launch import make_plan, record_intent
     from orchestrate.core.registry import build_manager
     from orchestrate.core.runtime import Runtime
 
@@ -40,10 +40,7 @@ def converge(names: list[str], profile_name: str, concurrency: int) -> dict[str,
             profile = runtime.profile(profile_name)
             plan = make_plan(runtime, name, profile, {}, token=None)
             state = runtime.state()
-            state.record_intent(
-                name, plan.provider.name, profile_snapshot(profile), ssh_user=plan.spec.ssh_user
-            )
-            state.update(name, token=plan.context.token)
+            record_intent(state, plan)
             record = ensure_running(state, plan.provider, plan.spec, lambda message: None)
             if not record.address:
                 raise RuntimeError(f"{name} has no address")

@@ -42,10 +42,10 @@ def _query_for_row(runtime: Any, row: InstanceRow) -> prices.PriceQuery | None:
 
 def price_extra(provider: Any, options: Any) -> dict[str, Any]:
     """What the state row keeps about money at launch, so `status` prices a row without
-    loading the provider plugin or validating its options again."""
+    loading the provider plugin or validating its options again (None: not priced)."""
     query = query_for(provider, options)
     if query is None:
-        return {}
+        return {"price_per_hour": None, "disk_type": None, "disk_gb": None}
     return {
         "price_per_hour": query.estimate().per_hour,
         "disk_type": query.disk_type,

@@ -25,7 +25,7 @@ from orchestrate.core.hoststeps import StepContext
 from orchestrate.core.keys import SshKey, ensure_ssh_key
 from orchestrate.core.profiles import Profile
 from orchestrate.core.runtime import Runtime
-from orchestrate.core.state import InstanceRow
+from orchestrate.core.state import InstanceRow, State
 
 Progress = Callable[[str], None]
 
@@ -249,6 +249,32 @@ def setup_hash(steps: Any, context: StepContext, facts: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+def record_intent(state: State, plan: LaunchPlan) -> InstanceRow:
+    """Write the launch's row before its first cloud call; return it.
+
+    Besides the profile and the login user it holds the notebook token and, for a row that
+    has none yet, what the instance costs an hour: `status` prices rows from that without
+    loading any provider plugin, also for a launch that died right after the create call.
+    An existing row keeps its price, as a relaunch reuses the instance the row describes.
+    """
+    from orchestrate.core.costs import price_extra
+
+    name = plan.name
+    row = state.record_intent(
+        name, plan.provider.name, profile_snapshot(plan.profile), ssh_user=plan.spec.ssh_user
+    )
+    fields: dict[str, Any] = {}
+    if row.token != plan.context.token:
+        fields["token"] = plan.context.token
+    if "price_per_hour" not in row.extra:
+        fields["extra"] = {**row.extra, **price_extra(plan.provider, plan.options)}
+    if fields:
+        state.update(name, **fields)
+    written = state.get(name)
+    assert written is not None
+    return written
+
+
 def forget_if_never_sent(state: Any, name: str) -> None:
     """Drop the intent row of a launch that failed before its first create call.
 
@@ -295,14 +321,8 @@ def bring_up(
     state = runtime.state()
     name = plan.name
     fresh = state.get(name) is None
-    state.record_intent(
-        name, plan.provider.name, profile_snapshot(plan.profile), ssh_user=plan.spec.ssh_user
-    )
+    record_intent(state, plan)
     crash_point("after-intent")
-    row = state.get(name)
-    assert row is not None
-    if row.token != plan.context.token:
-        state.update(name, token=plan.context.token)
     try:
         record = ensure_running(state, plan.provider, plan.spec, progress)
     except BaseException:
@@ -310,13 +330,9 @@ def bring_up(
             forget_if_never_sent(state, name)
         raise
     row = state.get(name)
-    if row is not None:
-        from orchestrate.core.costs import price_extra
-
-        extra = {k: v for k, v in row.extra.items() if k != "stopped_by"}
-        extra.update(price_extra(plan.provider, plan.options))
-        if extra != row.extra:
-            state.update(name, extra=extra)
+    if row is not None and "stopped_by" in row.extra:
+        # Running again: whoever stopped it last no longer explains anything.
+        state.update(name, extra={k: v for k, v in row.extra.items() if k != "stopped_by"})
     if not record.address:
         raise OrchestrateError(
             f"{name} has no external address on {plan.provider.name}",

@@ -30,11 +30,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-
 #: The confirmation threshold `launch` uses when the profile sets none ($ per hour).
 DEFAULT_CONFIRM_ABOVE = 5.0
 SECONDS_PER_HOUR = 3600.0
@@ -271,6 +266,12 @@ def _parse_provider(name: str, table: Mapping[str, Any]) -> ProviderPrices:
 
 def parse_prices(text: str) -> dict[str, ProviderPrices]:
     """Every provider section of a price file's text."""
+    # Imported here: `status` formats stored prices without reading any price file.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
     data = tomllib.loads(text)
     return {name: _parse_provider(name, table) for name, table in data.items()}
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrate.core.errors import NotFound, OrchestrateError
-from orchestrate.core.provider import InstanceRecord
 from orchestrate.core.state import InstanceRow
+
+if TYPE_CHECKING:
+    from orchestrate.core.provider import InstanceRecord
 
 REFRESH_WORKERS = 8
 _local = threading.local()
@@ -100,6 +101,8 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
         _row(runtime, name)
     results: list[tuple[InstanceRow, list[str]]] = []
     if refresh and rows:
+        from concurrent.futures import ThreadPoolExecutor
+
         from orchestrate.core.instances import store
 
         runtime.providers()  # loaded once here, not raced for by the workers

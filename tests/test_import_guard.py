@@ -5,28 +5,14 @@ Run in a fresh interpreter, because this test process has long since imported bo
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from tests.support.modules import modules_after, top_level
 
 HEAVY = ("libcloud", "paramiko", "cryptography", "rich")
 
-PROBE = """
-import json, sys, contextlib, io
-from orchestrate.core.cli import main
-with contextlib.redirect_stdout(io.StringIO()):
-    code = main(sys.argv[1:])
-print(json.dumps({"code": code, "mods": sorted(m.split('.')[0] for m in sys.modules)}))
-"""
-
 
 def _modules_after(*args: str) -> tuple[int, set[str]]:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60,
-        check=True,
-    ).stdout  # fmt: skip
-    data = json.loads(out.strip().splitlines()[-1])
-    return data["code"], set(data["mods"])
+    code, modules = modules_after(*args)
+    return code, top_level(modules)
 
 
 def test_help_loads_no_heavy_module() -> None:

@@ -74,7 +74,7 @@ def test_status_names_autostop_and_disk_cost_for_a_stopped_instance(
     """The agent powers the host off from inside; a test cannot power this machine off, so
     the fake's stop call stands in for the agent's shutdown (the cloud sees the same)."""
     from orchestrate.core.instances import ensure_running
-    from orchestrate.core.launch import make_plan, profile_snapshot
+    from orchestrate.core.launch import make_plan, record_intent
     from orchestrate.core.status import collect
 
     k80(50)
@@ -82,7 +82,7 @@ def test_status_names_autostop_and_disk_cost_for_a_stopped_instance(
     profile = runtime.profile("k80")
     plan = make_plan(runtime, "nb", profile, {}, token=None)
     state = runtime.state()
-    state.record_intent("nb", "gcp", profile_snapshot(profile), ssh_user="orchestrate")
+    record_intent(state, plan)
     record = ensure_running(state, plan.provider, plan.spec, lambda m: None)
     state.update("nb", started_at=time.time() - 7200)
 
@@ -97,3 +97,55 @@ def test_status_names_autostop_and_disk_cost_for_a_stopped_instance(
     assert any("disk" in note for note in stopped["notes"]), stopped["notes"]
     assert [e.kind for e in state.events("nb")][-1] == "autostopped"
     runtime.close()
+
+
+def test_status_offline_prices_launched_rows_without_loading_a_provider(
+    gce_api, gce_credentials: Path, write_profiles, orch_home: Path
+) -> None:
+    """`launch` writes the price into the row before its first cloud call, so `status
+    --offline` over rows made by it prices them from the state alone: no provider plugin, no
+    libcloud, no host-step or agent code in that process. One row runs without autostop
+    (its warning comes from the profile), one is stopped (its disk cost is shown)."""
+    from orchestrate.core.instances import ensure_running
+    from orchestrate.core.launch import make_plan, record_intent
+    from orchestrate.core.status import collect
+
+    from tests.support.modules import modules_after
+
+    table = PROFILE.format(
+        threshold=50,
+        project=gce_api.project,
+        credentials=gce_credentials,
+        endpoint=gce_api.endpoint,
+    )
+    write_profiles(table + table.replace("k80", "open").replace('"60m"', '"off"'))
+    runtime = Runtime(pm=build_manager())
+    state = runtime.state()
+    for name, profile in (("nb1", "open"), ("nb2", "k80")):
+        plan = make_plan(runtime, name, runtime.profile(profile), {}, token=None)
+        assert record_intent(state, plan).extra["price_per_hour"] > 0
+        record = ensure_running(state, plan.provider, plan.spec, lambda m: None)
+    state.update("nb1", started_at=time.time() - 7200)
+    plan.provider.stop(record)
+    state.update("nb2", status="stopped")
+    rows = {r["name"]: r for r in collect(runtime, None, refresh=False)}
+    runtime.close()
+    assert any("so far at $" in n for n in rows["nb1"]["notes"]), rows["nb1"]["notes"]
+    assert any("without autostop" in n for n in rows["nb1"]["notes"]), rows["nb1"]["notes"]
+    assert any("disk" in n for n in rows["nb2"]["notes"]), rows["nb2"]["notes"]
+
+    code, modules = modules_after("status", "--offline")
+    assert code == 0
+    heavy = [
+        m
+        for m in modules
+        if m.startswith(("orchestrate.plugins.providers", "libcloud", "paramiko"))
+        or m
+        in (
+            "orchestrate.core.launch",
+            "orchestrate.plugins.host.autostop.step",
+            "orchestrate.plugins.host.autostop.agent",
+        )
+    ]
+    assert not heavy, heavy
+    assert "orchestrate.plugins.host.autostop.report" in modules, "the warning was worded"

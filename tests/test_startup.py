@@ -15,27 +15,12 @@ from pathlib import Path
 
 import pytest
 
-PROBE = """
-import json, sys, contextlib, io
-from orchestrate.core.cli import main
-with contextlib.redirect_stdout(io.StringIO()):
-    code = main(sys.argv[1:])
-print(json.dumps({"code": code, "mods": sorted(sys.modules)}))
-"""
-
-
-def _modules_after(*args: str) -> tuple[int, list[str]]:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60,
-        check=True,
-    ).stdout  # fmt: skip
-    data = json.loads(out.strip().splitlines()[-1])
-    return data["code"], data["mods"]
+from tests.support.modules import modules_after
 
 
 @pytest.mark.parametrize("args", [("--help",), ("status", "--offline")])
 def test_no_builtin_plugin_is_imported_for(args: tuple[str, ...], orch_home: object) -> None:
-    code, modules = _modules_after(*args)
+    code, modules = modules_after(*args)
     assert code == 0
     loaded = [m for m in modules if m.startswith("orchestrate.plugins.")]
     assert not loaded, f"`orchestrate {' '.join(args)}` imported {loaded}"
@@ -95,8 +80,8 @@ def test_a_builtin_may_not_add_commands(fake_builtin: str) -> None:
 
 def test_entry_points_are_read_from_the_cache_on_later_starts(orch_home: object) -> None:
     """The second start finds its entry points without importing importlib.metadata."""
-    first = _modules_after("--help")[1]
-    second = _modules_after("--help")[1]
+    first = modules_after("--help")[1]
+    second = modules_after("--help")[1]
     assert "importlib.metadata" in first
     assert "importlib.metadata" not in second
 
@@ -104,13 +89,13 @@ def test_entry_points_are_read_from_the_cache_on_later_starts(orch_home: object)
 def test_two_ways_of_starting_do_not_evict_each_other(orch_home: Path) -> None:
     """`python -m` puts the current folder first on sys.path, the console script its bin
     folder: two keys, both kept."""
-    _modules_after("--help")
+    modules_after("--help")
     by_module = subprocess.run(
         [sys.executable, "-m", "orchestrate.core.cli", "--help"], capture_output=True,
         timeout=60, check=True,
     )  # fmt: skip
     assert by_module.returncode == 0
-    assert "importlib.metadata" not in _modules_after("--help")[1]
+    assert "importlib.metadata" not in modules_after("--help")[1]
 
 
 def test_a_plugin_installed_after_the_cache_was_written_is_found(
@@ -136,7 +121,7 @@ def test_a_plugin_installed_after_the_cache_was_written_is_found(
 def test_plain_values_need_no_pydantic(args: tuple[str, ...], orch_home: Path) -> None:
     """Typer converts values through pydantic (300-400 ms to import and build); the CLI's
     own plain str/int/Path/bool parameters are converted without it (core/cli.py)."""
-    _, modules = _modules_after(*args)
+    _, modules = modules_after(*args)
     assert "pydantic" not in modules
 
 

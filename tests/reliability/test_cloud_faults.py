@@ -29,14 +29,12 @@ pytestmark = [pytest.mark.bed, pytest.mark.slow]
 def _instance(bed: Bed, name: str = "nb") -> None:
     """A running instance and its row, made by the product's own code (no host setup)."""
     from orchestrate.core.instances import ensure_running
-    from orchestrate.core.launch import profile_snapshot
+    from orchestrate.core.launch import record_intent
 
     runtime, plan = in_process_plan(bed, name)
     try:
         state = runtime.state()
-        state.record_intent(
-            name, plan.provider.name, profile_snapshot(plan.profile), ssh_user="orchestrate"
-        )
+        record_intent(state, plan)
         ensure_running(state, plan.provider, plan.spec, lambda message: None)
     finally:
         runtime.close()

@@ -61,15 +61,13 @@ def _create_without_setup(bed: Bed, names: list[str]) -> None:
     """Running instances for `stop` to act on: intent row and create through the product's
     own code and the real provider; no host setup is needed to stop them."""
     from orchestrate.core.instances import ensure_running
-    from orchestrate.core.launch import profile_snapshot
+    from orchestrate.core.launch import record_intent
 
     for name in names:
         runtime, plan = in_process_plan(bed, name)
         try:
             state = runtime.state()
-            state.record_intent(
-                name, plan.provider.name, profile_snapshot(plan.profile), ssh_user="orchestrate"
-            )
+            record_intent(state, plan)
             ensure_running(state, plan.provider, plan.spec, lambda message: None)
         finally:
             runtime.close()

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import shlex
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrate.core.profiles import parse_duration
-from orchestrate.plugins.host.autostop import agent
-from orchestrate.plugins.host.autostop.step import (
-    HostAutostop,
-    HostPaths,
-    parse_probe,
-    probe_snippet,
-)
+
+if TYPE_CHECKING:
+    from orchestrate.plugins.host.autostop.step import HostAutostop, HostPaths
+
+# The agent and step modules are imported where a host's files are read or a duration is
+# worded: `status` over many rows needs only the profile's setting for most of its notes.
 
 #: Grace for a check that runs late (a timer every minute, a slow host), in seconds.
 LATE_GRACE_S = 120.0
@@ -31,11 +30,15 @@ LATE_GRACE_S = 120.0
 def status_command(paths: HostPaths | None = None) -> str:
     """The exec request that reads the agent's files on a running host (login user, no
     sudo); feed its stdout to `parse_status`."""
+    from orchestrate.plugins.host.autostop.step import HostPaths, probe_snippet
+
     return "sh -c " + shlex.quote(probe_snippet(paths or HostPaths()))
 
 
 def parse_status(text: str) -> HostAutostop:
     """The agent as `status_command` found it."""
+    from orchestrate.plugins.host.autostop.step import parse_probe
+
     return parse_probe(text if text.strip() else "running=no\n")
 
 
@@ -63,6 +66,8 @@ def warnings(seen: HostAutostop | None, setting: str | None, now: float | None =
         return ["running without autostop (autostop = off): it bills until you stop it"]
     if seen is None:
         return []
+    from orchestrate.plugins.host.autostop import agent
+
     if not seen.installed or not seen.running:
         return [
             "running without autostop: the agent is not running on the host "
@@ -93,6 +98,8 @@ def warnings(seen: HostAutostop | None, setting: str | None, now: float | None =
 
 def activity_line(seen: HostAutostop, now: float | None = None) -> str | None:
     """ "autostop: idle for 12 min of 60 min" / "autostop: in use (1 connection(s) ...)"."""
+    from orchestrate.plugins.host.autostop import agent
+
     now = time.time() if now is None else now
     state = seen.state
     window = _number(state.get("window_seconds"))
@@ -127,4 +134,6 @@ def inferred_stop_line(setting: str | None) -> str | None:
     window = window_of(setting)
     if window is None:
         return None
+    from orchestrate.plugins.host.autostop import agent
+
     return f"stopped by autostop after {agent.human(window)} idle"
