@@ -116,7 +116,7 @@ class State:
                 os.chmod(path, 0o600)
             self._db.row_factory = sqlite3.Row
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            self._use_wal(timeout_s)
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
         except (sqlite3.Error, OSError) as exc:
@@ -145,6 +145,28 @@ class State:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def _use_wal(self, timeout_s: float) -> None:
+        """Put the database in WAL mode (kept in the file, so normally already done).
+
+        Switching needs the database to itself, and SQLite answers a writer in the way with
+        "database is locked" at once instead of waiting on the busy timeout: eight launches
+        opening a new state together hit that. So the switch is retried within the same
+        timeout.
+        """
+        if str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            return
+        deadline = time.monotonic() + timeout_s
+        delay = 0.005
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])

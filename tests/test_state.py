@@ -22,6 +22,28 @@ def test_new_database_is_private_wal_and_current(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
+def test_opening_waits_for_a_writer_in_the_way_of_the_wal_switch(tmp_path: Path) -> None:
+    """SQLite refuses the switch to WAL at once, without its busy timeout, while another
+    connection holds the write lock of a database still in rollback mode (what two
+    processes creating the state together can meet). Opening must wait, not fail."""
+    import threading
+
+    path = tmp_path / "state.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE busy (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO busy VALUES (1)")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        with State(path, timeout_s=10) as state:
+            assert state.schema_version() == len(MIGRATIONS)
+    finally:
+        release.join()
+        other.close()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_intent_row_first_then_updates_and_events(tmp_path: Path) -> None:
     with State(tmp_path / "state.db") as state:
         row = state.record_intent("nb", "gcp", {"image": "x"}, ssh_user="u")
