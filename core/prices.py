@@ -21,7 +21,6 @@ Billing rules that shape the arithmetic:
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -266,13 +265,9 @@ def _parse_provider(name: str, table: Mapping[str, Any]) -> ProviderPrices:
 
 def parse_prices(text: str) -> dict[str, ProviderPrices]:
     """Every provider section of a price file's text."""
-    # Imported here: `status` formats stored prices without reading any price file.
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on 3.10 only
-        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+    from orchestrate.core import tomlparse
 
-    data = tomllib.loads(text)
+    data = tomlparse.loads(text)
     return {name: _parse_provider(name, table) for name, table in data.items()}
 
 

@@ -9,18 +9,13 @@ reads it.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrate.core import tomlparse
 from orchestrate.core.errors import ProfileError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 #: Keys every profile may have, with their type and default. Provider sub-tables are separate.
 COMMON_KEYS: dict[str, tuple[type, Any]] = {
@@ -132,8 +127,8 @@ def read_file(path: Path) -> list[_RawProfile]:
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read profile file: {exc.strerror}") from exc
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomlparse.loads(text)
+    except ValueError as exc:
         raise ProfileError(f"{path}: invalid TOML: {exc}", hint="fix the syntax") from exc
     lines = text.splitlines()
     unknown_top = [k for k in data if k != "profiles"]
