@@ -422,7 +422,8 @@ def run(ctx: Context) -> list[Row]:
             baseline="OpenSSH alias",
             baseline_value=alias_rt,
             notes=f"{median(m['detached_s']):.2f} s; launch returns once Jupyter answers "
-            "through the background tunnel process, which opens its own SSH connection",
+            "through the background tunnel process, which opens its own SSH connection "
+            "(started before this process connects, so the two handshakes overlap)",
         ),
         Row(
             "B2",

@@ -73,41 +73,73 @@ def open_tunnel(
     )
 
 
+class DetachedStart:
+    """A background tunnel process on its way up: `wait` for its port, or `cancel` it.
+
+    Split from `start_detached` so that `launch --detach` can start the process as soon as
+    the host key is pinned: its Python start-up and SSH handshake then overlap the host
+    set-up instead of following it (B2).
+    """
+
+    def __init__(self, name: str, port: int, *, explicit: bool) -> None:
+        from orchestrate.core.paths import private_dir, state_dir
+
+        self.name = name
+        self.log = private_dir(state_dir() / "logs") / f"{name}.tunnel.log"
+        args = [sys.executable, "-m", MODULE, name, str(port)]
+        if explicit:
+            args.append("--explicit")
+        with open(self.log, "ab") as err:
+            self.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,  # Ctrl-C in the terminal must not end the tunnel
+            )
+
+    def wait(self, timeout_s: float = 60.0) -> int:
+        """The local port the tunnel bound, once it says it is ready."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + timeout_s
+        line = b""
+        while time.monotonic() < deadline and not line.endswith(b"\n"):
+            ready, _, _ = select.select([stdout], [], [], 0.2)
+            if ready:
+                chunk = os.read(stdout.fileno(), 256)
+                if not chunk:
+                    break
+                line += chunk
+        stdout.close()
+        text = line.decode(errors="replace").strip()
+        if text.startswith("ready "):
+            return int(text.split()[1])
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        log = self.log
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+        reason = text.removeprefix("error ") or (tail[0] if tail else "no answer")
+        raise HostError(
+            f"the background tunnel for {self.name} did not start: {reason}", hint=f"see {log}"
+        )
+
+    def cancel(self) -> None:
+        """End the process (the launch that started it failed); it clears its own row."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+
+
 def start_detached(name: str, port: int, *, explicit: bool, timeout_s: float = 60.0) -> int:
     """Start the background tunnel for `name`; return the local port it bound."""
-    from orchestrate.core.paths import private_dir, state_dir
-
-    log = private_dir(state_dir() / "logs") / f"{name}.tunnel.log"
-    args = [sys.executable, "-m", MODULE, name, str(port)]
-    if explicit:
-        args.append("--explicit")
-    with open(log, "ab") as err:
-        proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            start_new_session=True,  # Ctrl-C in the terminal must not end the tunnel
-        )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout_s
-    line = b""
-    while time.monotonic() < deadline and not line.endswith(b"\n"):
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            chunk = os.read(proc.stdout.fileno(), 256)
-            if not chunk:
-                break
-            line += chunk
-    proc.stdout.close()
-    text = line.decode(errors="replace").strip()
-    if text.startswith("ready "):
-        return int(text.split()[1])
-    if proc.poll() is None:
-        proc.terminate()
-    tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-    reason = text.removeprefix("error ") or (tail[0] if tail else "no answer")
-    raise HostError(f"the background tunnel for {name} did not start: {reason}", hint=f"see {log}")
+    return DetachedStart(name, port, explicit=explicit).wait(timeout_s)
 
 
 def close_detached(row: InstanceRow, *, timeout_s: float = 10.0) -> bool:

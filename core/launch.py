@@ -339,8 +339,24 @@ def bring_up(
             hint="check the network settings of the profile",
         )
     crash_point("after-create")
-    session = connect(runtime, name, plan.key, progress)
+    early: background.DetachedStart | None = None
+    row = state.get(name)
+    if (
+        detach
+        and row is not None
+        and row.setup_hash
+        and row.host_key
+        and plan.spec.startup_script is None
+    ):
+        # A host set up before, its key pinned and its address current (a relaunch, a
+        # start): the background tunnel's process start-up and SSH handshake overlap this
+        # process's connect and probe instead of following them. A first launch waits, as
+        # its set-up may reboot the host under the tunnel.
+        background.close_detached(row)
+        early = background.DetachedStart(name, port, explicit=port_explicit)
+    session = None
     try:
+        session = connect(runtime, name, plan.key, progress)
         # After connect: the address is current and the host key pinned, so a plain
         # `ssh NAME` through the included config checks the same key orchestrate does.
         sshconfig.write(state.all(), plan.key.private_path)
@@ -360,8 +376,11 @@ def bring_up(
         row = state.get(name)
         assert row is not None
         if detach:
-            background.close_detached(row)
-            local_port = background.start_detached(name, port, explicit=port_explicit)
+            if early is not None:
+                local_port, early = early.wait(), None
+            else:
+                background.close_detached(row)
+                local_port = background.start_detached(name, port, explicit=port_explicit)
             crash_point("tunnel-started")
             token = jupyter.wait_ready(
                 local_port, plan.context.token, read_logs=read_logs, progress=progress
@@ -386,5 +405,10 @@ def bring_up(
         elif tunnel is not None:
             tunnel.close()
         return outcome
+    except BaseException:
+        if early is not None:
+            early.cancel()  # started for a launch that failed before using it
+        raise
     finally:
-        session.close()
+        if session is not None:
+            session.close()
