@@ -62,7 +62,11 @@ def open_tunnel(
 ) -> Any:
     """The first plugin's tunnel, else core's paramiko forwarder."""
     tunnel = runtime.pm.hook.orchestrate_open_tunnel(
-        session=session, local_port=local_port, remote_host="127.0.0.1", remote_port=remote_port
+        session=session,
+        local_port=local_port,
+        remote_host="127.0.0.1",
+        remote_port=remote_port,
+        port_explicit=explicit,
     )
     if tunnel is not None:
         return tunnel
@@ -76,9 +80,9 @@ def open_tunnel(
 class DetachedStart:
     """A background tunnel process on its way up: `wait` for its port, or `cancel` it.
 
-    Split from `start_detached` so that `launch --detach` can start the process as soon as
-    the host key is pinned: its Python start-up and SSH handshake then overlap the host
-    set-up instead of following it (B2).
+    Split from `start_detached` so that `launch --detach` on a host set up before can start
+    the process right after the cloud step: its Python start-up and SSH handshake then
+    overlap the launch's own connect and probe instead of following them (B2).
     """
 
     def __init__(self, name: str, port: int, *, explicit: bool) -> None:

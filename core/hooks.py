@@ -54,13 +54,16 @@ def orchestrate_host_steps(context: StepContext) -> Sequence[HostStep]:
 
 @hookspec(firstresult=True)
 def orchestrate_open_tunnel(
-    session: Any, local_port: int, remote_host: str, remote_port: int
+    session: Any, local_port: int, remote_host: str, remote_port: int, port_explicit: bool
 ) -> Any:
     """Called when a command needs the local port forward to the notebook.
 
-    ``session`` is the open `orchestrate.core.session.Session`. The first plugin returning a
-    non-None object wins; it must have ``close()``, ``local_port`` and ``stats()``. Core's own
-    paramiko forwarder answers when no plugin does.
+    ``session`` is the open `orchestrate.core.session.Session`. ``port_explicit`` is True
+    when the user named ``local_port`` (``--port``): a busy port is then an error to report,
+    where otherwise the next free port will do. The first plugin returning a non-None object
+    wins; it must have ``close()``, ``local_port`` and ``stats()``. Core's own paramiko
+    forwarder answers when no plugin does. An implementation may leave ``port_explicit``
+    out of its parameters (pluggy passes only those it names).
     """
 
 
