@@ -7,11 +7,17 @@ launch or hide an instance from `status`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrate.core import prices
+from orchestrate.core.billing import uptime_line
 from orchestrate.core.errors import OrchestrateError
 from orchestrate.core.state import InstanceRow
+
+if TYPE_CHECKING:
+    from orchestrate.core import prices
+
+# `core.prices` (the price file and its tables) is imported where a price is looked up:
+# `status` words the cost of rows `launch` priced from the state alone (`core.billing`).
 
 STOPPED = ("stopped", "terminated", "stopping")
 
@@ -19,6 +25,8 @@ STOPPED = ("stopped", "terminated", "stopping")
 def query_for(provider: Any, options: Any) -> prices.PriceQuery | None:
     """The priced shape of a provider's validated options (None when it has no machine
     type), with the GPU as the provider itself reports it."""
+    from orchestrate.core import prices
+
     gpu = provider.gpu_request(options)
     return prices.query_from_options(
         provider.name, options, (gpu.name, gpu.count) if gpu is not None else None
@@ -84,7 +92,7 @@ def cost_notes(runtime: Any, row: InstanceRow) -> list[str]:
     per_hour, disk_type, disk_gb = _money_facts(runtime, row)
     if row.status == "running":
         if per_hour is not None and row.started_at:
-            notes.append(prices.uptime_line(per_hour, row.started_at))
+            notes.append(uptime_line(per_hour, row.started_at))
         if window is None:
             from orchestrate.plugins.host.autostop import report
 
@@ -97,6 +105,8 @@ def cost_notes(runtime: Any, row: InstanceRow) -> list[str]:
             if line:
                 notes.append(line)
         if disk_type and disk_gb:
+            from orchestrate.core import prices
+
             notes.append(prices.stopped_line(row.provider, disk_type, disk_gb))
     return notes
 

@@ -21,7 +21,6 @@ Billing rules that shape the arithmetic:
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,9 +28,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from orchestrate.core.billing import money
+
 #: The confirmation threshold `launch` uses when the profile sets none ($ per hour).
 DEFAULT_CONFIRM_ABOVE = 5.0
-SECONDS_PER_HOUR = 3600.0
 
 SEPARATE = "separate"
 INCLUDED = "included"
@@ -427,23 +427,6 @@ def hourly(
     )
 
 
-def billed_seconds(started_at: float, now: float, minimum_seconds: float = 60.0) -> float:
-    """Seconds billed for a run from `started_at` to `now`: per second, with the providers'
-    one-minute minimum per start; nothing for a start in the future (clock skew)."""
-    elapsed = now - started_at
-    if elapsed <= 0:
-        return 0.0
-    return max(elapsed, minimum_seconds)
-
-
-def cost_so_far(
-    per_hour: float, started_at: float, now: float | None = None, minimum_seconds: float = 60.0
-) -> float:
-    """What the current run has cost: ``per_hour`` times the billed hours since the start."""
-    now = time.time() if now is None else now
-    return per_hour * billed_seconds(started_at, now, minimum_seconds) / SECONDS_PER_HOUR
-
-
 def disk_cost_per_hour(
     provider: str,
     disk_type: str,
@@ -458,48 +441,7 @@ def disk_cost_per_hour(
     return table.disks[disk_type] * size_gb / table.hours_per_month
 
 
-def confirm_needed(price: float | None, threshold: float | None) -> bool:
-    """Whether `launch` must ask before creating: the price is above the threshold, or the
-    price is unknown (a shape missing from the list may be the expensive one).
-
-    ``threshold`` None switches confirmation off; `--yes` skips the question.
-    """
-    if threshold is None:
-        return False
-    if threshold < 0:
-        raise ValueError(f"the confirmation threshold must be >= 0, not {threshold}")
-    if price is None:
-        return True
-    return price > threshold
-
-
 # -- lines for the CLI ---------------------------------------------------------------------
-
-
-def money(amount: float | None) -> str:
-    """$3.67, $0.095, $0.0068: enough digits that a small price does not print as $0.00."""
-    if amount is None:
-        return "$?"
-    if amount >= 1:
-        return f"${amount:,.2f}"
-    if amount >= 0.01:
-        return f"${amount:.3f}"
-    return f"${amount:.4f}"
-
-
-def duration(seconds: float) -> str:
-    """ "3d 4h", "2h 05m", "12m", "40s"."""
-    seconds = max(int(seconds), 0)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m"
-    return f"{secs}s"
 
 
 def price_line(estimate: Estimate) -> str:
@@ -530,24 +472,6 @@ def confirm_question(estimate: Estimate, threshold: float) -> str:
         f"{estimate.machine_type} costs about {money(estimate.per_hour)}/h, above your "
         f"confirm_above of {money(threshold)}/h: create it?"
     )
-
-
-def uptime_line(
-    per_hour: float | None,
-    started_at: float,
-    now: float | None = None,
-    minimum_seconds: float = 60.0,
-) -> str:
-    """The line `status` prints for a running instance.
-
-    "up 2h 05m, about $0.94 so far at $0.45/h" (or "... cost unknown" without a price).
-    """
-    now = time.time() if now is None else now
-    up = duration(now - started_at)
-    if per_hour is None:
-        return f"up {up}, cost unknown (no price for this shape)"
-    spent = cost_so_far(per_hour, started_at, now, minimum_seconds)
-    return f"up {up}, about {money(spent)} so far at {money(per_hour)}/h"
 
 
 def stopped_line(provider: str, disk_type: str, size_gb: float) -> str:

@@ -47,14 +47,14 @@ def test_price_above_threshold_stops_launch_before_any_request(k80, cli, gce_api
     k80(0.05)
     result = cli("launch", "nb", "--profile", "k80", "--no-browser")
     assert result.code == 2
-    from orchestrate.core import prices
+    from orchestrate.core import billing, prices
 
     expected = prices.hourly(
         "gcp", "n1-standard-2", "nvidia-tesla-k80", 1, False, disk_type="pd-balanced", disk_gb=50
     )
     lines = result.err.strip().splitlines()
     assert lines[0] == prices.price_line(expected)
-    assert f"about {prices.money(expected.per_hour)}/h" in lines[-1]
+    assert f"about {billing.money(expected.per_hour)}/h" in lines[-1]
     assert "above your confirm_above of $0.050/h" in lines[-1]
     assert "pass --yes" in lines[-1]
     assert gce_api.requests == [], "nothing may reach the cloud before the user agrees"

@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from orchestrate.core import prices
+from orchestrate.core import billing, prices
+from orchestrate.core.billing import confirm_needed, cost_so_far, money
 from orchestrate.core.prices import (
-    confirm_needed,
-    cost_so_far,
     disk_cost_per_hour,
     hourly,
     load_prices,
-    money,
     price_line,
     query_from_options,
 )
@@ -117,7 +115,7 @@ def test_cost_so_far_bills_per_second_with_a_one_minute_minimum() -> None:
     assert cost_so_far(3.6, started_at=1000.0, now=1000.0 + 90) == pytest.approx(0.09)
     assert cost_so_far(3.6, started_at=1000.0, now=1000.0 + 5) == pytest.approx(0.06)
     assert cost_so_far(3.6, started_at=1000.0, now=999.0) == 0.0
-    line = prices.uptime_line(0.45, started_at=0.0, now=2 * 3600 + 5 * 60)
+    line = billing.uptime_line(0.45, started_at=0.0, now=2 * 3600 + 5 * 60)
     assert line == "up 2h 05m, about $0.938 so far at $0.450/h"
 
 

@@ -42,7 +42,7 @@ class GpuLocations(Protocol):
 
 
 def _price_cell(amount: float | None, machine: str | None) -> str:
-    from orchestrate.core.prices import money
+    from orchestrate.core.billing import money
 
     if amount is None:
         return "-"

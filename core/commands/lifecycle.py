@@ -188,13 +188,14 @@ def _price_gate(plan: Any, threshold: float | None, *, yes: bool) -> None:
     """Show the estimated price per hour before anything is created, and ask above the
     profile's `confirm_above` unless --yes. An unknown price asks too: it may be anything."""
     from orchestrate.core import prices
+    from orchestrate.core.billing import confirm_needed
     from orchestrate.core.costs import estimate_for
 
     estimate = estimate_for(plan.provider, plan.options)
     if estimate is None:
         return
     _progress(prices.price_line(estimate))
-    if yes or not prices.confirm_needed(estimate.per_hour, threshold):
+    if yes or not confirm_needed(estimate.per_hour, threshold):
         return
     assert threshold is not None
     from orchestrate.core.errors import UsageError
