@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from orchestrate.core.errors import ProfileError
 
@@ -176,3 +176,20 @@ class Provider(abc.ABC):
         create call and the record being stored must not lead to a second instance.
         """
         return None
+
+
+@runtime_checkable
+class RefreshesMany(Protocol):
+    """What a provider implements when its API reads many instances in one call.
+
+    `status` over several rows of such a provider makes that call instead of one read per
+    row: GCP lists every orchestrate instance of a project in one aggregated request, so 50
+    rows cost one request, not 50. Providers without it are read row by row, in parallel.
+    """
+
+    def get_many(self, records: Sequence[InstanceRecord]) -> dict[str, InstanceRecord | None]:
+        """Each record read again, keyed by its name; None for one gone on the cloud.
+
+        Raises like `Provider.get` when the cloud cannot be asked at all.
+        """
+        ...

@@ -41,6 +41,8 @@ class _Refreshed:
     notes: list[str] = field(default_factory=list)
     record: InstanceRecord | None = None
     more: dict[str, Any] = field(default_factory=dict)
+    #: the cloud has no such instance: shown as "missing", the row itself left as it is
+    missing: bool = False
 
 
 def _refresh(runtime: Any, row: InstanceRow) -> _Refreshed:
@@ -54,18 +56,62 @@ def _refresh(runtime: Any, row: InstanceRow) -> _Refreshed:
         provider = _provider(runtime, row.provider)
         record = provider.get(record_of(row))
     except NotFound:
-        return _Refreshed(
-            InstanceRow(**{**row.__dict__, "status": "missing"}),
-            ["gone on the cloud side: `down` forgets it"],
-        )
+        return _read(row, None)
     except OrchestrateError as exc:
         return _Refreshed(row, [f"could not refresh: {exc.line()}"])
+    return _read(row, record)
+
+
+def _refresh_many(runtime: Any, rows: list[InstanceRow]) -> list[_Refreshed]:
+    """Rows of one `RefreshesMany` provider, read in one call (a worker thread, as above)."""
+    from orchestrate.core.instances import record_of
+
+    try:
+        found = _provider(runtime, rows[0].provider).get_many([record_of(r) for r in rows])
+    except OrchestrateError as exc:
+        return [_Refreshed(row, [f"could not refresh: {exc.line()}"]) for row in rows]
+    return [_read(row, found.get(row.name)) for row in rows]
+
+
+def _read(row: InstanceRow, record: InstanceRecord | None) -> _Refreshed:
+    """What the cloud said of `row`: the instance as it is now, or None for gone."""
+    if record is None:
+        return _Refreshed(row, ["gone on the cloud side: `down` forgets it"], missing=True)
     if record.status == row.status and record.address == row.address:
         return _Refreshed(row)
     more: dict[str, Any] = {}
     if record.status != "running":
         more["started_at"] = None
     return _Refreshed(row, record=record, more=more)
+
+
+def _refresh_all(runtime: Any, rows: list[InstanceRow]) -> list[_Refreshed]:
+    """Every row asked about in parallel, in row order.
+
+    Rows with a cloud id whose provider reads many instances in one call (`RefreshesMany`)
+    go to it together, one task per provider; every other row is its own task. Each task
+    is one or a few API calls on a connection of its own, so `status` stays near one round
+    trip however many rows there are.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orchestrate.core.provider import RefreshesMany
+
+    loaded = runtime.providers()
+    batched: dict[str, list[InstanceRow]] = {}
+    for row in rows:
+        if row.cloud_id is not None and isinstance(loaded.get(row.provider), RefreshesMany):
+            batched.setdefault(row.provider, []).append(row)
+    batched = {name: group for name, group in batched.items() if len(group) > 1}
+    in_batch = {row.name for group in batched.values() for row in group}
+    tasks: list[Any] = [
+        lambda group=group: _refresh_many(runtime, group) for group in batched.values()
+    ]
+    tasks += [lambda row=row: [_refresh(runtime, row)] for row in rows if row.name not in in_batch]
+    with ThreadPoolExecutor(max_workers=min(REFRESH_WORKERS, len(tasks))) as pool:
+        done = [item for result in pool.map(lambda task: task(), tasks) for item in result]
+    by_name = {item.row.name: item for item in done}
+    return [by_name[row.name] for row in rows]
 
 
 def _look_up(runtime: Any, row: InstanceRow) -> _Refreshed:
@@ -101,19 +147,15 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
         _row(runtime, name)
     results: list[tuple[InstanceRow, list[str]]] = []
     if refresh and rows:
-        from concurrent.futures import ThreadPoolExecutor
-
         from orchestrate.core.instances import store
 
-        runtime.providers()  # loaded once here, not raced for by the workers
         if any(r.cloud_id is None for r in rows):
             from orchestrate.core.keys import ensure_ssh_key
 
             ensure_ssh_key()  # a look-up plans with the key; made here, not by two workers
-        # Each refresh is one API call on its own connection: a thread pool keeps `status`
-        # near one round trip. What they learnt is written here, on this thread.
-        with ThreadPoolExecutor(max_workers=min(REFRESH_WORKERS, len(rows))) as pool:
-            refreshed = list(pool.map(lambda r: _refresh(runtime, r), rows))
+        # Providers are loaded once in `_refresh_all`, not raced for by the workers; what
+        # the workers learnt is written here, on this thread.
+        refreshed = _refresh_all(runtime, rows)
         for item in refreshed:
             row = item.row
             current = state.get(row.name)
@@ -123,6 +165,9 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
                 # Another command (a `stop`, a `start`) changed the row while the cloud was
                 # asked: its word is as fresh as ours and says who did it; keep it.
                 results.append((current, list(item.notes)))
+                continue
+            if item.missing:
+                results.append((InstanceRow(**{**row.__dict__, "status": "missing"}), item.notes))
                 continue
             if item.record is not None:
                 store(state, item.record, **item.more)

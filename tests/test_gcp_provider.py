@@ -228,6 +228,33 @@ def test_destroy_removes_instance_and_last_firewall_user(
         provider.get(first)
 
 
+def test_get_many_reads_every_instance_in_one_listing(
+    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+) -> None:
+    """`status` over many rows: one aggregated listing, no read per instance; an instance
+    deleted behind orchestrate's back comes back as None, a stopped one as stopped."""
+    records = [
+        create_with_failover(provider, make_spec(provider, table, name=n), Events())
+        for n in ("nb1", "nb2", "nb3")
+    ]
+    later = GcpProvider(retry_deadline_s=5.0)  # from the stored records alone
+    later.stop(records[1])
+    later.destroy(records[2])
+    before = len(gce_api.requests)
+
+    found = later.get_many(records)
+
+    asked = gce_api.requests[before:]
+    assert [r.path.rsplit("/projects/", 1)[-1] for r in asked if r.method == "GET"] == [
+        f"{gce_api.project}/aggregated/instances"
+    ], asked
+    assert found["nb1"] is not None and found["nb1"].status == RUNNING
+    assert found["nb1"].cloud_id == records[0].cloud_id
+    assert found["nb1"].ssh_user == records[0].ssh_user
+    assert found["nb2"] is not None and found["nb2"].status == STOPPED
+    assert found["nb3"] is None
+
+
 def test_list_and_find_see_only_orchestrate_instances(
     provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
 ) -> None:

@@ -317,6 +317,25 @@ class GcpProvider(Provider):
             )
         return records
 
+    def get_many(self, records: Sequence[InstanceRecord]) -> dict[str, InstanceRecord | None]:
+        """`RefreshesMany`: one aggregated listing per project (and credentials) instead of
+        one read per instance; an instance missing from it is gone."""
+        groups: dict[Connection, list[InstanceRecord]] = {}
+        for record in records:
+            groups.setdefault(connection_of(record), []).append(record)
+        found: dict[str, InstanceRecord | None] = {}
+        for connection, group in groups.items():
+            listed = {
+                res.locate(str(instance["selfLink"]))[1:]: instance
+                for instance in managed_instances(self._session(connection))
+            }
+            for record in group:
+                instance = listed.get(locate_record(record))
+                found[record.name] = (
+                    None if instance is None else self._same_login(instance, connection, record)
+                )
+        return found
+
     def find(self, spec: LaunchSpec) -> InstanceRecord | None:
         """The orchestrate instance named like `spec` in any zone, if it exists."""
         options = _options(spec.options)
