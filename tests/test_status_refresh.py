@@ -6,9 +6,11 @@ reads `status` made.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from orchestrate.core.registry import build_manager
 from orchestrate.core.runtime import Runtime
 
@@ -32,6 +34,19 @@ def _reads(fake: GceFake, since: int) -> list[str]:
     return [r.path.split("/projects/", 1)[-1] for r in fake.requests[since:] if r.method == "GET"]
 
 
+@pytest.fixture
+def cpu_profile(
+    gce_api: GceFake, gce_credentials: Path, write_profiles: Any, orch_home: Path
+) -> Iterator[GceFake]:
+    """A CPU profile `cpu` against the fake; yields the fake."""
+    write_profiles(
+        PROFILE.format(
+            project=gce_api.project, credentials=gce_credentials, endpoint=gce_api.endpoint
+        )
+    )
+    yield gce_api
+
+
 def _launched(runtime: Runtime, names: tuple[str, ...]) -> dict[str, Any]:
     """Instances made by launch's own cloud step (no host set-up: status needs none)."""
     from orchestrate.core.instances import ensure_running
@@ -46,15 +61,11 @@ def _launched(runtime: Runtime, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def test_many_rows_cost_one_listing_and_a_deleted_one_shows_missing(
-    gce_api: GceFake, gce_credentials: Path, write_profiles: Any, orch_home: Path
+    cpu_profile: GceFake,
 ) -> None:
     from orchestrate.core.status import collect
 
-    write_profiles(
-        PROFILE.format(
-            project=gce_api.project, credentials=gce_credentials, endpoint=gce_api.endpoint
-        )
-    )
+    gce_api = cpu_profile
     runtime = Runtime(pm=build_manager())
     try:
         records = _launched(runtime, ("nb1", "nb2", "nb3"))
@@ -83,16 +94,10 @@ def test_many_rows_cost_one_listing_and_a_deleted_one_shows_missing(
         runtime.close()
 
 
-def test_a_listing_that_fails_is_a_note_on_every_row(
-    gce_api: GceFake, gce_credentials: Path, write_profiles: Any, orch_home: Path
-) -> None:
+def test_a_listing_that_fails_is_a_note_on_every_row(cpu_profile: GceFake) -> None:
     from orchestrate.core.status import collect
 
-    write_profiles(
-        PROFILE.format(
-            project=gce_api.project, credentials=gce_credentials, endpoint=gce_api.endpoint
-        )
-    )
+    gce_api = cpu_profile
     runtime = Runtime(pm=build_manager())
     try:
         _launched(runtime, ("nb1", "nb2"))
