@@ -8,6 +8,7 @@ server, so the provider's own parsing is not what judges it.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import subprocess
 import sys
@@ -372,6 +373,26 @@ def test_stop_and_start_refresh_the_address(moto: MotoEc2) -> None:
     provider.stop(started)
     provider.stop(started)  # stopping a stopped instance is a no-op
     assert len(moto.sent("StopInstances")) == 2
+
+
+def test_get_many_reads_every_instance_in_one_call(moto: MotoEc2) -> None:
+    """`status` over many rows: one DescribeInstances for all; a terminated instance comes
+    back as None without failing the call for the others, a stopped one as stopped."""
+    provider, options = provider_and_options(moto, zones=["us-east-1a"])
+    records = [provider.create(spec_for(options, name=n), "us-east-1a") for n in ("a", "b", "c")]
+    provider.stop(records[1])
+    provider.destroy(records[2])
+    gone = dataclasses.replace(records[0], name="d", cloud_id="i-0123456789abcdef0")
+    before = len(moto.sent("DescribeInstances"))
+
+    found = AwsProvider(sleep=lambda seconds: None).get_many([*records, gone])
+
+    assert len(moto.sent("DescribeInstances")) == before + 1
+    assert found["a"] is not None and found["a"].status == p.RUNNING
+    assert found["a"].address == records[0].address
+    assert found["b"] is not None and found["b"].status == p.STOPPED
+    assert found["c"] is None
+    assert found["d"] is None, "an id EC2 never had is gone, not an error"
 
 
 def test_capacity_error_moves_to_the_next_zone(moto: MotoEc2) -> None:

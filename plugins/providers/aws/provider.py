@@ -362,6 +362,33 @@ class AwsProvider(Provider):
             raise NotFound(f"aws {api.region}: instance {record.cloud_id} is gone")
         return _refresh(record, instance)
 
+    def get_many(self, records: Sequence[InstanceRecord]) -> dict[str, InstanceRecord | None]:
+        """`RefreshesMany`: one DescribeInstances per region (and credentials) for all the
+        records. By an ``instance-id`` filter, not ``InstanceId.N``: EC2 fails the whole
+        call when one listed id no longer exists, a filter just leaves it out."""
+        groups: dict[SessionKey, list[InstanceRecord]] = {}
+        found: dict[str, InstanceRecord | None] = {}
+        for record in records:
+            if record.cloud_id:
+                groups.setdefault(self._record_key(record), []).append(record)
+            else:
+                found[record.name] = None
+        for key, group in groups.items():
+            api = self._api(key)
+            response = api.call(
+                "DescribeInstances",
+                r.filters({"instance-id": [str(record.cloud_id) for record in group]}),
+                context=f"reading {len(group)} instances",
+            )
+            listed = {i.instance_id: i for i in r.parse_instances(response)}
+            for record in group:
+                instance = listed.get(str(record.cloud_id))
+                if instance is None or instance.status == p.TERMINATED:
+                    found[record.name] = None
+                else:
+                    found[record.name] = _refresh(record, instance)
+        return found
+
     def start(self, record: InstanceRecord) -> InstanceRecord:
         current = self.get(record)
         api = self._api(self._record_key(record))
