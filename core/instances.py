@@ -87,7 +87,9 @@ def ensure_running(
         record = settle(provider, record, on_event)
     if record is None:
         record = create_with_failover(provider, spec, on_event)
-        store(state, record, started_at=time.time())
+        # A new machine: a key pinned for the one it replaces (gone on the cloud) would
+        # refuse it, and nothing is set up on it yet. Its own key is pinned at first contact.
+        store(state, record, started_at=time.time(), host_key=None, setup_hash=None)
         return record
     if record.status in (p.STOPPED, p.STOPPING, p.TERMINATED):
         on_event("starting", f"starting {spec.name}", {"zone": record.zone})

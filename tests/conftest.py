@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.bed.fixtures_gce",
     "tests.bed.fixtures_host",
     "tests.bed.fixtures_wan",
+    "tests.support.gce_rows",
 ]
 
 

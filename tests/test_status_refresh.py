@@ -1,4 +1,5 @@
-"""`status` asks the cloud about many rows in one call where the provider can.
+"""State rows against the cloud's view: `status` reads many rows in one call where the
+provider can, and a relaunch that has to make a new machine starts its row afresh.
 
 Against the fake GCE API with libcloud's real driver: the fake's request log shows which
 reads `status` made.
@@ -6,58 +7,15 @@ reads `status` made.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
-import pytest
 from orchestrate.core.registry import build_manager
 from orchestrate.core.runtime import Runtime
 
 from tests.bed.gce_fake import GceFake
-
-PROFILE = """
-[profiles.cpu]
-provider = "gcp"
-autostop = "60m"
-
-[profiles.cpu.gcp]
-project = "{project}"
-credentials = "{credentials}"
-api_endpoint = "{endpoint}"
-accelerator = "none"
-zones = ["us-east1-d"]
-"""
+from tests.support.gce_rows import launched
 
 
 def _reads(fake: GceFake, since: int) -> list[str]:
     return [r.path.split("/projects/", 1)[-1] for r in fake.requests[since:] if r.method == "GET"]
-
-
-@pytest.fixture
-def cpu_profile(
-    gce_api: GceFake, gce_credentials: Path, write_profiles: Any, orch_home: Path
-) -> Iterator[GceFake]:
-    """A CPU profile `cpu` against the fake; yields the fake."""
-    write_profiles(
-        PROFILE.format(
-            project=gce_api.project, credentials=gce_credentials, endpoint=gce_api.endpoint
-        )
-    )
-    yield gce_api
-
-
-def _launched(runtime: Runtime, names: tuple[str, ...]) -> dict[str, Any]:
-    """Instances made by launch's own cloud step (no host set-up: status needs none)."""
-    from orchestrate.core.instances import ensure_running
-    from orchestrate.core.launch import make_plan, record_intent
-
-    records = {}
-    for name in names:
-        plan = make_plan(runtime, name, runtime.profile("cpu"), {}, token=None)
-        record_intent(runtime.state(), plan)
-        records[name] = ensure_running(runtime.state(), plan.provider, plan.spec, lambda m: None)
-    return records
 
 
 def test_many_rows_cost_one_listing_and_a_deleted_one_shows_missing(
@@ -68,7 +26,7 @@ def test_many_rows_cost_one_listing_and_a_deleted_one_shows_missing(
     gce_api = cpu_profile
     runtime = Runtime(pm=build_manager())
     try:
-        records = _launched(runtime, ("nb1", "nb2", "nb3"))
+        records = launched(runtime, ("nb1", "nb2", "nb3"))
         gcp = runtime.provider("gcp")
         gcp.stop(records["nb2"])
         gcp.destroy(records["nb3"])
@@ -100,7 +58,7 @@ def test_a_listing_that_fails_is_a_note_on_every_row(cpu_profile: GceFake) -> No
     gce_api = cpu_profile
     runtime = Runtime(pm=build_manager())
     try:
-        _launched(runtime, ("nb1", "nb2"))
+        launched(runtime, ("nb1", "nb2"))
         gce_api.faults.auth_failure = True
         from orchestrate.plugins.providers.gcp.driver import forget_sign_ins
 
@@ -111,5 +69,26 @@ def test_a_listing_that_fails_is_a_note_on_every_row(cpu_profile: GceFake) -> No
         assert [r["status"] for r in rows] == ["running", "running"], "the state's word stays"
         for row in rows:
             assert any(n.startswith("could not refresh") for n in row["notes"]), row
+    finally:
+        runtime.close()
+
+
+def test_an_instance_made_anew_is_pinned_and_set_up_anew(cpu_profile: GceFake) -> None:
+    """The instance of a row vanished on the cloud; the next launch creates a new machine.
+    The old machine's pinned host key and set-up hash must not carry over: the key would
+    refuse the new machine, and the hash would take it for one set up already."""
+    runtime = Runtime(pm=build_manager())
+    try:
+        records = launched(runtime, ("nb1",))
+        state = runtime.state()
+        state.update("nb1", host_key="ssh-ed25519 AAAAold", setup_hash="0123456789abcdef")
+        runtime.provider("gcp").destroy(records["nb1"])
+
+        launched(runtime, ("nb1",))
+
+        row = state.get("nb1")
+        assert row is not None and row.status == "running"
+        assert row.host_key is None and row.setup_hash is None
+        assert [e.kind for e in state.events("nb1")].count("vanished") == 1
     finally:
         runtime.close()
