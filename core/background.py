@@ -190,8 +190,14 @@ def _serve(name: str, port: int, explicit: bool) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     state.update(name, tunnel_pid=os.getpid(), local_port=tunnel.local_port)
-    sys.stdout.write(f"ready {tunnel.local_port}\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(f"ready {tunnel.local_port}\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The launch that started us died before reading this (a relaunch starts the tunnel
+        # early, see `DetachedStart`): serve anyway, as a detached tunnel was asked for;
+        # the row names this process, so `status` shows it and `down` ends it.
+        pass
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     try:
         while not tunnel.wait(1.0):

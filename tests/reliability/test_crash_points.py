@@ -20,6 +20,7 @@ from orchestrate.core.crashpoints import ENV, POINTS
 
 from tests.reliability.support import (
     assert_all_gone,
+    http_status,
     inserts,
     launch_args,
     notebook_answers,
@@ -27,6 +28,7 @@ from tests.reliability.support import (
     precreate_firewall,
     slow_step_plugin,
     status_json,
+    tunnel_processes,
     wait_for,
 )
 from tests.support.e2e import Bed
@@ -106,5 +108,34 @@ def test_crash_then_status_relaunch_and_down(
     if slow is not None:
         assert slow.starts == 2 and slow.done
 
+    bed.cli("down", "nb", "--yes")
+    assert_all_gone(bed)
+
+
+@pytest.mark.parametrize("point", ["after-host-key", "after-setup"])
+def test_a_relaunch_killed_after_starting_its_tunnel_early_leaves_it_to_status_and_down(
+    bed: Bed, point: str
+) -> None:
+    """A relaunch `--detach` of a host set up before starts the background tunnel before it
+    connects (B2). Killed after that, it leaves the tunnel serving on its own, as a
+    detached tunnel was asked for: `status` shows it, a new launch replaces it (one tunnel,
+    not two), and `down` ends it."""
+    notebook_answers(bed.cli(*launch_args()).stdout)
+    assert len(tunnel_processes(bed)) == 1
+
+    proc = orchestrate(bed, *launch_args(), env={ENV: point})
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err
+
+    def shown() -> str:
+        return str(status_json(bed, "nb")[0]["tunnel"])
+
+    port = wait_for("the tunnel in status", lambda: shown().removeprefix("localhost:").isdigit())
+    assert port and len(tunnel_processes(bed)) == 1, "the old tunnel was replaced"
+    assert http_status(int(shown().removeprefix("localhost:")), "/api/status") in (200, 403)
+
+    notebook_answers(bed.cli(*launch_args()).stdout)
+    assert len(tunnel_processes(bed)) == 1
+    assert inserts(bed) == 1
     bed.cli("down", "nb", "--yes")
     assert_all_gone(bed)
