@@ -22,6 +22,8 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from orchestrate.core.processes import end_child
+
 from bench.common import ROOT
 
 
@@ -98,15 +100,7 @@ class Relay:
         return cls(proc)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        end_child(self.proc)
 
 
 if __name__ == "__main__":

@@ -276,17 +276,11 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     with contextlib.suppress(Exception):
         if proc.stdin is not None:
             proc.stdin.close()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    if proc.stdout is not None:
-        proc.stdout.close()
+    from orchestrate.core.processes import end_child
+
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)  # closing its stdin is the polite way to end a role
+    end_child(proc, grace_s=5)
 
 
 def _wait_port(bed: Bed, port: int, timeout: float = 20) -> None:
@@ -389,12 +383,9 @@ def tunnel_openssh(bed: Bed) -> Iterator[tuple[int, str]]:
         _wait_port(bed, port)
         yield port, "openssh-default"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        from orchestrate.core.processes import end_child
+
+        end_child(proc, grace_s=5)
 
 
 def _free_near_port(bed: Bed) -> int:

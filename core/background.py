@@ -130,15 +130,9 @@ class DetachedStart:
 
     def cancel(self) -> None:
         """End the process (the launch that started it failed); it clears its own row."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
-            self.proc.stdout.close()
+        from orchestrate.core.processes import end_child
+
+        end_child(self.proc)
 
 
 def start_detached(name: str, port: int, *, explicit: bool, timeout_s: float = 60.0) -> int:

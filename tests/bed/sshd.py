@@ -234,13 +234,9 @@ class Sshd:
         proc = self._process
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=timeout)
+        from orchestrate.core.processes import end_child
+
+        end_child(proc, grace_s=timeout)
         self._process = None
 
     @property
