@@ -119,8 +119,7 @@ class DetachedStart:
         text = line.decode(errors="replace").strip()
         if text.startswith("ready "):
             return int(text.split()[1])
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        self.cancel()
         log = self.log
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
         reason = text.removeprefix("error ") or (tail[0] if tail else "no answer")
