@@ -268,8 +268,9 @@ def record_intent(state: State, plan: LaunchPlan) -> InstanceRow:
         fields["token"] = plan.context.token
     if "price_per_hour" not in row.extra:
         fields["extra"] = {**row.extra, **price_extra(plan.provider, plan.options)}
-    if fields:
-        state.update(name, **fields)
+    if not fields:
+        return row
+    state.update(name, **fields)
     written = state.get(name)
     assert written is not None
     return written
@@ -340,7 +341,6 @@ def bring_up(
         )
     crash_point("after-create")
     early: background.DetachedStart | None = None
-    row = state.get(name)
     if (
         detach
         and row is not None

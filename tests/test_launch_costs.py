@@ -73,24 +73,21 @@ def test_status_names_autostop_and_disk_cost_for_a_stopped_instance(
 ) -> None:
     """The agent powers the host off from inside; a test cannot power this machine off, so
     the fake's stop call stands in for the agent's shutdown (the cloud sees the same)."""
-    from orchestrate.core.instances import ensure_running
-    from orchestrate.core.launch import make_plan, record_intent
     from orchestrate.core.status import collect
+
+    from tests.support.gce_rows import launched
 
     k80(50)
     runtime = Runtime(pm=build_manager())
-    profile = runtime.profile("k80")
-    plan = make_plan(runtime, "nb", profile, {}, token=None)
+    record = launched(runtime, ("nb",), profile="k80")["nb"]
     state = runtime.state()
-    record_intent(state, plan)
-    record = ensure_running(state, plan.provider, plan.spec, lambda m: None)
     state.update("nb", started_at=time.time() - 7200)
 
     running = collect(runtime, None, refresh=True)[0]
     assert running["status"] == "running"
     assert any("so far at $" in note for note in running["notes"]), running["notes"]
 
-    plan.provider.stop(record)  # what the agent's power-off looks like from the cloud
+    runtime.provider("gcp").stop(record)  # what the agent's power-off looks like from the cloud
     stopped = collect(runtime, None, refresh=True)[0]
     assert stopped["status"] in ("stopped", "terminated")
     assert "stopped by autostop after 60 min idle" in stopped["notes"]
@@ -106,10 +103,9 @@ def test_status_offline_prices_launched_rows_without_loading_a_provider(
     --offline` over rows made by it prices them from the state alone: no provider plugin, no
     libcloud, no host-step or agent code in that process. One row runs without autostop
     (its warning comes from the profile), one is stopped (its disk cost is shown)."""
-    from orchestrate.core.instances import ensure_running
-    from orchestrate.core.launch import make_plan, record_intent
     from orchestrate.core.status import collect
 
+    from tests.support.gce_rows import launched
     from tests.support.modules import modules_after
 
     table = PROFILE.format(
@@ -121,12 +117,13 @@ def test_status_offline_prices_launched_rows_without_loading_a_provider(
     write_profiles(table + table.replace("k80", "open").replace('"60m"', '"off"'))
     runtime = Runtime(pm=build_manager())
     state = runtime.state()
-    for name, profile in (("nb1", "open"), ("nb2", "k80")):
-        plan = make_plan(runtime, name, runtime.profile(profile), {}, token=None)
-        assert record_intent(state, plan).extra["price_per_hour"] > 0
-        record = ensure_running(state, plan.provider, plan.spec, lambda m: None)
+    launched(runtime, ("nb1",), profile="open")
+    record = launched(runtime, ("nb2",), profile="k80")["nb2"]
+    for name in ("nb1", "nb2"):
+        row = state.get(name)
+        assert row is not None and row.extra["price_per_hour"] > 0
     state.update("nb1", started_at=time.time() - 7200)
-    plan.provider.stop(record)
+    runtime.provider("gcp").stop(record)
     state.update("nb2", status="stopped")
     rows = {r["name"]: r for r in collect(runtime, None, refresh=False)}
     runtime.close()

@@ -42,14 +42,15 @@ def cpu_profile(
     yield gce_api
 
 
-def launched(runtime: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    """Instances made by launch's own cloud step, by name (their provider records)."""
+def launched(runtime: Any, names: tuple[str, ...], profile: str = "cpu") -> dict[str, Any]:
+    """Instances made by launch's own cloud step with `profile`, by name (their provider
+    records)."""
     from orchestrate.core.instances import ensure_running
     from orchestrate.core.launch import make_plan, record_intent
 
     records = {}
     for name in names:
-        plan = make_plan(runtime, name, runtime.profile("cpu"), {}, token=None)
+        plan = make_plan(runtime, name, runtime.profile(profile), {}, token=None)
         record_intent(runtime.state(), plan)
         records[name] = ensure_running(runtime.state(), plan.provider, plan.spec, lambda m: None)
     return records
