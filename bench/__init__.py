@@ -1,4 +1,4 @@
-"""orchestrate's benchmarks (issue 9): figures against a baseline measured in the same run.
+"""orchestrate's benchmarks: figures against a baseline measured in the same run.
 
     python -m bench                  # everything, on the local test bed (root)
     python -m bench --quick          # small sizes, few runs: a breakage check for CI

@@ -1,6 +1,6 @@
 """B1 CLI start: `orchestrate --help` and `orchestrate status` with 50 instances in state.
 
-Goal (issue 9): at most 150 ms, median of at least 9 cold runs, beside `python -c pass`
+Goal: at most 150 ms, median of at least 9 cold runs, beside `python -c pass`
 measured in the same run.
 
 - "cold": every run is a fresh process (nothing is kept warm between runs); one unmeasured
@@ -50,7 +50,7 @@ def _import_profile(argv: list[str], env: dict[str, str], cwd: Path) -> list[tup
     """The top-level imports of one run by cumulative milliseconds (-X importtime)."""
     script = argv[0]
     if script.endswith("orchestrate"):
-        argv = [sys.executable, "-m", "orchestrate.core.cli", *argv[1:]]
+        argv = [sys.executable, "-m", "orchestrate.core.app.cli", *argv[1:]]
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", *argv[1:]] if argv[0] == sys.executable else argv,
         env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False,

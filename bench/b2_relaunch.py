@@ -1,8 +1,8 @@
 """B2 warm relaunch on a 50 ms link, against the seed's alias done with OpenSSH.
 
 Goals: a warm `orchestrate launch` (instance fully set up, nothing to do) takes at most 12
-round trips until Jupyter answers through the tunnel (issue 9); connect + probe + nothing to
-do takes at most 10 (issue 5).
+round trips until Jupyter answers through the tunnel; connect + probe + nothing to
+do takes at most 10.
 
 Topology (everything real; traffic stays on loopback and in the namespaces made here):
 
@@ -22,7 +22,7 @@ Round trips are counted on the wire (bench/capture.py: silences on the link that
 a packet out and end with one in), which a busy machine's CPU time cannot blur; wall time
 / RTT is shown beside as an upper bound. A traced run (bench/trace.py) times each connect,
 handshake, channel open, exec request and HTTP request, which splits the count by phase
-(issue 5's connect + probe is the window from the TCP connect to the end of the probe).
+(the connect + probe is the window from the TCP connect to the end of the probe).
 """
 
 from __future__ import annotations
@@ -427,7 +427,7 @@ def run(ctx: Context) -> list[Row]:
         ),
         Row(
             "B2",
-            "connect + probe, nothing to do (issue 5)",
+            "connect + probe, nothing to do",
             probe_rt,
             "RT",
             goal=f"<= {GOAL_PROBE_RT} RT",

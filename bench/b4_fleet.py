@@ -1,6 +1,6 @@
 """B4 fleet: 16 launches at once against the fake GCE API with 1 s operations, against one.
 
-Goal (issue 9): the 16 take at most 1.5x the time of the single launch.
+Goal: the 16 take at most 1.5x the time of the single launch.
 
 What is measured, and why at this level: each launch is orchestrate's own launch path up to
 the first SSH connection (`bench/converge.py`: plan, intent row, find, preflight, zone

@@ -110,12 +110,12 @@ def orchestrate_argv() -> tuple[list[str], str]:
     """The command a user types, and how it was found.
 
     The console script next to this interpreter (not a pyenv shim, which adds its own
-    bash start-up); `python -m orchestrate.core.cli` where there is none.
+    bash start-up); `python -m orchestrate.core.app.cli` where there is none.
     """
     script = Path(sys.executable).parent / "orchestrate"
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)], f"console script {script}"
-    return [sys.executable, "-m", "orchestrate.core.cli"], "python -m orchestrate.core.cli"
+    return [sys.executable, "-m", "orchestrate.core.app.cli"], "python -m orchestrate.core.app.cli"
 
 
 def private_home(prefix: str) -> Path:

@@ -23,11 +23,11 @@ from typing import Any
 
 
 def converge(names: list[str], profile_name: str, concurrency: int) -> dict[str, Any]:
-    from orchestrate.core.instances import ensure_running
-    from orchestrate.core.keys import ensure_ssh_key
-    from orchestrate.core.launch import make_plan, record_intent
-    from orchestrate.core.registry import build_manager
-    from orchestrate.core.runtime import Runtime
+    from orchestrate.core.cloud.instances import ensure_running
+    from orchestrate.core.flows.launch import make_plan, record_intent
+    from orchestrate.core.ssh.keys import ensure_ssh_key
+    from orchestrate.core.wiring.registry import build_manager
+    from orchestrate.core.wiring.runtime import Runtime
 
     pm = build_manager()
     ensure_ssh_key()  # once, before the threads: every launch of a user shares one key

@@ -22,7 +22,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from orchestrate.core.processes import end_child
+from orchestrate.core.flows.processes import end_child
 
 from bench.common import ROOT
 

@@ -5,7 +5,7 @@
 - B1 CLI start (bench/b1_startup.py): `--help` and `status` with 50 instances, beside
   `python -c pass`; goal <= 150 ms.
 - B2 warm relaunch on a 50 ms link (bench/b2_relaunch.py), beside the seed's alias done
-  with OpenSSH; goals <= 12 round trips (issue 9), connect + probe <= 10 (issue 5).
+  with OpenSSH; goals <= 12 round trips, connect + probe <= 10.
 - B3 tunnel throughput and new connections against OpenSSH (bench/tunnel_bench.py, run as
   its own command; its table rows are carried over).
 - B4 fleet (bench/b4_fleet.py): 16 launches at once against one, 1 s API operations; goal

@@ -54,10 +54,10 @@ def _wrap(owner: Any, attr: str, kind: str, label: Callable[..., str] | None = N
 def install() -> None:
     import http.client
 
-    import orchestrate.core.background as background
-    import orchestrate.core.jupyter as jupyter
-    import orchestrate.core.launch as launch
-    import orchestrate.core.session as session
+    import orchestrate.core.flows.background as background
+    import orchestrate.core.flows.launch as launch
+    import orchestrate.core.host.jupyter as jupyter
+    import orchestrate.core.ssh.session as session
     import paramiko
 
     _wrap(session, "_tcp_socket", "tcp-connect")
@@ -78,7 +78,7 @@ def install() -> None:
         label=lambda self, *a, **k: f"{self.host}:{self.port}",
     )
     # Phases: the names `bring_up` calls, so the patched module attributes are the ones used.
-    import orchestrate.core.instances as instances
+    import orchestrate.core.cloud.instances as instances
 
     _wrap(instances, "ensure_running", "phase:cloud")
     _wrap(launch, "connect", "phase:connect")
@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
 
     atexit.register(dump)
     install()
-    from orchestrate.core.cli import main as cli_main
+    from orchestrate.core.app.cli import main as cli_main
 
     try:
         return cli_main(argv[1:])

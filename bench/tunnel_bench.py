@@ -125,7 +125,7 @@ def role_ours(args: argparse.Namespace) -> None:
     import base64
 
     import paramiko
-    from orchestrate.core.tunnel import Tunnel
+    from orchestrate.core.ssh.tunnel import Tunnel
 
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
@@ -276,7 +276,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     with contextlib.suppress(Exception):
         if proc.stdin is not None:
             proc.stdin.close()
-    from orchestrate.core.processes import end_child
+    from orchestrate.core.flows.processes import end_child
 
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)  # closing its stdin is the polite way to end a role
@@ -383,7 +383,7 @@ def tunnel_openssh(bed: Bed) -> Iterator[tuple[int, str]]:
         _wait_port(bed, port)
         yield port, "openssh-default"
     finally:
-        from orchestrate.core.processes import end_child
+        from orchestrate.core.flows.processes import end_child
 
         end_child(proc, grace_s=5)
 
@@ -685,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lat", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    from orchestrate.core.tunnel import DEFAULT_MAX_PACKET_SIZE
+    from orchestrate.core.ssh.tunnel import DEFAULT_MAX_PACKET_SIZE
 
     if args.packet is None:
         args.packet = DEFAULT_MAX_PACKET_SIZE

@@ -40,7 +40,7 @@ def orch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def cli(orch_home: Path) -> Callable[..., CliResult]:
     """Run `orchestrate ARGS` in-process through `main()`, capturing both streams."""
-    from orchestrate.core.cli import main
+    from orchestrate.core.app.cli import main
 
     def run(*args: str) -> CliResult:
         out, err = io.StringIO(), io.StringIO()

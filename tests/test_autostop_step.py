@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from orchestrate.core.hoststeps import Facts, StepContext, collect_steps, plan
-from orchestrate.core.probe import AGENT_VERSION_FILE, parse_facts, probe_command, probe_script
-from orchestrate.core.registry import BUILTIN_PLUGINS, build_manager
-from orchestrate.core.runner import stage_command, stage_script
+from orchestrate.core.api.hoststeps import Facts, StepContext, collect_steps, plan
+from orchestrate.core.host.probe import parse_facts, probe_command, probe_script
+from orchestrate.core.host.runner import stage_command, stage_script
+from orchestrate.core.wiring.registry import BUILTIN_PLUGINS, build_manager
 from orchestrate.plugins.host.autostop import agent, report
 from orchestrate.plugins.host.autostop.step import (
     NAME,
@@ -92,10 +92,6 @@ def test_no_autostop_value_contributes_nothing() -> None:
     assert NAME not in [s.name for s in steps]
 
 
-def test_the_agent_writes_the_version_file_the_probe_reads() -> None:
-    assert f"{agent.DEFAULT_STATE_DIR}/{agent.VERSION_FILE}" == AGENT_VERSION_FILE
-
-
 def test_needed_when_missing_outdated_reconfigured_stopped_or_idle() -> None:
     ctx = context()
     step = autostop_step(ctx)
@@ -139,7 +135,7 @@ def test_scripts_install_rearm_or_remove() -> None:
     assert off_step.needed(facts_with(installed_output(ctx)))
     assert not off_step.needed(facts_with("python3=yes\nrunning=no\n"))
     assert not off_step.needed(Facts())
-    assert off_step.needed(Facts(agent_version="1.0.0"))  # the core probe's fact alone
+    assert off_step.needed(facts_with("version=1.0.0\n"))  # an agent is there: remove it
     remove = off_step.script(off, facts_with(installed_output(ctx)))
     assert "systemctl disable --now orchestrate-autostop.timer" in remove
     assert off_step.warnings is not None

@@ -1,6 +1,6 @@
 """The benchmark runner still runs: `python -m bench --quick --only B1` (a breakage check).
 
-Benchmarks, not timed tests (issue 9): this asserts that the rows exist and carry a value,
+Benchmarks, not timed tests: this asserts that the rows exist and carry a value,
 a baseline and a goal, never what the times are.
 """
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orchestrate.core.errors import AuthError, NotFound, ProfileError, QuotaError
-from orchestrate.core.failover import create_with_failover
-from orchestrate.core.provider import RUNNING, STOPPED, LaunchSpec
+from orchestrate.core.api.errors import AuthError, NotFound, ProfileError, QuotaError
+from orchestrate.core.api.provider import RUNNING, STOPPED, LaunchSpec
+from orchestrate.core.cloud.failover import create_with_failover
 from orchestrate.plugins.providers.gcp import GcpOptions, GcpProvider
 from orchestrate.plugins.providers.gcp.resources import SSH_TAG, firewall_name
 
@@ -475,7 +475,7 @@ def test_importing_the_plugin_loads_no_libcloud() -> None:
 
 def test_registered_through_the_provider_hook() -> None:
     """`orchestrate_register_providers` offers the gcp provider from the built-in module."""
-    from orchestrate.core.registry import build_manager, providers
+    from orchestrate.core.wiring.registry import build_manager, providers
 
     pm = build_manager(builtins=("orchestrate.plugins.providers.gcp",))
     assert isinstance(providers(pm)["gcp"], GcpProvider)

@@ -88,7 +88,7 @@ def test_another_key_signs_in_again(
 
 
 def test_a_refused_sign_in_keeps_nothing(gce_api: GceFake, gce_credentials: Path) -> None:
-    from orchestrate.core.errors import AuthError
+    from orchestrate.core.api.errors import AuthError
 
     options = options_for(gce_api, gce_credentials)
     gce_api.faults.auth_failure = True

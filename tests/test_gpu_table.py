@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from orchestrate.core import gpu_table
+from orchestrate.core.api import gpu_table
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gpus"
 

@@ -7,10 +7,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
-from orchestrate.core.commands.gpus import GpuLocations, catalog_rows, provider_locations
-from orchestrate.core.errors import AuthError
-from orchestrate.core.prices import load_prices
-from orchestrate.core.registry import build_manager, providers
+from orchestrate.core.api.errors import AuthError
+from orchestrate.core.app.commands.gpus import GpuLocations, catalog_rows, provider_locations
+from orchestrate.core.money.prices import load_prices
+from orchestrate.core.wiring.registry import build_manager, providers
 
 from tests.conftest import CliResult
 

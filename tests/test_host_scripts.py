@@ -14,10 +14,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from orchestrate.core.hoststeps import Facts, HostStep, StepContext, collect_steps
-from orchestrate.core.probe import probe_script
-from orchestrate.core.provider import GpuRequest
-from orchestrate.core.runner import stage_script
+from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext, collect_steps
+from orchestrate.core.api.provider import GpuRequest
+from orchestrate.core.host.probe import probe_script
+from orchestrate.core.host.runner import stage_script
 from orchestrate.plugins.host.shell import PRELUDE
 
 from tests.test_hoststeps import fresh_gpu_facts, gpu_context, manager, ready_facts

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pluggy
 import pytest
-from orchestrate.core import hooks
-from orchestrate.core.errors import PluginError
-from orchestrate.core.gpu_table import parse_lspci
-from orchestrate.core.hoststeps import (
+from orchestrate.core.api import hooks
+from orchestrate.core.api.errors import PluginError
+from orchestrate.core.api.gpu_table import parse_lspci
+from orchestrate.core.api.hoststeps import (
+    ContainerFacts,
     DockerFacts,
     DriverFacts,
     Facts,
@@ -22,10 +23,10 @@ from orchestrate.core.hoststeps import (
     order_steps,
     plan,
 )
-from orchestrate.core.probe import facts_from_dict, parse_facts, probe_script
-from orchestrate.core.provider import GpuRequest
-from orchestrate.core.runner import dry_run_text
-from orchestrate.plugins.host import MODULES
+from orchestrate.core.api.provider import GpuRequest
+from orchestrate.core.host.probe import facts_from_dict, parse_facts, probe_script
+from orchestrate.core.host.runner import dry_run_text
+from orchestrate.core.wiring.registry import HOST_PLUGINS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gpus"
 
@@ -46,7 +47,7 @@ def manager() -> pluggy.PluginManager:
 
     pm = pluggy.PluginManager(hooks.PROJECT)
     pm.add_hookspecs(hooks)
-    for name in MODULES:
+    for name in HOST_PLUGINS:
         pm.register(importlib.import_module(name), name=name)
     pm.check_pending()
     return pm
@@ -63,7 +64,11 @@ def fresh_gpu_facts(fixture: str) -> Facts:
     return Facts(gpus=gpus)
 
 
-def ready_facts(fixture: str = "t4") -> Facts:
+def ready_facts(fixture: str = "t4", context: StepContext | None = None) -> Facts:
+    """A host with everything set up, the notebook container running as `context` wants."""
+    from orchestrate.plugins.host.notebook import config_hash
+
+    context = context or gpu_context("nvidia-tesla-t4")
     return Facts(
         gpus=fresh_gpu_facts(fixture).gpus,
         driver=DriverFacts(loaded="535.129.03", smi_ok=True, installed="535.129.03"),
@@ -73,6 +78,8 @@ def ready_facts(fixture: str = "t4") -> Facts:
         ),
         toolkit_version="1.17.8",
         image=ImageFacts(name="jupyter/base-notebook", present=True),
+        container=ContainerFacts(name="orchestrate-notebook", state="running"),
+        extra={"notebook": config_hash(context)},
     )  # fmt: skip
 
 
@@ -102,9 +109,11 @@ def test_order_errors_name_the_steps() -> None:
 def test_plugins_plan_a_fresh_k80_host() -> None:
     steps = collect_steps(manager().hook, gpu_context())
     names = [s.name for s in steps]
-    assert names == ["gpu-check", "nvidia-driver", "docker", "container-toolkit", "image", "verify"]
+    assert names == [
+        "gpu-check", "nvidia-driver", "docker", "container-toolkit", "image", "verify", "notebook"
+    ]  # fmt: skip
     todo = [s.name for s in plan(steps, fresh_gpu_facts("k80"))]
-    assert todo == ["nvidia-driver", "docker", "container-toolkit", "image", "verify"]
+    assert todo == ["nvidia-driver", "docker", "container-toolkit", "image", "verify", "notebook"]
     driver = next(s for s in steps if s.name == "nvidia-driver")
     script = driver.script(gpu_context(), fresh_gpu_facts("k80"))
     assert "BRANCH=470" in script and "FLAVOURS='470-server 470'" in script
@@ -113,7 +122,7 @@ def test_plugins_plan_a_fresh_k80_host() -> None:
 def test_cpu_host_gets_no_gpu_steps() -> None:
     context = StepContext(instance="cpu", gpu=None, notebook_image="jupyter/base-notebook")
     steps = collect_steps(manager().hook, context)
-    assert [s.name for s in steps] == ["docker", "image"]
+    assert [s.name for s in steps] == ["docker", "image", "notebook"]
 
 
 def test_set_up_host_needs_nothing_and_verify_follows_changes() -> None:
@@ -180,3 +189,19 @@ def test_facts_from_partial_json() -> None:
     assert facts.gpus[0].name == "TU104GL [Tesla T4]"
     assert facts.gpus[0].generation == "turing"
     assert not facts.docker.running and facts.driver.loaded is None
+
+
+def test_hook_host_steps_every_builtin_contributes_through_the_real_manager() -> None:
+    """The manager users get (lazy built-ins, whatever pluggy is installed) plans a step
+    from every host plugin, autostop included."""
+    from orchestrate.core.wiring.registry import build_manager
+
+    context = StepContext(
+        instance="box", gpu=GpuRequest("nvidia-tesla-t4"), notebook_image="jupyter/base-notebook",
+        token="s3cret-token-123", autostop="60m",
+    )  # fmt: skip
+    names = [s.name for s in collect_steps(build_manager().hook, context)]
+    assert set(names) == {
+        "gpu-check", "nvidia-driver", "docker", "container-toolkit", "image", "verify",
+        "notebook", "autostop",
+    }  # fmt: skip

@@ -23,8 +23,8 @@ def test_help_loads_no_heavy_module() -> None:
 
 
 def test_every_command_help_loads_no_heavy_module() -> None:
-    from orchestrate.core.cli import make_app
-    from orchestrate.core.runtime import Runtime  # noqa: F401 - the app needs it at run time
+    from orchestrate.core.app.cli import make_app
+    from orchestrate.core.wiring.runtime import Runtime  # noqa: F401 - the app needs it at run time
 
     app = make_app()
     names = [c.name or c.callback.__name__ for c in app.registered_commands]  # type: ignore[union-attr]

@@ -50,8 +50,8 @@ def test_wheel_holds_only_the_orchestrate_namespace(tmp_path: Path) -> None:
     top = {name.split("/")[0] for name in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"orchestrate"}
     assert "orchestrate/core/py.typed" in names
-    assert "orchestrate/core/cli.py" in names
+    assert "orchestrate/core/app/cli.py" in names
     assert not any(name.startswith("orchestrate/__init__") for name in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "orchestrate = orchestrate.core.cli:main" in text
+    assert "orchestrate = orchestrate.core.app.cli:main" in text

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from orchestrate.core import billing, prices
-from orchestrate.core.billing import confirm_needed, cost_so_far, money
-from orchestrate.core.prices import (
+from orchestrate.core.money import billing, prices
+from orchestrate.core.money.billing import confirm_needed, cost_so_far, money
+from orchestrate.core.money.prices import (
     disk_cost_per_hour,
     hourly,
     load_prices,
@@ -32,7 +32,7 @@ def test_every_provider_section_says_when_and_where_its_numbers_are_from() -> No
 def test_shipped_file_says_approximate_list_prices() -> None:
     from importlib import resources
 
-    text = resources.files("orchestrate.core").joinpath("data/prices.toml").read_text()
+    text = resources.files("orchestrate.core.money").joinpath("data/prices.toml").read_text()
     assert "APPROXIMATE PUBLIC LIST PRICES" in text
 
 

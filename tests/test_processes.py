@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from orchestrate.core.processes import end_child
+from orchestrate.core.flows.processes import end_child
 
 STUBBORN = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "

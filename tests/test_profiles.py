@@ -6,8 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from orchestrate.core.errors import ProfileError
-from orchestrate.core.profiles import ProfileSet, apply_overrides, check_common, parse_duration
+from orchestrate.core.api.errors import ProfileError
+from orchestrate.core.store.profiles import (
+    ProfileSet,
+    apply_overrides,
+    check_common,
+    parse_duration,
+)
 
 from tests.support.toy_plugin import install_toy
 

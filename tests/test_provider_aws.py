@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orchestrate.core import provider as p
-from orchestrate.core.errors import (
+from orchestrate.core.api import provider as p
+from orchestrate.core.api.errors import (
     AuthError,
     NotFound,
     ProfileError,
     QuotaError,
 )
-from orchestrate.core.failover import create_with_failover
-from orchestrate.core.provider import LaunchSpec
+from orchestrate.core.api.provider import LaunchSpec
+from orchestrate.core.cloud.failover import create_with_failover
 from orchestrate.plugins.providers.aws import instance_types as types
 from orchestrate.plugins.providers.aws.credentials import describe_credentials, load_credentials
 from orchestrate.plugins.providers.aws.options import AwsOptions
@@ -211,7 +211,7 @@ def test_plan_lists_the_api_actions_without_secrets(monkeypatch: pytest.MonkeyPa
 def test_plan_and_options_load_no_libcloud() -> None:
     probe = (
         "import sys\n"
-        "from orchestrate.core.provider import LaunchSpec\n"
+        "from orchestrate.core.api.provider import LaunchSpec\n"
         "from orchestrate.plugins.providers.aws import AwsProvider\n"
         "p = AwsProvider(); o = p.validate_options({}, 'x')\n"
         f"p.plan(LaunchSpec('nb', 'aws', o, 'ubuntu', {PUBLIC_KEY!r}))\n"

@@ -9,10 +9,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from orchestrate.core import provider as p
-from orchestrate.core.errors import ProfileError, ProviderError
-from orchestrate.core.failover import create_with_failover
-from orchestrate.core.provider import LaunchSpec
+from orchestrate.core.api import provider as p
+from orchestrate.core.api.errors import ProfileError, ProviderError
+from orchestrate.core.api.provider import LaunchSpec
+from orchestrate.core.cloud.failover import create_with_failover
 from orchestrate.plugins.providers.ssh import SshOptions, SshProvider
 from orchestrate.plugins.providers.ssh.options import parse_host
 
@@ -171,7 +171,7 @@ def test_life_cycle_against_the_bed_sshd(ssh_host) -> None:  # type: ignore[no-u
 @pytest.mark.bed
 def test_the_session_logs_in_with_what_the_record_says(ssh_host) -> None:  # type: ignore[no-untyped-def]
     """The record is all core needs to reach the host: a real login with the bed's key."""
-    from orchestrate.core.session import Session
+    from orchestrate.core.ssh.session import Session
 
     provider = SshProvider()
     options = provider.validate_options(

@@ -27,7 +27,7 @@ def test_no_builtin_plugin_is_imported_for(args: tuple[str, ...], orch_home: obj
 
 
 def test_a_hook_call_loads_the_builtins_first() -> None:
-    from orchestrate.core.registry import build_manager, providers
+    from orchestrate.core.wiring.registry import build_manager, providers
 
     pm = build_manager(builtins=("orchestrate.plugins.providers.gcp",))
     assert pm.builtin_names == {"providers.gcp"}
@@ -37,14 +37,14 @@ def test_a_hook_call_loads_the_builtins_first() -> None:
 
 
 def test_listing_plugins_loads_the_builtins() -> None:
-    from orchestrate.core.registry import build_manager
+    from orchestrate.core.wiring.registry import build_manager
 
     pm = build_manager(builtins=("orchestrate.plugins.providers.gcp",))
     assert [name for name, _ in pm.list_name_plugin()] == ["providers.gcp"]
 
 
 def test_a_disabled_builtin_stays_unloaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrate.core.registry import build_manager, providers
+    from orchestrate.core.wiring.registry import build_manager, providers
 
     monkeypatch.setenv("ORCHESTRATE_DISABLE_PLUGINS", "providers.gcp")
     pm = build_manager(builtins=("orchestrate.plugins.providers.gcp",))
@@ -55,7 +55,7 @@ def test_a_disabled_builtin_stays_unloaded(monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.fixture
 def fake_builtin() -> Iterator[str]:
     """A module posing as a built-in plugin that (wrongly) adds a command."""
-    from orchestrate.core.hooks import hookimpl
+    from orchestrate.core.api.hooks import hookimpl
 
     module = types.ModuleType("orchestrate_fake_builtin")
 
@@ -70,8 +70,8 @@ def fake_builtin() -> Iterator[str]:
 
 
 def test_a_builtin_may_not_add_commands(fake_builtin: str) -> None:
-    from orchestrate.core.errors import PluginError
-    from orchestrate.core.registry import build_manager
+    from orchestrate.core.api.errors import PluginError
+    from orchestrate.core.wiring.registry import build_manager
 
     pm = build_manager(builtins=(fake_builtin,))
     with pytest.raises(PluginError, match="orchestrate_register_commands"):
@@ -91,7 +91,7 @@ def test_two_ways_of_starting_do_not_evict_each_other(orch_home: Path) -> None:
     folder: two keys, both kept."""
     modules_after("--help")
     by_module = subprocess.run(
-        [sys.executable, "-m", "orchestrate.core.cli", "--help"], capture_output=True,
+        [sys.executable, "-m", "orchestrate.core.app.cli", "--help"], capture_output=True,
         timeout=60, check=True,
     )  # fmt: skip
     assert by_module.returncode == 0
@@ -101,7 +101,7 @@ def test_two_ways_of_starting_do_not_evict_each_other(orch_home: Path) -> None:
 def test_a_plugin_installed_after_the_cache_was_written_is_found(
     orch_home: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrate.core.registry import _entry_points, build_manager
+    from orchestrate.core.wiring.registry import _entry_points, build_manager
 
     from tests.support.toy_plugin import install_toy
 
@@ -120,7 +120,7 @@ def test_a_plugin_installed_after_the_cache_was_written_is_found(
 )
 def test_plain_values_need_no_pydantic(args: tuple[str, ...], orch_home: Path) -> None:
     """Typer converts values through pydantic (300-400 ms to import and build); the CLI's
-    own plain str/int/Path/bool parameters are converted without it (core/cli.py)."""
+    own plain str/int/Path/bool parameters are converted without it (core/app/cli.py)."""
     _, modules = modules_after(*args)
     assert "pydantic" not in modules
 
@@ -138,7 +138,7 @@ def test_plain_values_are_converted_and_checked(cli: object) -> None:
 def test_a_typed_plugin_parameter_is_still_converted() -> None:
     """A parameter with a constraint keeps Typer's own conversion, bounds included."""
     import typer
-    from orchestrate.core.cli import _plain_values
+    from orchestrate.core.app.cli import _plain_values
 
     app = typer.Typer()
     seen: list[object] = []
@@ -163,7 +163,7 @@ def test_the_source_scan_finds_every_hook_a_builtin_implements() -> None:
     than a module implements, never fewer."""
     import importlib
 
-    from orchestrate.core.registry import BUILTIN_PLUGINS, _hooks_named_in, build_manager
+    from orchestrate.core.wiring.registry import BUILTIN_PLUGINS, _hooks_named_in, build_manager
 
     pm = build_manager(builtins=())
     for module_name in BUILTIN_PLUGINS:
@@ -180,7 +180,7 @@ def test_the_source_scan_finds_every_hook_a_builtin_implements() -> None:
 def test_asking_for_providers_loads_no_host_step(orch_home: Path) -> None:
     code = (
         "import sys, json\n"
-        "from orchestrate.core.registry import build_manager, providers\n"
+        "from orchestrate.core.wiring.registry import build_manager, providers\n"
         "found = providers(build_manager())\n"
         "print(json.dumps([sorted(found), sorted(m for m in sys.modules"
         " if m.startswith('orchestrate.plugins.host.'))]))\n"

@@ -9,8 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from orchestrate.core.errors import StateError
-from orchestrate.core.state import MIGRATIONS, State
+from orchestrate.core.api.errors import StateError
+from orchestrate.core.store.state import MIGRATIONS, State
 
 
 def test_new_database_is_private_wal_and_current(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ reads `status` made.
 
 from __future__ import annotations
 
-from orchestrate.core.registry import build_manager
-from orchestrate.core.runtime import Runtime
+from orchestrate.core.wiring.registry import build_manager
+from orchestrate.core.wiring.runtime import Runtime
 
 from tests.bed.gce_fake import GceFake
 from tests.support.gce_rows import launched
@@ -21,7 +21,7 @@ def _reads(fake: GceFake, since: int) -> list[str]:
 def test_many_rows_cost_one_listing_and_a_deleted_one_shows_missing(
     cpu_profile: GceFake,
 ) -> None:
-    from orchestrate.core.status import collect
+    from orchestrate.core.flows.status import collect
 
     gce_api = cpu_profile
     runtime = Runtime(pm=build_manager())
@@ -53,7 +53,7 @@ def test_many_rows_cost_one_listing_and_a_deleted_one_shows_missing(
 
 
 def test_a_listing_that_fails_is_a_note_on_every_row(cpu_profile: GceFake) -> None:
-    from orchestrate.core.status import collect
+    from orchestrate.core.flows.status import collect
 
     gce_api = cpu_profile
     runtime = Runtime(pm=build_manager())

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from orchestrate.core.errors import HostError, UsageError
-from orchestrate.core.ports import bind_listener, is_port_free
-from orchestrate.core.tunnel import (
+from orchestrate.core.api.errors import HostError, UsageError
+from orchestrate.core.ssh.ports import bind_listener, is_port_free
+from orchestrate.core.ssh.tunnel import (
     DEFAULT_WINDOW_SIZE,
     LAN_WINDOW_SIZE,
     Backoff,
@@ -634,7 +634,7 @@ def test_open_default_tunnel_uses_the_session_and_its_reconnect(
     ssh_host: SshHost, http_port: int
 ) -> None:
     """What core calls when no plugin answers ``orchestrate_open_tunnel``."""
-    from orchestrate.core.hooks import orchestrate_open_tunnel
+    from orchestrate.core.api.hooks import orchestrate_open_tunnel
 
     session = _FakeSession(ssh_host)
     # Same leading arguments as the hook spec, so core can pass the hook's kwargs through.
@@ -723,7 +723,7 @@ def test_backoff_is_bounded_and_grows() -> None:
 
 
 def test_importing_the_tunnel_does_not_import_paramiko() -> None:
-    code = "import sys, orchestrate.core.tunnel; print('paramiko' in sys.modules)"
+    code = "import sys, orchestrate.core.ssh.tunnel; print('paramiko' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrate.core.background import open_tunnel
-from orchestrate.core.hooks import hookimpl
-from orchestrate.core.registry import build_manager
+from orchestrate.core.api.hooks import hookimpl
+from orchestrate.core.flows.background import open_tunnel
+from orchestrate.core.wiring.registry import build_manager
 
 
 @dataclass
@@ -55,7 +55,7 @@ class FakeRuntime:
     pm: Any
 
 
-def test_a_plugin_tunnel_wins_and_learns_whether_the_port_was_named() -> None:
+def test_hook_open_tunnel_a_plugin_wins_and_learns_whether_the_port_was_named() -> None:
     pm = build_manager(builtins=())
     pm.register(CurrentPlugin(), name="current")
     session = object()

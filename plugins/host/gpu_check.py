@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrate.core.hooks import hookimpl
-from orchestrate.core.hoststeps import Facts, HostStep, StepContext
+from orchestrate.core.api.hooks import hookimpl
+from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext
 from orchestrate.plugins.host.shell import step_script
 
 NAME = "gpu-check"

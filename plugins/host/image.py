@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrate.core import gpu_table
-from orchestrate.core.hooks import hookimpl
-from orchestrate.core.hoststeps import Facts, HostStep, StepContext
+from orchestrate.core.api import gpu_table
+from orchestrate.core.api.hooks import hookimpl
+from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext
 from orchestrate.plugins.host.shell import step_script
 
 NAME = "image"

@@ -1,4 +1,4 @@
-"""The notebook container step (seed step 4): Jupyter, detached, on the host's 127.0.0.1.
+"""The notebook container step: Jupyter, detached, on the host's 127.0.0.1.
 
 The container carries a label with a hash of its configuration (image, ports, folders, GPU,
 token). The probe reads that label, so a relaunch with the same profile finds nothing to do,
@@ -11,8 +11,8 @@ import hashlib
 import json
 import shlex
 
-from orchestrate.core.hooks import hookimpl
-from orchestrate.core.hoststeps import Facts, HostStep, StepContext
+from orchestrate.core.api.hooks import hookimpl
+from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext
 
 CONFIG_LABEL = "orchestrate.config"
 #: The port Jupyter listens on inside the container (every common image uses 8888).

@@ -1,6 +1,6 @@
 """nvidia-driver: the driver branch the GPU generation needs, from Ubuntu's archive.
 
-The branch comes from `orchestrate.core.gpu_table` (Kepler/K80 -> R470, the last branch for
+The branch comes from `orchestrate.core.api.gpu_table` (Kepler/K80 -> R470, the last branch for
 Kepler; Maxwell/Pascal/Volta -> proprietary modules; Turing and newer -> open modules). The
 packages are Ubuntu's server-branch builds: Canonical's prebuilt, signed kernel modules when
 the archive has them for the running kernel (no compiler on the host, and they load under
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrate.core import gpu_table
-from orchestrate.core.hooks import hookimpl
-from orchestrate.core.hoststeps import Facts, HostStep, StepContext
+from orchestrate.core.api import gpu_table
+from orchestrate.core.api.hooks import hookimpl
+from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext
 from orchestrate.plugins.host.shell import step_script
 
 NAME = "nvidia-driver"

@@ -1,4 +1,4 @@
-"""verify: a throw-away CUDA container runs nvidia-smi with `--gpus all` (seed step 3).
+"""verify: a throw-away CUDA container runs nvidia-smi with `--gpus all`.
 
 The driver is not ready the instant a VM boots, so the check is retried until it passes or a
 deadline does. The container's nvidia-smi is the host driver's, mounted in by the toolkit;
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrate.core import gpu_table
-from orchestrate.core.hooks import hookimpl
-from orchestrate.core.hoststeps import Facts, HostStep, StepContext
+from orchestrate.core.api import gpu_table
+from orchestrate.core.api.hooks import hookimpl
+from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext
 from orchestrate.plugins.host.shell import step_script
 
 NAME = "verify"

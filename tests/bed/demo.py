@@ -35,7 +35,7 @@ def _say(text: str) -> None:
 def _run(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
     _say("$ orchestrate " + " ".join(args))
     result = subprocess.run(
-        [sys.executable, "-m", "orchestrate.core.cli", *args],
+        [sys.executable, "-m", "orchestrate.core.app.cli", *args],
         cwd=work,
         env=os.environ.copy(),
         text=True,

@@ -234,7 +234,7 @@ class Sshd:
         proc = self._process
         if proc is None:
             return
-        from orchestrate.core.processes import end_child
+        from orchestrate.core.flows.processes import end_child
 
         end_child(proc, grace_s=timeout)
         self._process = None

@@ -145,7 +145,7 @@ def test_ctrl_c_on_foreground_tunnel_leaves_instance_up(bed: Bed) -> None:
     bed.cli("launch", "nb", "--profile", "e2e", "--detach", "--no-browser")
     bed.cli("tunnel", "nb", "--close")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrate.core.cli", "tunnel", "nb"],
+        [sys.executable, "-m", "orchestrate.core.app.cli", "tunnel", "nb"],
         cwd=bed.work,
         env=os.environ.copy(),
         stdout=subprocess.PIPE,
@@ -176,7 +176,7 @@ def test_startup_script_mode_sets_the_host_up_at_boot(bed: Bed) -> None:
     that part: it takes the script from the instance's metadata and runs it as root on the
     machine that stands in for the VM, exactly once, as GCE would at first boot.
     """
-    from orchestrate.core.bootstrap import DONE_FILE
+    from orchestrate.core.host.bootstrap import DONE_FILE
 
     Path(DONE_FILE).unlink(missing_ok=True)
     profile = bed.work / "orchestrate.toml"
@@ -191,7 +191,7 @@ def test_startup_script_mode_sets_the_host_up_at_boot(bed: Bed) -> None:
         [
             sys.executable,
             "-m",
-            "orchestrate.core.cli",
+            "orchestrate.core.app.cli",
             "launch",
             "nb",
             "--profile",

@@ -1,1 +1,1 @@
-"""Reliability and security tests on the test bed (issue 10): crashes, drops, faults, input."""
+"""Reliability and security tests on the test bed: crashes, drops, faults, input."""

@@ -48,7 +48,7 @@ def orchestrate(bed: Bed, *args: str, env: dict[str, str] | None = None) -> subp
     """`orchestrate ARGS` as a user runs it, started in the background so the test can kill
     it or run others beside it."""
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrate.core.cli", *args],
+        [sys.executable, "-m", "orchestrate.core.app.cli", *args],
         cwd=bed.work,
         env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL,
@@ -123,7 +123,7 @@ def tunnel_processes(bed: Bed) -> list[int]:
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"orchestrate.core.background" not in cmdline:
+            if b"orchestrate.core.flows.background" not in cmdline:
                 continue
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
@@ -144,9 +144,9 @@ def in_process_plan(bed: Bed, name: str = "nb", profile: str = "e2e") -> Any:
     """The product's own launch plan for `name`, built in this process (the test runs in
     the bed's working directory with its ORCHESTRATE_HOME), for setting a scene up through
     the real provider without a whole launch."""
-    from orchestrate.core.launch import make_plan
-    from orchestrate.core.registry import build_manager
-    from orchestrate.core.runtime import Runtime
+    from orchestrate.core.flows.launch import make_plan
+    from orchestrate.core.wiring.registry import build_manager
+    from orchestrate.core.wiring.runtime import Runtime
 
     assert Path.cwd() == bed.work
     runtime = Runtime(pm=build_manager())
@@ -174,8 +174,8 @@ _SLOW_PLUGIN = '''
 import os
 import shlex
 
-from orchestrate.core.hooks import hookimpl
-from orchestrate.core.hoststeps import HostStep
+from orchestrate.core.api.hooks import hookimpl
+from orchestrate.core.api.hoststeps import HostStep
 
 NAME = "{name}"
 

@@ -28,8 +28,8 @@ pytestmark = [pytest.mark.bed, pytest.mark.slow]
 
 def _instance(bed: Bed, name: str = "nb") -> None:
     """A running instance and its row, made by the product's own code (no host setup)."""
-    from orchestrate.core.instances import ensure_running
-    from orchestrate.core.launch import record_intent
+    from orchestrate.core.cloud.instances import ensure_running
+    from orchestrate.core.flows.launch import record_intent
 
     runtime, plan = in_process_plan(bed, name)
     try:

@@ -60,8 +60,8 @@ def profiles(bed: Bed) -> Iterator[dict[str, str]]:
 def _create_without_setup(bed: Bed, names: list[str]) -> None:
     """Running instances for `stop` to act on: intent row and create through the product's
     own code and the real provider; no host setup is needed to stop them."""
-    from orchestrate.core.instances import ensure_running
-    from orchestrate.core.launch import record_intent
+    from orchestrate.core.cloud.instances import ensure_running
+    from orchestrate.core.flows.launch import record_intent
 
     for name in names:
         runtime, plan = in_process_plan(bed, name)

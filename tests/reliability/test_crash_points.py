@@ -1,6 +1,6 @@
 """Crash at any phase: `launch` is SIGKILLed at each point, and nothing is lost.
 
-Six points are product crash points (`orchestrate.core.crashpoints`, named by
+Six points are product crash points (`orchestrate.core.flows.crashpoints`, named by
 ORCHESTRATE_CRASH_AT: the process kills itself with SIGKILL there); "during-create" is a
 SIGKILL from outside while the fake cloud holds the insert operation pending. After each
 kill: `status` shows the instance as it really is, a new `launch` converges on the same
@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from orchestrate.core.crashpoints import ENV, POINTS
+from orchestrate.core.flows.crashpoints import ENV, POINTS
 
 from tests.reliability.support import (
     assert_all_gone,
@@ -117,7 +117,7 @@ def test_a_relaunch_killed_after_starting_its_tunnel_early_leaves_it_to_status_a
     bed: Bed, point: str
 ) -> None:
     """A relaunch `--detach` of a host set up before starts the background tunnel before it
-    connects (B2). Killed after that, it leaves the tunnel serving on its own, as a
+    connects. Killed after that, it leaves the tunnel serving on its own, as a
     detached tunnel was asked for: `status` shows it, a new launch replaces it (one tunnel,
     not two), and `down` ends it."""
     notebook_answers(bed.cli(*launch_args()).stdout)

@@ -35,7 +35,7 @@ class Bed:
     ) -> subprocess.CompletedProcess[str]:
         """Run `orchestrate ARGS` as a user would: the console script, a fresh process."""
         result = subprocess.run(
-            [sys.executable, "-m", "orchestrate.core.cli", *args],
+            [sys.executable, "-m", "orchestrate.core.app.cli", *args],
             cwd=self.work,
             env=os.environ.copy(),
             capture_output=True,

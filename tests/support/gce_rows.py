@@ -45,8 +45,8 @@ def cpu_profile(
 def launched(runtime: Any, names: tuple[str, ...], profile: str = "cpu") -> dict[str, Any]:
     """Instances made by launch's own cloud step with `profile`, by name (their provider
     records)."""
-    from orchestrate.core.instances import ensure_running
-    from orchestrate.core.launch import make_plan, record_intent
+    from orchestrate.core.cloud.instances import ensure_running
+    from orchestrate.core.flows.launch import make_plan, record_intent
 
     records = {}
     for name in names:

@@ -12,7 +12,7 @@ import sys
 
 PROBE = """
 import json, sys, contextlib, io
-from orchestrate.core.cli import main
+from orchestrate.core.app.cli import main
 with contextlib.redirect_stdout(io.StringIO()):
     code = main(sys.argv[1:])
 print(json.dumps({"code": code, "mods": sorted(sys.modules)}))

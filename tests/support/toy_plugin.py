@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 PLUGIN_SOURCE = '''
-from orchestrate.core.errors import ProfileError
-from orchestrate.core.hooks import hookimpl
-from orchestrate.core.provider import InstanceRecord, Provider
+from orchestrate.core.api.errors import ProfileError
+from orchestrate.core.api.hooks import hookimpl
+from orchestrate.core.api.provider import InstanceRecord, Provider
 
 
 class ToyProvider(Provider):
@@ -63,7 +63,7 @@ def orchestrate_register_commands(app):
 '''
 
 MISSPELT_SOURCE = """
-from orchestrate.core.hooks import hookimpl
+from orchestrate.core.api.hooks import hookimpl
 
 
 @hookimpl

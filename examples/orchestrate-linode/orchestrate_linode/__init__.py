@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from orchestrate.core.hooks import hookimpl
-from orchestrate.core.provider import Provider
+from orchestrate.core.api.hooks import hookimpl
+from orchestrate.core.api.provider import Provider
 
 from orchestrate_linode.options import LinodeOptions
 from orchestrate_linode.provider import LinodeProvider

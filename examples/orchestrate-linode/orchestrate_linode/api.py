@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from orchestrate.core.errors import (
+from orchestrate.core.api.errors import (
     AuthError,
     CapacityError,
     NotFound,

@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from orchestrate.core.errors import ProfileError
-from orchestrate.core.provider import GpuRequest
+from orchestrate.core.api.errors import ProfileError
+from orchestrate.core.api.provider import GpuRequest
 
 DEFAULT_ENDPOINT = "https://api.linode.com"
 NO_GPU = "none"

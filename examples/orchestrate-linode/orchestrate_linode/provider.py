@@ -1,8 +1,9 @@
 """`LinodeProvider`: orchestrate's provider contract on Linode (Akamai) through libcloud.
 
 Written against orchestrate's documented public API only (CONTRIBUTING.md, "Writing a
-provider plugin"): `orchestrate.core.provider` for the contract and its records,
-`orchestrate.core.errors` for the typed errors, `orchestrate.core.hooks.hookimpl` to register.
+provider plugin"): `orchestrate.core.api.provider` for the contract and its records,
+`orchestrate.core.api.errors` for the typed errors, `orchestrate.core.api.hooks.hookimpl`
+to register.
 
 Linode has regions, no zones: each region is one "zone" for orchestrate's failover loop. A
 Linode is created with the user's public key in root's ``authorized_keys`` (and a random root
@@ -25,9 +26,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from orchestrate.core import provider as p
-from orchestrate.core.errors import CapacityError, NotFound, ProfileError, ProviderError
-from orchestrate.core.provider import (
+from orchestrate.core.api import provider as p
+from orchestrate.core.api.errors import CapacityError, NotFound, ProfileError, ProviderError
+from orchestrate.core.api.provider import (
     GpuRequest,
     InstanceRecord,
     LaunchSpec,

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from fake_linode import FakeLinode
-from orchestrate.core import provider as p
-from orchestrate.core.errors import AuthError, NotFound, ProfileError
-from orchestrate.core.failover import create_with_failover
-from orchestrate.core.provider import GpuRequest, LaunchSpec, Provider
+from orchestrate.core.api import provider as p
+from orchestrate.core.api.errors import AuthError, NotFound, ProfileError
+from orchestrate.core.api.provider import GpuRequest, LaunchSpec, Provider
+from orchestrate.core.cloud.failover import create_with_failover
 
 import orchestrate_linode
 from orchestrate_linode import LinodeOptions, LinodeProvider
@@ -104,7 +104,7 @@ def test_plan_shows_the_requests_without_secrets(monkeypatch: pytest.MonkeyPatch
 def test_options_and_plan_load_no_libcloud() -> None:
     probe = (
         "import sys\n"
-        "from orchestrate.core.provider import LaunchSpec\n"
+        "from orchestrate.core.api.provider import LaunchSpec\n"
         "from orchestrate_linode import LinodeProvider\n"
         "p = LinodeProvider(); o = p.validate_options({}, 'x')\n"
         f"p.plan(LaunchSpec('nb', 'linode', o, 'root', {PUBLIC_KEY!r}))\n"

@@ -60,9 +60,8 @@ DEFAULT_UTMP = "/var/run/utmp"
 DEFAULT_POWEROFF = "systemctl poweroff || shutdown -h now || poweroff"
 DEFAULT_INTERVAL = 60.0
 
-#: Files in the state folder. The version file is what `orchestrate`'s host probe reads
-#: (core/probe.py AGENT_VERSION_FILE); the others are world-readable and hold no secret, so
-#: `status` can read them over SSH without root.
+#: Files in the state folder. The step's own probe snippet reads the version file; all are
+#: world-readable and hold no secret, so `status` can read them over SSH without root.
 VERSION_FILE = "autostop-agent.version"
 STATE_FILE = "autostop-state.json"
 LAST_STOP_FILE = "autostop-last.json"

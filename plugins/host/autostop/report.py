@@ -15,7 +15,8 @@ import shlex
 import time
 from typing import TYPE_CHECKING, Any
 
-from orchestrate.core.profiles import parse_duration
+from orchestrate.core.api.durations import parse_duration
+from orchestrate.core.api.errors import OrchestrateError
 
 if TYPE_CHECKING:
     from orchestrate.plugins.host.autostop.step import HostAutostop, HostPaths
@@ -137,3 +138,39 @@ def inferred_stop_line(setting: str | None) -> str | None:
     from orchestrate.plugins.host.autostop import agent
 
     return f"stopped by autostop after {agent.human(window)} idle"
+
+
+#: What `status_notes` gives for a host that could not be read.
+UNREADABLE = "could not read the autostop agent: {}"
+
+
+def status_notes(row: Any, session: Any) -> list[str]:
+    """Autostop's lines for one `status` row (see the ``orchestrate_status_notes`` hook).
+
+    Without a session, the profile alone speaks: a running instance without autostop bills
+    until stopped; a stopped one that orchestrate did not stop was stopped by the agent.
+    With one, the agent's files on the host add what it is doing and when it last stopped.
+    """
+    values = row.profile.get("values", {}) if isinstance(row.profile, dict) else {}
+    setting = values.get("autostop")
+    setting = str(setting) if setting is not None else None
+    try:
+        window_of(setting)
+    except OrchestrateError:  # a snapshot no longer valid speaks of nothing here
+        return []
+    if row.status in ("stopped", "terminated", "stopping"):
+        if row.extra.get("stopped_by") == "autostop":
+            line = inferred_stop_line(setting)
+            return [line] if line else []
+        return []
+    if row.status != "running":
+        return []
+    if session is None:
+        return warnings(None, setting)
+    try:
+        result = session.run(status_command(), timeout=20)
+    except OrchestrateError as exc:
+        return [*warnings(None, setting), UNREADABLE.format(exc.line())]
+    seen = parse_status(result.stdout)
+    notes = [line for line in (activity_line(seen), last_stop_line(seen)) if line]
+    return notes + [w for w in warnings(seen, setting) if w not in notes]

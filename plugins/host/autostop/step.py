@@ -38,10 +38,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from orchestrate.core.hooks import hookimpl
-from orchestrate.core.hoststeps import Facts, HostStep, StepContext
-from orchestrate.core.probe import AGENT_VERSION_FILE
-from orchestrate.core.profiles import parse_duration
+from orchestrate.core.api.durations import parse_duration
+from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext
+from orchestrate.core.api.templates import fill
 from orchestrate.plugins.host.autostop import agent
 from orchestrate.plugins.host.shell import step_script
 
@@ -51,15 +50,12 @@ TIMER_SECONDS = 60.0
 
 AGENT_PATH = "/usr/local/lib/orchestrate/autostop.py"
 CONFIG_PATH = "/etc/orchestrate/autostop.json"
-STATE_DIR = posixpath.dirname(AGENT_VERSION_FILE)
+STATE_DIR = agent.DEFAULT_STATE_DIR
 LOG_FILE = agent.DEFAULT_LOG_FILE
 PID_FILE = "/run/orchestrate-autostop.pid"
 CONFIG_HASH_FILE = "autostop-config.sha256"
 UNIT_DIR = "/etc/systemd/system"
 
-# The probe reads the version file core names; the agent must write exactly that file.
-assert posixpath.basename(AGENT_VERSION_FILE) == agent.VERSION_FILE
-assert agent.DEFAULT_STATE_DIR == STATE_DIR
 
 _AGENT_EOF = "ORCHESTRATE_AUTOSTOP_AGENT_EOF"
 _CONFIG_EOF = "ORCHESTRATE_AUTOSTOP_CONFIG_EOF"
@@ -193,10 +189,7 @@ def probe_snippet(paths: HostPaths) -> str:
         "@LAST_FILE@": agent.LAST_STOP_FILE,
         "@UNIT@": UNIT,
     }
-    text = _PROBE
-    for key, value in values.items():
-        text = text.replace(key, value)
-    return text
+    return fill(_PROBE, values)
 
 
 @dataclass(frozen=True)
@@ -270,12 +263,8 @@ def parse_probe(text: str) -> HostAutostop:
 
 
 def host_autostop(facts: Facts) -> HostAutostop:
-    """The agent as the probe saw it; without the snippet's output, the core probe's
-    ``agent_version`` fact alone."""
-    seen = parse_probe(facts.extra.get(NAME, ""))
-    if not seen.probed and facts.agent_version:
-        return HostAutostop(version=facts.agent_version)
-    return seen
+    """The agent as this step's own probe snippet saw it."""
+    return parse_probe(facts.extra.get(NAME, ""))
 
 
 # -- scripts ---------------------------------------------------------------------------------
@@ -401,12 +390,6 @@ $log_file)"
 """
 
 
-def _fill(body: str, values: dict[str, str]) -> str:
-    for key, value in values.items():
-        body = body.replace(key, value)
-    return body
-
-
 def install_script(context: StepContext, window: float) -> str:
     """Install (or update) the agent and its config, re-arm it and make sure it runs."""
     paths = paths_of(context)
@@ -414,7 +397,7 @@ def install_script(context: StepContext, window: float) -> str:
     config = json.dumps(agent_config(context, window), indent=1, sort_keys=True)
     if _AGENT_EOF in source or _CONFIG_EOF in config:
         raise ValueError("a here-document delimiter appears in the text it delimits")
-    body = _fill(
+    body = fill(
         _FUNCTIONS + _INSTALL,
         {
             "@AGENT_EOF@": _AGENT_EOF,
@@ -439,7 +422,7 @@ def rearm_script(context: StepContext, window: float) -> str:
 
 def remove_script(context: StepContext) -> str:
     """``autostop = "off"``: stop and remove the agent; its log and last-stop file stay."""
-    body = _fill(
+    body = fill(
         _FUNCTIONS + _REMOVE,
         {
             "@UNIT@": UNIT,
@@ -521,12 +504,3 @@ def autostop_step(context: StepContext) -> HostStep:
         summarize=summarize,
         warnings=warnings,
     )
-
-
-@hookimpl
-def orchestrate_host_steps(context: StepContext) -> list[HostStep]:
-    """The autostop step, unless the caller did not say (``context.autostop`` None): a
-    profile always says, ``"60m"`` by default."""
-    if context.autostop is None:
-        return []
-    return [autostop_step(context)]

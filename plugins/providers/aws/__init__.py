@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from orchestrate.core.hooks import hookimpl
-from orchestrate.core.provider import Provider
+from orchestrate.core.api.hooks import hookimpl
+from orchestrate.core.api.provider import Provider
 from orchestrate.plugins.providers.aws.options import AwsOptions
 from orchestrate.plugins.providers.aws.provider import AwsProvider
 

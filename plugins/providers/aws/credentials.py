@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrate.core.errors import AuthError
+from orchestrate.core.api.errors import AuthError
 
 LOGIN_HINT = (
     "run `aws configure` (or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or point the "

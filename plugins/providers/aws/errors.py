@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from orchestrate.core.errors import (
+from orchestrate.core.api.errors import (
     AuthError,
     CapacityError,
     NotFound,

@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from orchestrate.core.errors import ProfileError
-from orchestrate.core.optionchecks import Check, check_table, merge_zones
-from orchestrate.core.optionchecks import boolean as _boolean
-from orchestrate.core.optionchecks import endpoint as _endpoint
-from orchestrate.core.optionchecks import integer as _integer
-from orchestrate.core.optionchecks import kind_name as _kind_name
-from orchestrate.core.optionchecks import string as _string
-from orchestrate.core.provider import GpuRequest
+from orchestrate.core.api.errors import ProfileError
+from orchestrate.core.api.optionchecks import Check, check_table, merge_zones
+from orchestrate.core.api.optionchecks import boolean as _boolean
+from orchestrate.core.api.optionchecks import endpoint as _endpoint
+from orchestrate.core.api.optionchecks import integer as _integer
+from orchestrate.core.api.optionchecks import kind_name as _kind_name
+from orchestrate.core.api.optionchecks import string as _string
+from orchestrate.core.api.provider import GpuRequest
 from orchestrate.plugins.providers.aws import instance_types as types
 
 #: Canonical's AWS account: only images it owns are trusted as "Ubuntu".

@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from orchestrate.core import provider as p
-from orchestrate.core.errors import CapacityError, NotFound, ProfileError, ProviderError
-from orchestrate.core.provider import (
+from orchestrate.core.api import provider as p
+from orchestrate.core.api.errors import CapacityError, NotFound, ProfileError, ProviderError
+from orchestrate.core.api.provider import (
     GpuRequest,
     InstanceRecord,
     LaunchSpec,

@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrate.core import provider as p
-from orchestrate.core.provider import LaunchSpec, PlannedRequest
+from orchestrate.core.api import provider as p
+from orchestrate.core.api.provider import LaunchSpec, PlannedRequest
 from orchestrate.plugins.providers.aws.api import items, tags_of, text
 from orchestrate.plugins.providers.aws.options import AwsOptions
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from orchestrate.core.hooks import hookimpl
-from orchestrate.core.provider import Provider
+from orchestrate.core.api.hooks import hookimpl
+from orchestrate.core.api.provider import Provider
 from orchestrate.plugins.providers.gcp.options import GcpOptions
 from orchestrate.plugins.providers.gcp.provider import GcpProvider
 

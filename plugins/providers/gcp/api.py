@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from orchestrate.core.errors import ProviderError
+from orchestrate.core.api.errors import ProviderError
 from orchestrate.plugins.providers.gcp.errors import is_retryable, map_error
 
 T = TypeVar("T")
@@ -102,8 +102,8 @@ class GceApi:
 
         Uses the API's ``operations/NAME/wait``, which answers as soon as the operation is
         done (or after about two minutes): one request instead of a GET per poll interval,
-        and no overshoot past the moment it finished (B4 measured ~6 GETs and 0.3 s of
-        overshoot per 1 s operation with polling)."""
+        and no overshoot past the moment it finished (polling cost about 6 GETs and 0.3 s of
+        overshoot per 1 s operation)."""
         current = dict(operation)
         deadline = time.monotonic() + timeout_s
         while current.get("status") != "DONE":

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from orchestrate.core.errors import NotFound, ProfileError, QuotaError
-from orchestrate.core.provider import GpuRequest
+from orchestrate.core.api.errors import NotFound, ProfileError, QuotaError
+from orchestrate.core.api.provider import GpuRequest
 from orchestrate.plugins.providers.gcp.api import GceApi
 from orchestrate.plugins.providers.gcp.options import GcpOptions
 from orchestrate.plugins.providers.gcp.zones import GLOBAL_GPU_METRIC, quota_hint

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrate.core.errors import AuthError, OrchestrateError, ProfileError
-from orchestrate.core.provider import InstanceRecord
+from orchestrate.core.api.errors import AuthError, OrchestrateError, ProfileError
+from orchestrate.core.api.provider import InstanceRecord
 from orchestrate.plugins.providers.gcp.api import retrying
 from orchestrate.plugins.providers.gcp.credentials import (
     LOGIN_HINT,

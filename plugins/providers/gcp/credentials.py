@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrate.core.errors import AuthError
+from orchestrate.core.api.errors import AuthError
 
 SERVICE_ACCOUNT = "service_account"
 AUTHORIZED_USER = "authorized_user"

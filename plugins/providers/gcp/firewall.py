@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrate.core.errors import NotFound
+from orchestrate.core.api.errors import NotFound
 from orchestrate.plugins.providers.gcp import resources as res
 from orchestrate.plugins.providers.gcp.api import GceApi
 from orchestrate.plugins.providers.gcp.errors import AlreadyExists

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from orchestrate.core.provider import LaunchSpec, PlannedRequest
+from orchestrate.core.api.provider import LaunchSpec, PlannedRequest
 from orchestrate.plugins.providers.gcp import resources as res
 from orchestrate.plugins.providers.gcp.checks import image_link
 from orchestrate.plugins.providers.gcp.credentials import peek_project, project_from_environment

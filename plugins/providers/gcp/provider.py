@@ -1,4 +1,4 @@
-"""`GcpProvider`: the seed's step 1 (a GPU VM on Google Compute Engine) behind core's contract.
+"""`GcpProvider`: creating the GPU VM on Google Compute Engine behind core's contract.
 
 Life cycle: `preflight` finds what would make every zone fail (credentials, project, image,
 where the accelerator is offered, global then regional GPU quota) before anything is created;
@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from orchestrate.core.errors import NotFound, ProfileError, QuotaError
-from orchestrate.core.provider import (
+from orchestrate.core.api.errors import NotFound, ProfileError, QuotaError
+from orchestrate.core.api.provider import (
     GpuRequest,
     InstanceRecord,
     LaunchSpec,

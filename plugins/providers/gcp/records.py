@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrate.core.errors import NotFound
-from orchestrate.core.provider import (
+from orchestrate.core.api.errors import NotFound
+from orchestrate.core.api.provider import (
     PENDING,
     RUNNING,
     STOPPED,

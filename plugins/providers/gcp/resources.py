@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrate.core.provider import LaunchSpec
+from orchestrate.core.api.provider import LaunchSpec
 from orchestrate.plugins.providers.gcp.options import GcpOptions
 
 MANAGED_LABEL = "orchestrate"

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from orchestrate.core.errors import ProfileError
-from orchestrate.core.provider import GpuRequest
+from orchestrate.core.api.errors import ProfileError
+from orchestrate.core.api.provider import GpuRequest
 
 NO_GPU = "none"
 HOST_HINT = "write it as user@address[:port], e.g. ubuntu@192.0.2.10 or me@box.lan:2222"

@@ -25,9 +25,9 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from orchestrate.core import provider as p
-from orchestrate.core.errors import ProfileError, ProviderError
-from orchestrate.core.provider import (
+from orchestrate.core.api import provider as p
+from orchestrate.core.api.errors import ProfileError, ProviderError
+from orchestrate.core.api.provider import (
     GpuRequest,
     InstanceRecord,
     LaunchSpec,

@@ -1,0 +1,2 @@
+"""The command line: Typer commands that parse, call a flow and print.
+"""

@@ -1,0 +1,208 @@
+"""status, logs, ssh, tunnel, forget-host-key, ssh-config: reaching what is running."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import typer
+from orchestrate.core.flows.rows import row_named
+from orchestrate.core.wiring.runtime import Runtime, echo, echo_json
+
+# typer needs Optional[...] rather than X | None on Python 3.10.
+# ruff: noqa: UP045
+
+#: `ssh` checks the host key first; a host that does not answer by then is reported as such.
+HOST_KEY_CHECK_DEADLINE_S = 20.0
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes = int(seconds // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("status")
+    def status_command(
+        ctx: typer.Context,
+        name: Optional[str] = typer.Argument(None, help="One instance (default: all)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        offline: bool = typer.Option(False, "--offline", help="Do not ask the cloud."),
+    ) -> None:
+        """Instances with state, zone, address, GPU, uptime and tunnel, fresh from the cloud."""
+        from orchestrate.core.flows.status import collect
+
+        runtime: Runtime = ctx.obj
+        rows = collect(runtime, name, refresh=not offline)
+        if as_json:
+            echo_json(rows)
+            return
+        if not rows:
+            echo("no instances; `orchestrate launch --provider gcp` creates one")
+            return
+        for info in rows:
+            echo(
+                f"{info['name']:16} {info['status']:10} {info['provider']:6}"
+                f" {info['zone'] or '-':16} {info['address'] or '-':15}"
+                f" gpu={info['gpu'] or 'none'} up={_age(info['uptime_s'])}"
+                f" tunnel={info['tunnel']}"
+            )
+            for note in info["notes"]:
+                echo(f"    {note}")
+
+    @app.command("logs")
+    def logs_command(
+        ctx: typer.Context,
+        name: str = typer.Argument(..., help="Instance name."),
+        follow: bool = typer.Option(False, "--follow", "-f", help="Keep following."),
+        tail: int = typer.Option(200, "--tail", help="Lines from the end."),
+    ) -> None:
+        """The notebook container's logs (Jupyter's start-up, CUDA library loading)."""
+        from orchestrate.core.flows.rows import connect
+        from orchestrate.core.host.hostdocker import container_of, docker_on_host
+        from orchestrate.core.ssh.keys import ensure_ssh_key
+
+        runtime: Runtime = ctx.obj
+        row = row_named(runtime, name)
+        session = connect(runtime, name, ensure_ssh_key(), lambda m: echo(m, err=True))
+        flag = " -f" if follow else ""
+        command = docker_on_host(f"logs --tail {int(tail)}{flag} {container_of(row)} 2>&1")
+        try:
+            result = session.run(command, on_line=lambda line, stream: echo(line))
+        finally:
+            session.close()
+        if result.rc != 0:
+            raise typer.Exit(result.rc)
+
+    @app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def ssh_command(
+        ctx: typer.Context,
+        name: str = typer.Argument(..., help="Instance name."),
+    ) -> None:
+        """Open a shell on the instance with OpenSSH, or run `-- CMD` there."""
+        import shutil
+
+        from orchestrate.core.api.errors import OrchestrateError
+        from orchestrate.core.ssh import sshconfig
+        from orchestrate.core.ssh.keys import ensure_ssh_key
+
+        runtime: Runtime = ctx.obj
+        row = row_named(runtime, name)
+        if not row.address or not row.host_key:
+            raise OrchestrateError(
+                f"{name} has no address or pinned host key yet",
+                hint=f"run `orchestrate start {name}`",
+            )
+        key = ensure_ssh_key()
+        config = sshconfig.write(runtime.state().all(), key.private_path)
+        ssh = shutil.which("ssh")
+        if ssh is None:
+            raise OrchestrateError(
+                "OpenSSH's ssh client is not installed", hint="install openssh-client"
+            )
+        _check_host_key(row, key.private_path)
+        args = [a for a in ctx.args if a != "--"]
+        runtime.close()
+        os.execv(ssh, ["ssh", "-F", str(config), name, *args])
+
+    @app.command("tunnel")
+    def tunnel_command(
+        ctx: typer.Context,
+        name: str = typer.Argument(..., help="Instance name."),
+        port: Optional[int] = typer.Option(None, "--port", help="Local port."),
+        detach: bool = typer.Option(False, "--detach", help="Run in the background."),
+        close: bool = typer.Option(False, "--close", help="End the background tunnel."),
+    ) -> None:
+        """Open the tunnel to the notebook (foreground until Ctrl-C, or --detach)."""
+        from orchestrate.core.flows import background
+        from orchestrate.core.flows.launch import url_for
+        from orchestrate.core.flows.rows import connect
+        from orchestrate.core.ssh.keys import ensure_ssh_key
+
+        runtime: Runtime = ctx.obj
+        row = row_named(runtime, name)
+        state = runtime.state()
+        if close:
+            ended = background.close_detached(row)
+            state.update(name, tunnel_pid=None)
+            echo("background tunnel closed" if ended else "no background tunnel was running")
+            return
+        values = row.profile.get("values", {})
+        wanted = port or row.local_port or int(values.get("port", 8899))
+        background.check_port(row, wanted, explicit=port is not None)
+        if detach:
+            background.close_detached(row)
+            bound = background.start_detached(name, wanted, explicit=port is not None)
+            echo(url_for(bound, row.token or ""))
+            return
+        from orchestrate.core.ssh.tunnel import run_foreground
+
+        session = connect(runtime, name, ensure_ssh_key(), lambda m: echo(m, err=True))
+        try:
+            tunnel = background.open_tunnel(
+                runtime,
+                session,
+                wanted,
+                int(values.get("remote_port", 8888)),
+                explicit=port is not None,
+            )
+            url = url_for(tunnel.local_port, row.token or "")
+            echo(url)
+            run_foreground(tunnel, url)
+        finally:
+            session.close()
+
+    @app.command("forget-host-key")
+    def forget_host_key_command(
+        ctx: typer.Context, name: str = typer.Argument(..., help="Instance name.")
+    ) -> None:
+        """Drop the pinned host key of a legitimately rebuilt host; the next contact pins anew."""
+        runtime: Runtime = ctx.obj
+        row_named(runtime, name)
+        runtime.state().update(name, host_key=None)
+        runtime.state().event(name, "host-key", "pinned host key forgotten by the user")
+        echo(f"host key of {name} forgotten; the next connection pins the key it presents")
+
+    @app.command("ssh-config")
+    def ssh_config_command(
+        ctx: typer.Context,
+        install: bool = typer.Option(False, "--install", help="Include it from ~/.ssh/config."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    ) -> None:
+        """Write the ssh config for orchestrate's hosts; --install includes it in yours."""
+        from orchestrate.core.ssh import sshconfig
+        from orchestrate.core.ssh.keys import ensure_ssh_key
+
+        runtime: Runtime = ctx.obj
+        path = sshconfig.write(runtime.state().all(), ensure_ssh_key().private_path)
+        echo(f"wrote {path}")
+        if not install:
+            echo(f"add `{sshconfig.include_line()}` to ~/.ssh/config, or pass --install")
+            return
+        if not yes and not typer.confirm(f"add `{sshconfig.include_line()}` to ~/.ssh/config?"):
+            raise typer.Exit(1)
+        added = sshconfig.install_include()
+        echo("included from ~/.ssh/config" if added else "already included from ~/.ssh/config")
+
+
+def _check_host_key(row: Any, key_path: Any) -> None:
+    """Refuse a changed host key the way every other command does, before OpenSSH runs.
+
+    OpenSSH refuses it too (the pinned key is in the known_hosts file it is given), but with
+    a screen of warnings and advice (`ssh-keygen -R`) that does not apply to a file
+    orchestrate rewrites from state; this check raises the one-line `HostKeyMismatch` that
+    names `forget-host-key`. The key is compared before authentication, so nothing runs.
+    """
+    from orchestrate.core.ssh.session import Session
+
+    Session.connect(
+        row.address,
+        row.ssh_port,
+        row.ssh_user or "orchestrate",
+        key_path,
+        pinned_host_key=row.host_key,
+        deadline_s=HOST_KEY_CHECK_DEADLINE_S,
+        name=row.name,
+    ).close()

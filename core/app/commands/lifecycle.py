@@ -1,0 +1,228 @@
+"""launch, start, stop, down: the commands that create, bill and stop billing."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from orchestrate.core.flows.rows import row_named
+from orchestrate.core.wiring.runtime import Runtime, echo
+
+# typer needs Optional[...] rather than X | None on Python 3.10.
+# ruff: noqa: UP045
+
+
+def _progress(message: str) -> None:
+    echo(message, err=True)
+
+
+def _foreground(open_browser: bool) -> Any:
+    def run(tunnel: Any, url: str) -> None:
+        from orchestrate.core.flows.launch import open_browser as browse
+        from orchestrate.core.ssh.tunnel import run_foreground
+
+        echo(url)
+        if open_browser:
+            browse(url)
+        echo("tunnel open; Ctrl-C closes it and leaves the instance running", err=True)
+        run_foreground(tunnel, url)
+
+    return run
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("launch")
+    def launch_command(
+        ctx: typer.Context,
+        name: str = typer.Argument("notebook", help="Instance name (reused on re-run)."),
+        provider: Optional[str] = typer.Option(None, "--provider", help="Cloud provider."),
+        profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile name."),
+        gpu: Optional[str] = typer.Option(None, "--gpu", help="GPU TYPE[:COUNT] or none."),
+        zone: Optional[str] = typer.Option(None, "--zone", help="Zone to create in."),
+        host: Optional[str] = typer.Option(
+            None, "--host", help="user@address[:port] (ssh provider)."
+        ),
+        image: Optional[str] = typer.Option(None, "--image", help="Notebook image."),
+        port: Optional[int] = typer.Option(None, "--port", help="Local port (8899)."),
+        autostop: Optional[str] = typer.Option(None, "--autostop", help="Idle time or off."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print requests and scripts."),
+        detach: bool = typer.Option(False, "--detach", help="Tunnel in the background."),
+        no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    ) -> None:
+        """Create (or reuse) a GPU instance and open Jupyter on it through a tunnel."""
+        from orchestrate.core.flows.launch import bring_up, dry_run_text, existing_token, make_plan
+
+        _check_name(name)
+        runtime: Runtime = ctx.obj
+        chosen = runtime.profile(
+            profile,
+            overrides={"provider": provider, "image": image, "port": port, "autostop": autostop},
+        )
+        overrides = {
+            key: value
+            for key, value in (("gpu", gpu), ("zone", zone), ("host", host))
+            if value is not None
+        }
+        row = runtime.state().get(name) if not dry_run else None
+        plan = make_plan(runtime, name, chosen, overrides, token=existing_token(row))
+        if not dry_run:
+            from orchestrate.core.flows.background import check_port
+
+            # Bad input first: a busy --port is refused before the price is even shown.
+            check_port(row, chosen["port"], explicit=port is not None)
+        _price_gate(plan, chosen["confirm_above"], yes=yes or dry_run)
+        if dry_run:
+            echo(dry_run_text(runtime, plan))
+            return
+        outcome = bring_up(
+            runtime,
+            plan,
+            port=chosen["port"],
+            port_explicit=port is not None,
+            detach=detach,
+            progress=_progress,
+            foreground=_foreground(not no_browser),
+        )
+        if detach:
+            from orchestrate.core.flows.launch import open_browser
+
+            echo(outcome.url)
+            if not no_browser:
+                open_browser(outcome.url)
+
+    @app.command("start")
+    def start_command(
+        ctx: typer.Context,
+        name: str = typer.Argument(..., help="Instance name."),
+        port: Optional[int] = typer.Option(None, "--port", help="Local port."),
+        detach: bool = typer.Option(False, "--detach", help="Tunnel in the background."),
+        no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
+    ) -> None:
+        """Start a stopped instance: new address, host-key check, container and tunnel back."""
+        from orchestrate.core.flows.launch import bring_up, make_plan
+        from orchestrate.core.store.profiles import profile_from_snapshot
+
+        runtime: Runtime = ctx.obj
+        from orchestrate.core.flows.background import check_port
+
+        row = row_named(runtime, name)
+        profile = profile_from_snapshot(row.profile)
+        plan = make_plan(runtime, name, profile, {}, token=row.token)
+        check_port(row, port or 0, explicit=port is not None)
+        outcome = bring_up(
+            runtime,
+            plan,
+            port=port or row.local_port or profile["port"],
+            port_explicit=port is not None,
+            detach=detach,
+            progress=_progress,
+            foreground=_foreground(not no_browser),
+        )
+        if detach:
+            echo(outcome.url)
+
+    @app.command("stop")
+    def stop_command(
+        ctx: typer.Context, name: str = typer.Argument(..., help="Instance name.")
+    ) -> None:
+        """Stop the instance (billing for compute stops); notebooks stay on its disk."""
+        from orchestrate.core.cloud.instances import record_of
+        from orchestrate.core.flows.background import close_detached
+
+        runtime: Runtime = ctx.obj
+        row = row_named(runtime, name)
+        provider = runtime.provider(row.provider)
+        close_detached(row)
+        state = runtime.state()
+        state.update(name, tunnel_pid=None)
+        if row.cloud_id is None and row.status == "creating":
+            echo(f"{name} was never created; nothing to stop (use `down` to forget it)")
+            return
+        if provider.stops_container_only:
+            # The machine is the user's own (an existing host): only the notebook stops.
+            from orchestrate.core.flows.rows import connect
+            from orchestrate.core.host.hostdocker import container_of, docker_on_host
+            from orchestrate.core.ssh.keys import ensure_ssh_key
+
+            session = connect(runtime, name, ensure_ssh_key(), _progress)
+            try:
+                result = session.run(docker_on_host(f"stop {container_of(row)}"))
+            finally:
+                session.close()
+            if result.rc != 0:
+                from orchestrate.core.api.errors import HostError
+
+                raise HostError(f"stopping the notebook container failed: {result.stderr.strip()}")
+        else:
+            # "stopping" first: a `status` refreshing meanwhile sees the cloud stop and must
+            # know the user asked for it (not autostop), and that its own answer is stale.
+            state.update(name, status="stopping")
+            provider.stop(record_of(row))
+        state.update(name, status="stopped", started_at=None)
+        state.event(name, "stopped", f"{name} stopped by the user")
+        echo(f"{name} stopped; `orchestrate start {name}` brings it back")
+
+    @app.command("down")
+    def down_command(
+        ctx: typer.Context,
+        name: str = typer.Argument(..., help="Instance name."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+        sync_notebooks: Optional[Path] = typer.Option(
+            None, "--sync-notebooks", help="Copy the notebooks folder here first."
+        ),
+    ) -> None:
+        """Delete the instance and everything orchestrate made for it."""
+        from orchestrate.core.flows.teardown import down
+
+        runtime: Runtime = ctx.obj
+        row = row_named(runtime, name)
+        if not yes and not typer.confirm(f"delete {name} on {row.provider} and its disk?"):
+            raise typer.Exit(1)
+        down(runtime, row, sync_to=sync_notebooks, progress=_progress)
+        echo(f"{name} deleted")
+
+
+def _price_gate(plan: Any, threshold: float | None, *, yes: bool) -> None:
+    """Show the estimated price per hour before anything is created, and ask above the
+    profile's `confirm_above` unless --yes. An unknown price asks too: it may be anything."""
+    from orchestrate.core.money import prices
+    from orchestrate.core.money.billing import confirm_needed
+    from orchestrate.core.money.costs import estimate_for
+
+    estimate = estimate_for(plan.provider, plan.options)
+    if estimate is None:
+        return
+    _progress(prices.price_line(estimate))
+    if yes or not confirm_needed(estimate.per_hour, threshold):
+        return
+    assert threshold is not None
+    from orchestrate.core.api.errors import UsageError
+
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"{prices.confirm_question(estimate, threshold)} -- no terminal to ask",
+            hint="pass --yes to launch anyway, or raise confirm_above in the profile",
+        )
+    if not typer.confirm(prices.confirm_question(estimate, threshold), default=False):
+        raise UsageError("launch cancelled: nothing was created", hint="pass --yes to skip asking")
+
+
+#: GCE's rule for resource names, which the other clouds accept too: the name is also a file
+#: name (host and tunnel logs), an ssh Host alias and a label value, so nothing else is safe.
+_NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _check_name(name: str) -> None:
+    """A new instance's name, checked before anything is written or sent."""
+    if not _NAME.fullmatch(name):
+        from orchestrate.core.api.errors import UsageError
+
+        raise UsageError(
+            f"instance name {name!r} is not valid",
+            hint="use lowercase letters, digits and hyphens, starting with a letter, "
+            "at most 63 characters",
+        )

@@ -1,0 +1,135 @@
+"""Instance convergence: from a state row and a spec to a running instance, never two.
+
+`launch` may run after a crash at any point. The intent row exists before the first cloud
+call; if it has no cloud id yet, the provider is asked whether an instance of that name
+exists (the create may have reached the cloud before the crash) before creating one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from orchestrate.core.api import provider as p
+from orchestrate.core.api.errors import NotFound, ProviderError
+from orchestrate.core.cloud.failover import create_with_failover
+from orchestrate.core.store.state import InstanceRow, State
+
+Progress = Callable[[str], None]
+
+#: How long a launch waits for an instance that is still being created or stopped (by an
+#: earlier, interrupted launch or by the cloud): a VM boots or stops within a few minutes.
+SETTLE_DEADLINE_S = 600.0
+
+
+def record_of(row: InstanceRow) -> p.InstanceRecord:
+    """The provider's view of a state row."""
+    return p.InstanceRecord(
+        name=row.name,
+        provider=row.provider,
+        zone=row.zone,
+        cloud_id=row.cloud_id,
+        status=row.status,
+        address=row.address,
+        ssh_user=row.ssh_user or "",
+        ssh_port=row.ssh_port,
+        extra=dict(row.extra),
+    )
+
+
+def store(state: State, record: p.InstanceRecord, **more: Any) -> None:
+    """Write what the provider said about the instance into its row.
+
+    `extra` is merged, not replaced: core keeps its own facts there (the GPU asked for).
+    """
+    row = state.get(record.name)
+    extra = {**(row.extra if row is not None else {}), **record.extra}
+    state.update(
+        record.name,
+        zone=record.zone,
+        cloud_id=record.cloud_id,
+        status=record.status,
+        address=record.address,
+        ssh_user=record.ssh_user,
+        ssh_port=record.ssh_port,
+        extra=extra,
+        **more,
+    )
+
+
+def ensure_running(
+    state: State, provider: p.Provider, spec: p.LaunchSpec, progress: Progress
+) -> p.InstanceRecord:
+    """Reuse, start or create the instance for `spec`; return it running with an address."""
+    row = state.get(spec.name)
+    assert row is not None, "record_intent() comes first"
+    gpu = f"{spec.gpu.name}:{spec.gpu.count}" if spec.gpu else None
+    if row.extra.get("gpu") != gpu:
+        state.update(spec.name, extra={**row.extra, "gpu": gpu})
+
+    def on_event(kind: str, message: str, data: dict[str, Any]) -> None:
+        progress(message)
+        state.event(spec.name, kind, message, data)
+
+    record: p.InstanceRecord | None = None
+    if row.cloud_id:
+        try:
+            record = provider.get(record_of(row))
+        except NotFound:
+            on_event("vanished", f"{spec.name} is gone on {provider.name}; creating it again", {})
+            record = None
+    else:
+        record = provider.find(spec)
+        if record is not None:
+            on_event("adopted", f"found {spec.name} on {provider.name} from an earlier try", {})
+    if record is not None:
+        record = settle(provider, record, on_event)
+    if record is None:
+        record = create_with_failover(provider, spec, on_event)
+        # A new machine: a key pinned for the one it replaces (gone on the cloud) would
+        # refuse it, and nothing is set up on it yet. Its own key is pinned at first contact.
+        store(state, record, started_at=time.time(), host_key=None, setup_hash=None)
+        return record
+    if record.status in (p.STOPPED, p.STOPPING, p.TERMINATED):
+        on_event("starting", f"starting {spec.name}", {"zone": record.zone})
+        record = provider.start(record)
+        store(state, record, started_at=time.time())
+        return record
+    store(state, record)
+    if row.started_at is None:
+        state.update(spec.name, started_at=time.time())
+    return record
+
+
+def settle(
+    provider: p.Provider,
+    record: p.InstanceRecord,
+    on_event: Callable[[str, str, dict[str, Any]], None],
+    *,
+    deadline_s: float = SETTLE_DEADLINE_S,
+) -> p.InstanceRecord:
+    """Wait while the instance is pending or stopping; return it running or stopped.
+
+    A launch killed while the cloud was still creating the instance leaves it PENDING: the
+    next launch adopts it and must wait for it to run (it has no address yet, and a cloud
+    refuses to start an instance that is still stopping) instead of failing or creating a
+    second one.
+    """
+    deadline = time.monotonic() + deadline_s
+    delay = 0.25
+    said = False
+    while record.status in (p.PENDING, p.STOPPING):
+        if not said:
+            on_event("waiting", f"{record.name} is {record.status} on {provider.name}; waiting", {})
+            said = True
+        if time.monotonic() > deadline:
+            raise ProviderError(
+                f"{record.name} is still {record.status} on {provider.name} after "
+                f"{deadline_s:.0f} s",
+                hint="check it in the cloud console, then run `launch` again or `down`",
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 5.0)
+        record = provider.get(record)
+    return record

@@ -1,0 +1,223 @@
+"""Detached tunnels: a background orchestrate process per instance, recorded in state.
+
+`launch --detach` and `tunnel NAME --detach` start `python -m orchestrate.core.flows.background
+NAME PORT`; it connects with the pinned host key, opens the tunnel, writes its pid and port
+to the state row, prints one "ready PORT" line to its parent and then runs until SIGTERM
+(`tunnel NAME --close`, `stop`, `down`). A pid is only signalled after checking its command
+line, so a recycled pid is never killed.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrate.core.api.errors import HostError, OrchestrateError
+from orchestrate.core.store.state import InstanceRow
+
+MODULE = "orchestrate.core.flows.background"
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def is_our_tunnel(pid: int | None, name: str) -> bool:
+    """True when `pid` is alive and is the background tunnel of instance `name`."""
+    if not pid:
+        return False
+    args = _cmdline(pid)
+    return MODULE in args and name in args
+
+
+def check_port(row: InstanceRow | None, port: int, *, explicit: bool) -> None:
+    """Refuse a busy port the user chose, before anything is created, started or closed.
+
+    The tunnel binds last, after the instance is created and set up and after the old
+    tunnel is closed; finding the port taken only then leaves an instance billing and no
+    tunnel. A port held by this instance's own tunnel is not busy: it is about to be
+    replaced. A port from the profile moves on to the next free one instead (`bind_listener`).
+    """
+    if not explicit:
+        return
+    if row is not None and row.local_port == port and is_our_tunnel(row.tunnel_pid, row.name):
+        return
+    from orchestrate.core.ssh.ports import bind_listener
+
+    bind_listener("127.0.0.1", port, explicit=True).close()
+
+
+def open_tunnel(
+    runtime: Any, session: Any, local_port: int, remote_port: int, *, explicit: bool
+) -> Any:
+    """The first plugin's tunnel, else core's paramiko forwarder."""
+    tunnel = runtime.pm.hook.orchestrate_open_tunnel(
+        session=session,
+        local_port=local_port,
+        remote_host="127.0.0.1",
+        remote_port=remote_port,
+        port_explicit=explicit,
+    )
+    if tunnel is not None:
+        return tunnel
+    from orchestrate.core.ssh.tunnel import open_default_tunnel
+
+    return open_default_tunnel(
+        session, local_port, "127.0.0.1", remote_port, port_explicit=explicit
+    )
+
+
+class DetachedStart:
+    """A background tunnel process on its way up: `wait` for its port, or `cancel` it.
+
+    Split from `start_detached` so that `launch --detach` on a host set up before can start
+    the process right after the cloud step: its Python start-up and SSH handshake then
+    overlap the launch's own connect and probe instead of following them.
+    """
+
+    def __init__(self, name: str, port: int, *, explicit: bool) -> None:
+        from orchestrate.core.store.paths import private_dir, state_dir
+
+        self.name = name
+        self.log = private_dir(state_dir() / "logs") / f"{name}.tunnel.log"
+        args = [sys.executable, "-m", MODULE, name, str(port)]
+        if explicit:
+            args.append("--explicit")
+        with open(self.log, "ab") as err:
+            self.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,  # Ctrl-C in the terminal must not end the tunnel
+            )
+
+    def wait(self, timeout_s: float = 60.0) -> int:
+        """The local port the tunnel bound, once it says it is ready."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + timeout_s
+        line = b""
+        while time.monotonic() < deadline and not line.endswith(b"\n"):
+            ready, _, _ = select.select([stdout], [], [], 0.2)
+            if ready:
+                chunk = os.read(stdout.fileno(), 256)
+                if not chunk:
+                    break
+                line += chunk
+        stdout.close()
+        text = line.decode(errors="replace").strip()
+        if text.startswith("ready "):
+            return int(text.split()[1])
+        self.cancel()
+        log = self.log
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+        reason = text.removeprefix("error ") or (tail[0] if tail else "no answer")
+        raise HostError(
+            f"the background tunnel for {self.name} did not start: {reason}", hint=f"see {log}"
+        )
+
+    def cancel(self) -> None:
+        """End the process (the launch that started it failed); it clears its own row."""
+        from orchestrate.core.flows.processes import end_child
+
+        end_child(self.proc)
+
+
+def start_detached(name: str, port: int, *, explicit: bool, timeout_s: float = 60.0) -> int:
+    """Start the background tunnel for `name`; return the local port it bound."""
+    return DetachedStart(name, port, explicit=explicit).wait(timeout_s)
+
+
+def close_detached(row: InstanceRow, *, timeout_s: float = 10.0) -> bool:
+    """End the instance's background tunnel if it runs; True when one was ended."""
+    pid = row.tunnel_pid
+    if not is_our_tunnel(pid, row.name):
+        return False
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and is_our_tunnel(pid, row.name):
+        time.sleep(0.05)
+    if is_our_tunnel(pid, row.name):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _serve(name: str, port: int, explicit: bool) -> int:
+    from orchestrate.core.flows.rows import connect
+    from orchestrate.core.ssh.keys import ensure_ssh_key
+    from orchestrate.core.wiring.registry import build_manager
+    from orchestrate.core.wiring.runtime import Runtime
+
+    runtime = Runtime(pm=build_manager())
+    state = runtime.state()
+    row = state.get(name)
+    if row is None:
+        raise OrchestrateError(f"no instance named {name!r}")
+    session = connect(runtime, name, ensure_ssh_key(), lambda message: None)
+    tunnel = open_tunnel(
+        runtime,
+        session,
+        port,
+        row.profile.get("values", {}).get("remote_port", 8888),
+        explicit=explicit,
+    )
+    stopping = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        tunnel.close()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    state.update(name, tunnel_pid=os.getpid(), local_port=tunnel.local_port)
+    try:
+        sys.stdout.write(f"ready {tunnel.local_port}\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The launch that started us died before reading this (a relaunch starts the tunnel
+        # early, see `DetachedStart`): serve anyway, as a detached tunnel was asked for;
+        # the row names this process, so `status` shows it and `down` ends it.
+        pass
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    try:
+        while not tunnel.wait(1.0):
+            pass
+    finally:
+        tunnel.close()
+        session.close()
+        current = state.get(name)
+        if current is not None and current.tunnel_pid == os.getpid():
+            state.update(name, tunnel_pid=None)
+        runtime.close()
+    error = getattr(tunnel, "error", None)
+    if error is not None and not stopping:
+        sys.stderr.write(f"tunnel ended: {error}\n")
+        return 1
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    name, port = argv[0], int(argv[1])
+    try:
+        return _serve(name, port, "--explicit" in argv[2:])
+    except OrchestrateError as exc:
+        sys.stdout.write(f"error {exc.line()}\n")
+        sys.stdout.flush()
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,367 @@
+"""`launch` and `start`: the whole seed workflow, converging on every run.
+
+Order matters for "nothing is lost": the state row is written before the first cloud call,
+the cloud id right after create, the host key at first contact, the tunnel's pid when it
+starts. A crash anywhere leaves a row that `status` shows and `down` can clean, and the next
+`launch` picks up from what exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import shlex
+import webbrowser
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrate.core.api import provider as p
+from orchestrate.core.api.errors import HostError, OrchestrateError
+from orchestrate.core.api.hoststeps import StepContext
+from orchestrate.core.flows.crashpoints import crash_point
+from orchestrate.core.flows.rows import connect
+from orchestrate.core.host.hostdocker import docker_on_host
+from orchestrate.core.ssh.keys import SshKey, ensure_ssh_key
+from orchestrate.core.store.profiles import Profile, profile_snapshot
+from orchestrate.core.store.state import InstanceRow, State
+from orchestrate.core.wiring.runtime import Runtime
+
+Progress = Callable[[str], None]
+
+#: How many times one host setup reconnects after its SSH connection dropped mid-stage.
+SETUP_RECONNECTS = 3
+
+
+@dataclass
+class LaunchPlan:
+    """Everything decided before any network call: provider, options, spec, host context."""
+
+    name: str
+    profile: Profile
+    provider: p.Provider
+    options: Any
+    spec: p.LaunchSpec
+    context: StepContext
+    key: SshKey
+
+
+def make_plan(
+    runtime: Runtime,
+    name: str,
+    profile: Profile,
+    provider_overrides: Mapping[str, Any],
+    *,
+    token: str | None,
+) -> LaunchPlan:
+    """Validate everything and build the spec and host context; no network, no state."""
+    provider = runtime.provider(profile.provider)
+    options = provider.validate_options(profile.provider_table(), profile.table_where())
+    options = provider.apply_overrides(options, provider_overrides)
+    key = ensure_ssh_key()
+    gpu = provider.gpu_request(options)
+    ssh_user = getattr(options, "ssh_user", None) or provider.default_ssh_user
+    autostop = profile["autostop"]
+    context = StepContext(
+        instance=name,
+        gpu=gpu,
+        notebook_image=profile["image"],
+        token=token or secrets.token_hex(24),
+        notebook_container=profile["container_name"],
+        notebooks_host_dir=profile["notebooks_dir"],
+        notebooks_container_dir=profile["container_notebooks_dir"],
+        remote_port=profile["remote_port"],
+        # "off" goes through as is: the autostop step then removes an agent left installed.
+        autostop=str(autostop),
+    )
+    spec = p.LaunchSpec(
+        name=name,
+        provider=provider.name,
+        options=options,
+        ssh_user=ssh_user,
+        ssh_public_key=key.public_line,
+        gpu=gpu,
+        labels={"orchestrate": "1", "orchestrate-name": name},
+    )
+    if profile["bootstrap"] == "startup-script":
+        from orchestrate.core.host.bootstrap import startup_script
+
+        spec = dataclasses.replace(spec, startup_script=startup_script(runtime.pm.hook, context))
+    return LaunchPlan(name, profile, provider, options, spec, context, key)
+
+
+def dry_run_text(runtime: Runtime, plan: LaunchPlan) -> str:
+    """The API requests and the host script a launch would send. Never a secret: the token
+    is replaced, credentials are paths, the SSH key is the public half."""
+    from orchestrate.core.host.runner import dry_run_text as host_text
+
+    lines = [f"# launch {plan.name} on {plan.provider.name} (dry run: nothing is sent)"]
+    options = plan.provider.redacted_options(plan.options)
+    if options:
+        lines.append("# provider options: " + json.dumps(dict(options), sort_keys=True))
+    for request in plan.provider.plan(plan.spec):
+        lines.append(f"{request.method} {request.path}")
+        if request.body is not None:
+            lines.append(json.dumps(dict(request.body), indent=2, sort_keys=True))
+    redacted = dataclasses.replace(plan.context, token="<token>")
+    lines.append("")
+    lines.append(host_text(runtime.pm.hook, redacted))
+    return "\n".join(lines)
+
+
+def url_for(port: int, token: str) -> str:
+    return f"http://localhost:{port}/?token={token}"
+
+
+def open_browser(url: str) -> bool:
+    """Open the URL in the user's browser; False when no browser is available."""
+    try:
+        return bool(webbrowser.open(url, new=2))
+    except webbrowser.Error:
+        return False
+
+
+def existing_token(row: InstanceRow | None) -> str | None:
+    return row.token if row is not None and row.token else None
+
+
+def setup_host(runtime: Runtime, session: Any, context: StepContext, progress: Progress) -> Any:
+    """Probe the host and apply the needed steps; returns the runner's `SetupReport`."""
+    from orchestrate.core.api.hoststeps import collect_steps
+    from orchestrate.core.host.runner import ProgressEvent, Runner
+    from orchestrate.core.store.paths import host_log
+
+    def on_event(event: ProgressEvent) -> None:
+        if event.kind == "step-start":
+            crash_point("in-host-step")
+        if event.kind == "output":
+            if runtime.debug:
+                progress(f"    {event.message}")
+            return
+        if event.kind in (
+            "step-start",
+            "step-done",
+            "step-fail",
+            "warning",
+            "reboot",
+            "wait-ssh",
+            "plan",
+        ):
+            elapsed = f" ({event.elapsed_s:.0f}s)" if event.elapsed_s is not None else ""
+            progress(f"  {event.message}{elapsed}")
+
+    def on_wait(attempt: int, elapsed: float, reason: str) -> None:
+        if attempt == 1:
+            progress(f"  waiting for SSH ({reason})")
+
+    steps = collect_steps(runtime.pm.hook, context)
+    drops = 0
+    while True:
+        runner = Runner(
+            session,
+            context,
+            steps,
+            log_path=host_log(context.instance),
+            hook=runtime.pm.hook,
+            on_event=on_event,
+        )
+        try:
+            report = runner.run()
+            break
+        except HostError:
+            # A step that failed on a live connection is a real failure; a connection that
+            # died under the stage is not the host's fault. Steps are idempotent, so a new
+            # connection, a new probe and the stage again (what was cut runs again).
+            if session.active or drops >= SETUP_RECONNECTS:
+                raise
+            drops += 1
+            progress("  the SSH connection dropped during host setup; reconnecting")
+            runtime.state().event(
+                context.instance, "reconnect", "SSH connection lost during host setup"
+            )
+            session.reconnect(on_wait=on_wait)
+    runtime.state().event(context.instance, "setup", report.summary())
+    runtime.state().update(context.instance, setup_hash=setup_hash(steps, context, report.facts))
+    progress(report.summary())
+    return report
+
+
+def setup_hash(steps: Any, context: StepContext, facts: Any) -> str:
+    """A digest of the setup the host now has: every step's script for these facts, with
+    the token out. It changes when a plugin, a profile value or orchestrate's scripts do,
+    so the state row tells which recipe a host was set up with."""
+    import hashlib
+
+    redacted = dataclasses.replace(context, token="")
+    digest = hashlib.sha256()
+    for step in steps:
+        digest.update(f"{step.name}\0{step.script(redacted, facts)}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def record_intent(state: State, plan: LaunchPlan) -> InstanceRow:
+    """Write the launch's row before its first cloud call; return it.
+
+    Besides the profile and the login user it holds the notebook token and, for a row that
+    has none yet, what the instance costs an hour: `status` prices rows from that without
+    loading any provider plugin, also for a launch that died right after the create call.
+    An existing row keeps its price, as a relaunch reuses the instance the row describes.
+    """
+    from orchestrate.core.money.costs import price_extra
+
+    name = plan.name
+    row = state.record_intent(
+        name, plan.provider.name, profile_snapshot(plan.profile), ssh_user=plan.spec.ssh_user
+    )
+    fields: dict[str, Any] = {}
+    if row.token != plan.context.token:
+        fields["token"] = plan.context.token
+    if "price_per_hour" not in row.extra:
+        fields["extra"] = {**row.extra, **price_extra(plan.provider, plan.options)}
+    if not fields:
+        return row
+    state.update(name, **fields)
+    written = state.get(name)
+    assert written is not None
+    return written
+
+
+def forget_if_never_sent(state: Any, name: str) -> None:
+    """Drop the intent row of a launch that failed before its first create call.
+
+    Refused credentials, an exhausted quota or a bad zone stop a launch in preflight: nothing
+    can exist on the cloud, and the row would only be a ghost that `status` lists and `down`
+    cannot clear while the cloud refuses the credentials. Once a create was tried (a "try"
+    event) the row stays, since the cloud may have the instance.
+    """
+    row = state.get(name)
+    if row is None or row.cloud_id:
+        return
+    tried = [e for e in state.events(name) if e.ts >= row.created_at and e.kind == "try"]
+    if not tried:
+        state.delete(name)
+
+
+@dataclass
+class Outcome:
+    name: str
+    url: str
+    local_port: int
+    token: str
+    setup_summary: str
+
+
+def bring_up(
+    runtime: Runtime,
+    plan: LaunchPlan,
+    *,
+    port: int,
+    port_explicit: bool,
+    detach: bool,
+    progress: Progress,
+    foreground: Callable[[Any, str], None] | None = None,
+) -> Outcome:
+    """Create or reuse the instance, set the host up, start Jupyter and the tunnel.
+
+    With `detach`, the tunnel runs in a background process and this returns once Jupyter
+    answers through it; otherwise `foreground(tunnel, url)` runs until Ctrl-C.
+    """
+    from orchestrate.core.cloud.instances import ensure_running
+    from orchestrate.core.flows import background
+    from orchestrate.core.host import jupyter
+    from orchestrate.core.ssh import sshconfig
+
+    state = runtime.state()
+    name = plan.name
+    fresh = state.get(name) is None
+    record_intent(state, plan)
+    crash_point("after-intent")
+    try:
+        record = ensure_running(state, plan.provider, plan.spec, progress)
+    except BaseException:
+        if fresh:
+            forget_if_never_sent(state, name)
+        raise
+    row = state.get(name)
+    if row is not None and "stopped_by" in row.extra:
+        # Running again: whoever stopped it last no longer explains anything.
+        state.update(name, extra={k: v for k, v in row.extra.items() if k != "stopped_by"})
+    if not record.address:
+        raise OrchestrateError(
+            f"{name} has no external address on {plan.provider.name}",
+            hint="check the network settings of the profile",
+        )
+    crash_point("after-create")
+    early: background.DetachedStart | None = None
+    if (
+        detach
+        and row is not None
+        and row.setup_hash
+        and row.host_key
+        and plan.spec.startup_script is None
+    ):
+        # A host set up before, its key pinned and its address current (a relaunch, a
+        # start): the background tunnel's process start-up and SSH handshake overlap this
+        # process's connect and probe instead of following them. A first launch waits, as
+        # its set-up may reboot the host under the tunnel.
+        background.close_detached(row)
+        early = background.DetachedStart(name, port, explicit=port_explicit)
+    session = None
+    try:
+        session = connect(runtime, name, plan.key, progress)
+        # After connect: the address is current and the host key pinned, so a plain
+        # `ssh NAME` through the included config checks the same key orchestrate does.
+        sshconfig.write(state.all(), plan.key.private_path)
+        crash_point("after-host-key")
+        if plan.spec.startup_script is not None:
+            from orchestrate.core.host.bootstrap import wait_done
+
+            session = wait_done(session, progress)
+        report = setup_host(runtime, session, plan.context, progress)
+        crash_point("after-setup")
+
+        def read_logs() -> str:
+            container = shlex.quote(plan.context.notebook_container)
+            out = session.run(docker_on_host(f"logs --tail 200 {container} 2>&1"))
+            return str(out.stdout)
+
+        row = state.get(name)
+        assert row is not None
+        if detach:
+            if early is not None:
+                local_port, early = early.wait(), None
+            else:
+                background.close_detached(row)
+                local_port = background.start_detached(name, port, explicit=port_explicit)
+            crash_point("tunnel-started")
+            token = jupyter.wait_ready(
+                local_port, plan.context.token, read_logs=read_logs, progress=progress
+            )
+            tunnel = None
+        else:
+            tunnel = background.open_tunnel(
+                runtime, session, port, plan.context.remote_port, explicit=port_explicit
+            )
+            local_port = tunnel.local_port
+            state.update(name, local_port=local_port)
+            token = jupyter.wait_ready(
+                local_port, plan.context.token, read_logs=read_logs, progress=progress
+            )
+        if token != plan.context.token:
+            state.update(name, token=token)
+        url = url_for(local_port, token)
+        state.event(name, "ready", f"jupyter answers through the tunnel on port {local_port}")
+        outcome = Outcome(name, url, local_port, token, report.summary())
+        if tunnel is not None and foreground is not None:
+            foreground(tunnel, url)
+        elif tunnel is not None:
+            tunnel.close()
+        return outcome
+    except BaseException:
+        if early is not None:
+            early.cancel()  # started for a launch that failed before using it
+        raise
+    finally:
+        if session is not None:
+            session.close()

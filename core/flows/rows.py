@@ -1,0 +1,63 @@
+"""Finding an instance's row by name, and reaching its host.
+
+Every command that acts on an existing instance starts here: `launch` again, `start`,
+`stop`, `down`, `status NAME`, `logs`, `ssh` and the detached tunnel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from orchestrate.core.api.errors import UsageError
+
+if TYPE_CHECKING:  # the commands import this module at start-up: keep it light
+    from orchestrate.core.ssh.keys import SshKey
+    from orchestrate.core.store.state import InstanceRow
+    from orchestrate.core.wiring.runtime import Runtime
+
+Progress = Callable[[str], None]
+
+
+def row_named(runtime: Runtime, name: str) -> InstanceRow:
+    """The state row called `name`, or a usage error listing the known ones."""
+    row = runtime.state().get(name)
+    if row is None:
+        known = ", ".join(r.name for r in runtime.state().all()) or "none"
+        raise UsageError(
+            f"no instance named {name!r} (known: {known})", hint="see `orchestrate status`"
+        )
+    return row
+
+
+def connect(runtime: Runtime, name: str, key: SshKey, progress: Progress) -> Any:
+    """An SSH session to the instance's current address, with the host key pinned.
+
+    First contact pins the key in the state row; later ones refuse a different key before
+    any command runs (`HostKeyMismatch`).
+    """
+    from orchestrate.core.ssh.session import Session
+
+    state = runtime.state()
+    row = state.get(name)
+    assert row is not None and row.address, "the instance has an address by now"
+
+    def on_wait(attempt: int, delay: float, reason: str) -> None:
+        if attempt == 1:
+            progress(f"waiting for SSH on {row.address} ({reason})")
+
+    session = Session.connect(
+        row.address,
+        row.ssh_port,
+        row.ssh_user or "orchestrate",
+        key.private_path,
+        pinned_host_key=row.host_key,
+        on_wait=on_wait,
+        name=name,
+    )
+    if row.host_key is None:
+        from orchestrate.core.ssh.session import fingerprint
+
+        state.update(name, host_key=session.host_key)
+        state.event(name, "host-key", f"pinned host key {fingerprint(session.host_key)}")
+    return session

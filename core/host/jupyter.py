@@ -1,0 +1,68 @@
+"""Waiting for Jupyter through the tunnel, and finding its token when an image ignores ours.
+
+The check goes through the local end of the tunnel on purpose: it proves the whole path the
+browser will take (tunnel, sshd, docker's port, Jupyter) before the URL is shown.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import time
+from collections.abc import Callable
+
+from orchestrate.core.api.errors import HostError
+
+_TOKEN_IN_LOGS = re.compile(r"[?&]token=([0-9a-zA-Z_-]{16,})")
+
+
+def status_code(port: int, token: str | None, *, timeout: float = 5.0) -> int | None:
+    """HTTP status of /api/status through the tunnel, or None when nothing answers yet."""
+    path = "/api/status" + (f"?token={token}" if token else "")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def wait_ready(
+    port: int,
+    token: str,
+    *,
+    deadline_s: float = 180.0,
+    read_logs: Callable[[], str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> str:
+    """Wait until Jupyter answers with our token; return the token that works.
+
+    A 403 with our token means the image chose its own: it is read from the container's
+    logs (`read_logs`), as a person would with `docker logs`.
+    """
+    start = time.monotonic()
+    delay = 0.2
+    said = False
+    while True:
+        code = status_code(port, token)
+        if code == 200:
+            return token
+        if code == 403 and read_logs is not None:
+            found = _TOKEN_IN_LOGS.findall(read_logs())
+            if found and status_code(port, found[-1]) == 200:
+                if progress:
+                    progress("the image ignored the generated token; using the one it printed")
+                return str(found[-1])
+        if time.monotonic() - start > deadline_s:
+            raise HostError(
+                f"jupyter did not answer through the tunnel within {deadline_s:.0f}s"
+                f" (last status: {code or 'no answer'})",
+                hint="see `orchestrate logs NAME`",
+            )
+        if not said and progress and time.monotonic() - start > 2:
+            progress("waiting for jupyter to answer")
+            said = True
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)

@@ -1,0 +1,376 @@
+"""The host probe: one remote command that returns every fact the host steps decide on.
+
+One round trip matters: on a set-up host, connect + probe is all `launch` does before it can
+say "nothing to do", and each extra command costs two network round trips. So the probe is a
+single POSIX sh script sent as the exec request itself (no stdin round trip) that prints one
+JSON object.
+
+It cannot count on jq or python3 on the host (a minimal image has neither), so it builds the
+JSON itself: `js` quotes any text as a JSON string (backslash, quote and control characters
+escaped), and strings made only of safe characters skip the pipeline. The probe never fails:
+a fact it cannot learn is null/false, and a command that could hang (nvidia-smi with a wedged
+driver, docker with a stuck daemon) runs under `timeout`.
+
+Facts JSON (schema 1)::
+
+    {"schema": 1,
+     "os": {"id", "version", "codename", "pretty", "kernel", "arch", "boot_id",
+            "systemd": bool, "apt": bool, "secure_boot": bool|null},
+     "user": {"name", "uid": int, "home", "privilege": "root"|"sudo"|"none"},
+     "gpus": [{"slot", "device_id", "class"}],          # NVIDIA 03xx PCI functions, sysfs
+     "lspci": str,                                      # `lspci -nn -d 10de:` (names), or ""
+     "driver": {"loaded": str|null, "open": bool, "installed": str|null,
+                "smi_ok": bool, "smi": str},            # smi: nvidia-smi's table
+     "docker": {"installed": bool, "client": str|null, "running": bool,
+                "server": str|null, "runtimes": [str], "default_runtime": str|null,
+                "cgroup_driver": str|null, "error": str},
+     "toolkit": {"version": str|null},                  # nvidia-ctk --version
+     "image": {"name", "present": bool, "id": str|null, "cuda": str|null,
+               "require_cuda": str|null},
+     "container": {"name", "state": str|null, "image": str|null},
+     "reboot_required": bool,                           # /var/run/reboot-required
+     "extra": {STEP: str}}                              # HostStep.probe snippets' stdout
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from orchestrate.core.api.errors import HostError
+from orchestrate.core.api.gpu_table import PciGpu, normalize_slot, parse_lspci
+from orchestrate.core.api.hoststeps import (
+    ContainerFacts,
+    DockerFacts,
+    DriverFacts,
+    Facts,
+    HostStep,
+    ImageFacts,
+    OsFacts,
+    StepContext,
+    UserFacts,
+)
+from orchestrate.core.api.templates import fill
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from orchestrate.core.ssh.session import Session
+
+SCHEMA = 1
+#: The probe's last line: seeing it, the session stops reading without waiting for the exit
+#: status sshd sends after the output (most of a round trip on a slow link).
+END = "##orchestrate probe-end"
+
+# The script is sh, not Python: keep it readable as shell. @IMAGE@ and @CONTAINER@ are
+# replaced with shell-quoted values, @EXTRA@ with the steps' snippets, by `probe_script`.
+_PROBE = r"""
+# orchestrate host probe: prints one JSON object (see orchestrate/core/host/probe.py).
+set -u
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+LC_ALL=C
+export PATH LC_ALL
+image=@IMAGE@
+container=@CONTAINER@
+
+has() { command -v "$1" >/dev/null 2>&1; }
+
+# js TEXT: TEXT as a JSON string. Control characters other than tab and newline are dropped,
+# tabs become spaces, newlines become \n; backslash and double quote are escaped.
+js() {
+    case $1 in
+        *[!A-Za-z0-9._:/@+=,%~^' '-]*)
+            printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\010\013-\037' | tr '\t' ' ' |
+                sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' |
+                awk 'NR > 1 { printf "\\n" } { printf "%s", $0 }')"
+            ;;
+        *) printf '"%s"' "$1" ;;
+    esac
+}
+# jn TEXT: TEXT as a JSON string, or null when empty.
+jn() { if [ -n "$1" ]; then js "$1"; else printf null; fi; }
+# jb COMMAND...: true or false by the command's exit status.
+jb() { if "$@"; then printf true; else printf false; fi; }
+# t SECONDS COMMAND...: run with a time limit where coreutils' timeout exists.
+t() { if has timeout; then timeout "$@"; else shift; "$@"; fi; }
+
+uid=$(id -u)
+if [ "$uid" -eq 0 ]; then
+    privilege=root
+elif has sudo && sudo -n true >/dev/null 2>&1; then
+    privilege=sudo
+else
+    privilege=none
+fi
+# as_root COMMAND...: docker's socket is root's on a fresh host; 20 s at most (a stuck daemon).
+as_root() { if [ "$privilege" = sudo ]; then t 20 sudo -n "$@"; else t 20 "$@"; fi; }
+
+ID='' VERSION_ID='' VERSION_CODENAME='' PRETTY_NAME=''
+# shellcheck disable=SC1091
+[ -r /etc/os-release ] && . /etc/os-release
+boot_id=''
+[ -r /proc/sys/kernel/random/boot_id ] && read -r boot_id </proc/sys/kernel/random/boot_id
+secure_boot=null
+for f in /sys/firmware/efi/efivars/SecureBoot-*; do
+    [ -r "$f" ] || continue
+    case $(od -An -tu1 "$f" 2>/dev/null | awk '{ print $NF }') in
+        1) secure_boot=true ;;
+        0) secure_boot=false ;;
+    esac
+done
+
+gpus=''
+for dev in /sys/bus/pci/devices/*; do
+    [ -r "$dev/vendor" ] || continue
+    read -r vendor <"$dev/vendor"
+    [ "$vendor" = 0x10de ] || continue
+    read -r class <"$dev/class"
+    case $class in 0x03*) ;; *) continue ;; esac
+    read -r device <"$dev/device"
+    gpus="$gpus${gpus:+,}{\"slot\":$(js "${dev##*/}"),\"device_id\":$(js "${device#0x}")"
+    gpus="$gpus,\"class\":$(js "$class")}"
+done
+lspci_out=''
+if [ -n "$gpus" ] && has lspci; then lspci_out=$(lspci -nn -d 10de: 2>/dev/null); fi
+
+drv_loaded='' drv_open=false drv_installed='' smi_ok=false smi=''
+if [ -r /proc/driver/nvidia/version ]; then
+    drv_loaded=$(awk '/NVRM/ { for (i = 1; i <= NF; i++)
+        if ($i ~ /^[0-9]+\.[0-9]+(\.[0-9]+)?$/) { print $i; exit } }' /proc/driver/nvidia/version)
+    grep -q 'Open Kernel' /proc/driver/nvidia/version && drv_open=true
+fi
+if [ -n "$gpus" ] && has modinfo; then
+    drv_installed=$(modinfo -F version nvidia 2>/dev/null | head -n 1)
+fi
+if has nvidia-smi; then
+    if smi=$(t 30 nvidia-smi 2>&1); then smi_ok=true; fi
+fi
+
+docker_installed=false docker_client='' docker_running=false docker_info='' docker_error=''
+image_present=false image_id='' image_cuda='' image_require='' container_state='' container_image=''
+if has docker; then
+    docker_installed=true
+    docker_client=$(docker --version 2>/dev/null)
+    # shellcheck disable=SC2016
+    fmt='{{.ServerVersion}}|{{.CgroupDriver}}|{{.DefaultRuntime}}|{{range $k, $v := .Runtimes}}'
+    if docker_info=$(as_root docker info --format "$fmt{{\$k}} {{end}}" 2>&1); then
+        docker_running=true
+    else
+        docker_error=$(printf '%s\n' "$docker_info" | tail -n 1) docker_info=''
+    fi
+fi
+if [ "$docker_running" = true ]; then
+    fmt='{{.Id}}{{range .Config.Env}}{{println}}{{.}}{{end}}'
+    if inspect=$(as_root docker image inspect --format "$fmt" "$image" 2>/dev/null); then
+        image_present=true
+        image_id=$(printf '%s\n' "$inspect" | head -n 1)
+        image_cuda=$(printf '%s\n' "$inspect" | sed -n 's/^CUDA_VERSION=//p' | head -n 1)
+        image_require=$(printf '%s\n' "$inspect" | sed -n 's/^NVIDIA_REQUIRE_CUDA=//p' | head -n 1)
+    fi
+    fmt='{{.State.Status}}|{{.Config.Image}}'
+    if state=$(as_root docker inspect --type container --format "$fmt" "$container" 2>/dev/null)
+    then
+        container_state=${state%%|*}
+        container_image=${state#*|}
+    fi
+fi
+toolkit=''
+if has nvidia-ctk; then
+    toolkit=$(nvidia-ctk --version 2>/dev/null | awk '/version/ { print $NF; exit }')
+fi
+
+IFS='|' read -r d_server d_cgroup d_default d_runtimes <<EOF
+$docker_info
+EOF
+runtimes=''
+for r in $d_runtimes; do runtimes="$runtimes${runtimes:+,}$(js "$r")"; done
+
+# Everything is printed with one write at the end: sshd sends output as it reads it, and
+# with Nagle on its side each later small piece would wait a round trip for an ACK.
+emit() {
+    printf '{"schema":1,"os":{"id":%s,"version":%s,"codename":%s,"pretty":%s' \
+        "$(js "$ID")" "$(js "$VERSION_ID")" "$(js "$VERSION_CODENAME")" "$(js "$PRETTY_NAME")"
+    printf ',"kernel":%s,"arch":%s,"boot_id":%s' \
+        "$(js "$(uname -r)")" "$(js "$(uname -m)")" "$(js "$boot_id")"
+    printf ',"systemd":%s,"apt":%s,"secure_boot":%s}' \
+        "$(jb test -d /run/systemd/system)" "$(jb has apt-get)" "$secure_boot"
+    printf ',"user":{"name":%s,"uid":%s,"home":%s,"privilege":"%s"}' \
+        "$(js "$(id -un)")" "$uid" "$(js "${HOME:-}")" "$privilege"
+    printf ',"gpus":[%s],"lspci":%s' "$gpus" "$(js "$lspci_out")"
+    printf ',"driver":{"loaded":%s,"open":%s,"installed":%s,"smi_ok":%s,"smi":%s}' \
+        "$(jn "$drv_loaded")" "$drv_open" "$(jn "$drv_installed")" "$smi_ok" "$(js "$smi")"
+    printf ',"docker":{"installed":%s,"client":%s,"running":%s' \
+        "$docker_installed" "$(jn "$docker_client")" "$docker_running"
+    printf ',"server":%s,"runtimes":[%s],"default_runtime":%s' \
+        "$(jn "${d_server:-}")" "$runtimes" "$(jn "${d_default:-}")"
+    printf ',"cgroup_driver":%s,"error":%s}' "$(jn "${d_cgroup:-}")" "$(js "$docker_error")"
+    printf ',"toolkit":{"version":%s}' "$(jn "$toolkit")"
+    printf ',"image":{"name":%s,"present":%s,"id":%s,"cuda":%s,"require_cuda":%s}' \
+        "$(js "$image")" "$image_present" "$(jn "$image_id")" "$(jn "$image_cuda")" \
+        "$(jn "$image_require")"
+    printf ',"container":{"name":%s,"state":%s,"image":%s}' \
+        "$(js "$container")" "$(jn "$container_state")" "$(jn "$container_image")"
+    printf ',"reboot_required":%s' "$(jb test -e /var/run/reboot-required)"
+    printf ',"extra":{'
+@EXTRA@
+    printf '}}'
+}
+json=$(emit)
+printf '%s\n%s\n' "$json" '@END@'
+"""
+
+_EXTRA_ITEM = """\
+extra_out=$( {{
+{snippet}
+}} 2>/dev/null </dev/null ) || true
+printf '{comma}%s:%s' {name} "$(js "$extra_out")"
+"""
+
+
+def probe_script(context: StepContext, steps: Iterable[HostStep] = ()) -> str:
+    """The probe for `context` (its image and container names), with every step's snippet."""
+    extras = []
+    for i, step in enumerate(s for s in steps if s.probe):
+        extras.append(
+            _EXTRA_ITEM.format(
+                snippet=step.probe,
+                comma="," if i else "",
+                name=shlex.quote(json.dumps(step.name)),
+            )
+        )
+    return fill(
+        _PROBE.lstrip("\n"),
+        {
+            "@IMAGE@": shlex.quote(context.notebook_image),
+            "@CONTAINER@": shlex.quote(context.notebook_container),
+            "@EXTRA@": "".join(extras).rstrip("\n"),
+            "@END@": END,
+        },
+    )
+
+
+def probe_command(script: str) -> str:
+    """The exec request that runs the probe: the script is the command itself, so the
+    probe costs one channel open and one exec, with no stdin to send."""
+    return "sh -c " + shlex.quote(script)
+
+
+def _s(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _opt(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def parse_facts(text: str) -> Facts:
+    """Facts from the probe's output; `HostError` (with the output's start) if it is not
+    the JSON object the probe prints, which means the host's shell mangled it."""
+    start = text.find("{")
+    try:
+        data, _ = json.JSONDecoder().raw_decode(text[start:] if start >= 0 else text)
+    except json.JSONDecodeError as exc:
+        raise HostError(
+            f"the host probe printed something that is not JSON ({exc}): {text[:200]!r}",
+            hint="the login shell printed extra output; check the user's shell profile",
+        ) from exc
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise HostError(f"the host probe answered an unknown schema: {text[:200]!r}")
+    return facts_from_dict(data)
+
+
+def facts_from_dict(data: Mapping[str, Any]) -> Facts:
+    """Facts from the probe's JSON, tolerant of missing keys (an older probe, a test)."""
+    os_ = _map(data.get("os"))
+    user = _map(data.get("user"))
+    drv = _map(data.get("driver"))
+    dock = _map(data.get("docker"))
+    img = _map(data.get("image"))
+    cont = _map(data.get("container"))
+    names = {normalize_slot(g.slot): g.name for g in parse_lspci(_s(data.get("lspci")))}
+    gpus = tuple(
+        PciGpu(
+            slot=_s(g.get("slot")),
+            device_id=_s(g.get("device_id")).lower(),
+            name=names.get(normalize_slot(_s(g.get("slot"))), ""),
+        )
+        for g in data.get("gpus", [])
+        if isinstance(g, dict)
+    )
+    uid = user.get("uid")
+    secure_boot = os_.get("secure_boot")
+    return Facts(
+        os=OsFacts(
+            id=_s(os_.get("id")),
+            version=_s(os_.get("version")),
+            codename=_s(os_.get("codename")),
+            pretty=_s(os_.get("pretty")),
+            kernel=_s(os_.get("kernel")),
+            arch=_s(os_.get("arch")),
+            boot_id=_s(os_.get("boot_id")),
+            systemd=os_.get("systemd") is True,
+            apt=os_.get("apt") is True,
+            secure_boot=secure_boot if isinstance(secure_boot, bool) else None,
+        ),
+        user=UserFacts(
+            name=_s(user.get("name")),
+            uid=uid if isinstance(uid, int) else -1,
+            home=_s(user.get("home")),
+            privilege=_s(user.get("privilege")) or "none",
+        ),
+        gpus=gpus,
+        driver=DriverFacts(
+            loaded=_opt(drv.get("loaded")),
+            open_modules=drv.get("open") is True,
+            installed=_opt(drv.get("installed")),
+            smi_ok=drv.get("smi_ok") is True,
+            smi=_s(drv.get("smi")),
+        ),
+        docker=DockerFacts(
+            installed=dock.get("installed") is True,
+            client_version=_opt(dock.get("client")),
+            running=dock.get("running") is True,
+            server_version=_opt(dock.get("server")),
+            runtimes=tuple(r for r in dock.get("runtimes", []) if isinstance(r, str)),
+            default_runtime=_opt(dock.get("default_runtime")),
+            cgroup_driver=_opt(dock.get("cgroup_driver")),
+            error=_s(dock.get("error")),
+        ),
+        toolkit_version=_opt(_map(data.get("toolkit")).get("version")),
+        image=ImageFacts(
+            name=_s(img.get("name")),
+            present=img.get("present") is True,
+            id=_opt(img.get("id")),
+            cuda_version=_opt(img.get("cuda")),
+            require_cuda=_opt(img.get("require_cuda")),
+        ),
+        container=ContainerFacts(
+            name=_s(cont.get("name")),
+            state=_opt(cont.get("state")),
+            image=_opt(cont.get("image")),
+        ),
+        reboot_required=data.get("reboot_required") is True,
+        extra={k: v for k, v in _map(data.get("extra")).items() if isinstance(v, str)},
+        raw=dict(data),
+    )
+
+
+def probe(
+    session: Session, context: StepContext, steps: Iterable[HostStep] = (), *, timeout: float = 120
+) -> Facts:
+    """Run the probe over `session` and parse it: one channel, one exec."""
+    result = session.run(
+        probe_command(probe_script(context, steps)),
+        timeout=timeout,
+        done_when=lambda out: out.endswith(f"\n{END}\n"),
+    )
+    if result.rc != 0 and "{" not in result.stdout:
+        raise HostError(
+            f"the host probe failed with exit status {result.rc}: "
+            f"{(result.stderr or result.stdout).strip()[-300:]}"
+        )
+    return parse_facts(result.stdout)

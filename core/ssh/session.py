@@ -1,0 +1,556 @@
+"""One SSH connection per host per command, reused for every step (and by the tunnel).
+
+Why a class of our own around paramiko.Transport instead of SSHClient:
+
+- latency: paramiko never sets TCP_NODELAY, which costs about 40 ms (delayed ACK against
+  Nagle) on each channel open or command; we open the socket ourselves with it set, plus
+  SO_KEEPALIVE and paramiko's SSH-level keepalive so a dead link is noticed;
+- trust: the host key is pinned on first contact (the caller keeps it in state) and compared
+  right after key exchange, before authentication and before any command; SSHClient's
+  known_hosts policies would either prompt or silently accept;
+- boot: a fresh VM refuses or resets connections for a while, and its guest agent installs the
+  login key a few seconds after sshd starts; `connect` retries both with backoff until a
+  deadline, and tells the caller it is waiting (`on_wait`).
+
+Key authentication only: no passwords, no agent, no ~/.ssh keys picked up by accident.
+paramiko is imported inside the functions: `orchestrate --help` must not pay for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import select
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from orchestrate.core.api.errors import HostError, HostKeyMismatch
+
+if TYPE_CHECKING:  # pragma: no cover - types only, keeps start-up light
+    import paramiko
+
+#: on_wait(attempt, elapsed seconds, why the last try failed): "waiting for SSH" progress.
+OnWait = Callable[[int, float, str], None]
+#: on_line(line, stream) with stream "stdout" or "stderr", for live command output.
+OnLine = Callable[[str, str], None]
+#: socket_factory(address, port, timeout) -> a connected socket (a jump host, a test
+#: network namespace); the session still sets TCP_NODELAY and keepalive on it.
+SocketFactory = Callable[[str, int, float], socket.socket]
+
+DEFAULT_DEADLINE_S = 300.0
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_KEEPALIVE_S = 15
+#: A fresh VM's guest agent writes the login key shortly after sshd starts: keep retrying a
+#: refused key for this long (within the deadline) before calling it wrong.
+AUTH_GRACE_S = 60.0
+
+# Host-key algorithms to offer for a pinned key type, so the server proves the pinned key
+# and not another of its keys (sshd has ed25519, ecdsa and rsa keys; any could be chosen).
+_KEY_TYPES = {
+    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
+}
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """Exit status (-1 when the connection closed without one) and the whole output."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def normalize_key(line: str) -> str:
+    """ "TYPE BASE64" from a key line ("ssh-ed25519 AAAA... comment" -> first two fields)."""
+    return " ".join(line.split()[:2])
+
+
+def fingerprint(line: str) -> str:
+    """OpenSSH-style SHA256 fingerprint of a key line, as `ssh-keygen -lf` prints it."""
+    parts = line.split()
+    try:
+        blob = base64.b64decode(parts[1])
+    except (IndexError, ValueError):
+        return "(unreadable key)"
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
+
+
+def forget_hint(name: str | None) -> str:
+    """How to accept a legitimately new host key (the CLI command that drops the pin)."""
+    return (
+        f"run `orchestrate forget-host-key {name or 'NAME'}` if the host was legitimately rebuilt"
+    )
+
+
+class _Retry(Exception):
+    """A connection attempt failed in a way that waiting can fix (booting host)."""
+
+
+class Session:
+    """An authenticated SSH connection to one host. Build it with `Session.connect`.
+
+    ``host_key`` is the key line the server proved ("ssh-ed25519 AAAA..."): the caller pins
+    it in state after the first connection. ``transport`` is the paramiko Transport, which the
+    tunnel opens its ``direct-tcpip`` channels on. ``commands`` counts `run` calls (each is
+    one channel open and one exec request: two round trips).
+    """
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        port: int,
+        user: str,
+        key_path: Path,
+        host_key: str,
+        transport: paramiko.Transport,
+        name: str | None,
+        connect_timeout_s: float,
+        keepalive_s: int,
+        socket_factory: SocketFactory | None = None,
+    ) -> None:
+        self.address = address
+        self.port = port
+        self.user = user
+        self.key_path = key_path
+        self.host_key = host_key
+        self.transport = transport
+        self.name = name
+        self.connect_timeout_s = connect_timeout_s
+        self.keepalive_s = keepalive_s
+        self.socket_factory = socket_factory
+        self.commands = 0
+        self.connects = 1
+
+    # -- connecting ------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls,
+        address: str,
+        port: int,
+        user: str,
+        key_path: str | Path,
+        *,
+        pinned_host_key: str | None,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        on_wait: OnWait | None = None,
+        name: str | None = None,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        keepalive_s: int = DEFAULT_KEEPALIVE_S,
+        socket_factory: SocketFactory | None = None,
+    ) -> Session:
+        """Connect, check the host key against `pinned_host_key`, authenticate with the key.
+
+        Refused connections, timeouts, resets and a not-yet-installed login key are retried
+        with backoff (0.5 s doubling to 5 s) until `deadline_s` from now; `on_wait` hears of
+        each retry. A host key other than the pinned one raises `HostKeyMismatch` at once,
+        before authentication. `HostError` for anything else, and when the deadline passes.
+        """
+        key_path = Path(key_path).expanduser()
+        pkey = _load_key(key_path)
+        transport, host_key = _connect_with_retry(
+            address,
+            port,
+            user,
+            pkey,
+            pinned_host_key=pinned_host_key,
+            deadline_s=deadline_s,
+            on_wait=on_wait,
+            name=name,
+            connect_timeout_s=connect_timeout_s,
+            keepalive_s=keepalive_s,
+            socket_factory=socket_factory,
+        )
+        return cls(
+            address=address,
+            port=port,
+            user=user,
+            key_path=key_path,
+            host_key=host_key,
+            transport=transport,
+            name=name,
+            connect_timeout_s=connect_timeout_s,
+            keepalive_s=keepalive_s,
+            socket_factory=socket_factory,
+        )
+
+    def reconnect(
+        self, *, deadline_s: float = DEFAULT_DEADLINE_S, on_wait: OnWait | None = None
+    ) -> Session:
+        """Drop the connection and connect again to the same host, with the key it had.
+
+        Used after a reboot (waits for SSH to come back) and by the tunnel after a dropped
+        link. Returns this session, now on a new transport.
+        """
+        self._close_transport()
+        transport, _ = _connect_with_retry(
+            self.address,
+            self.port,
+            self.user,
+            _load_key(self.key_path),
+            pinned_host_key=self.host_key,
+            deadline_s=deadline_s,
+            on_wait=on_wait,
+            name=self.name,
+            connect_timeout_s=self.connect_timeout_s,
+            keepalive_s=self.keepalive_s,
+            socket_factory=self.socket_factory,
+        )
+        self.transport = transport
+        self.connects += 1
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Whether the transport is still up (False after a reboot dropped it)."""
+        return bool(self.transport.is_active())
+
+    def close(self) -> None:
+        """Close the connection (and every channel on it, tunnel channels included)."""
+        self._close_transport()
+
+    def _close_transport(self) -> None:
+        # closing a broken transport is best effort
+        with contextlib.suppress(Exception):
+            self.transport.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- commands --------------------------------------------------------------------
+
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: str | bytes | None = None,
+        timeout: float | None = None,
+        on_line: OnLine | None = None,
+        done_when: Callable[[str], bool] | None = None,
+    ) -> CommandResult:
+        """Run `command` on the host and return its exit status and output.
+
+        `stdin` is sent whole, then EOF (no stdin: EOF at once, so nothing waits for input).
+        `on_line` gets each output line as it arrives, for live progress. `timeout` bounds the
+        whole command (`HostError` when it passes); a connection that drops mid-command (a
+        reboot) ends it with rc -1.
+
+        Round trips: one for the channel open; the exec request is pipelined (not waited
+        for), so output starts one round trip later. `done_when(stdout so far)` returning
+        True ends the read at once, rc 0, without waiting for the EOF and exit status that
+        sshd sends last (Nagle holds them back most of a round trip); the probe uses it.
+        """
+        if not self.transport.is_active():
+            raise HostError(
+                f"the SSH connection to {self.address}:{self.port} is closed",
+                hint="the host may have rebooted; run the command again",
+            )
+        import paramiko
+
+        self.commands += 1
+        dropped = (paramiko.SSHException, EOFError, OSError)
+        try:
+            chan = self.transport.open_session(timeout=self.connect_timeout_s)
+        except dropped as exc:
+            raise HostError(
+                f"the SSH connection to {self.address}:{self.port} dropped: {exc}",
+                hint="the host may be rebooting; run the command again",
+            ) from exc
+        try:
+            _exec_pipelined(chan, command)
+            if stdin is not None:
+                chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
+            chan.shutdown_write()
+            return _collect(chan, timeout, on_line, command, done_when)
+        except dropped as exc:
+            raise HostError(
+                f"the SSH connection to {self.address}:{self.port} dropped mid-command: {exc}",
+                hint="the host may be rebooting; run the command again",
+            ) from exc
+        finally:
+            chan.close()
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _load_key(key_path: Path) -> paramiko.PKey:
+    import paramiko
+
+    try:
+        return paramiko.PKey.from_path(key_path)
+    except FileNotFoundError as exc:
+        raise HostError(f"SSH key {key_path} not found") from exc
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        raise HostError(f"cannot read SSH key {key_path}: {exc}") from exc
+
+
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that acknowledges every segment at once (Linux TCP_QUICKACK).
+
+    sshd leaves Nagle on for non-interactive sessions, so when it sends two small messages
+    in a row (after authentication: a host-keys notice, then the channel-open confirmation)
+    the second waits for our ACK of the first; a delayed ACK (40 ms or more) then adds most
+    of a round trip. The flag is not sticky in the kernel, so it is set again after each read.
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        with contextlib.suppress(OSError):
+            self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return data
+
+
+def _tcp_socket(
+    address: str, port: int, timeout: float, factory: SocketFactory | None
+) -> socket.socket:
+    """A connected socket with TCP_NODELAY (paramiko does not set it), TCP keepalive and,
+    on Linux, quick ACKs."""
+    if factory is not None:
+        sock = factory(address, port, timeout)
+    else:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
+        return sock  # a jump host's channel or similar: nothing to tune
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for opt, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, opt):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
+    if not hasattr(socket, "TCP_QUICKACK") or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return sock
+    quick = _QuickAckSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    quick.settimeout(timeout)
+    quick.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    return quick
+
+
+def _connect_with_retry(
+    address: str,
+    port: int,
+    user: str,
+    pkey: paramiko.PKey,
+    *,
+    pinned_host_key: str | None,
+    deadline_s: float,
+    on_wait: OnWait | None,
+    name: str | None,
+    connect_timeout_s: float,
+    keepalive_s: int,
+    socket_factory: SocketFactory | None,
+) -> tuple[paramiko.Transport, str]:
+    start = time.monotonic()
+    deadline = start + deadline_s
+    first_auth_refusal: float | None = None
+    attempt = 0
+    delay = 0.5
+    while True:
+        attempt += 1
+        remaining = deadline - time.monotonic()
+        try:
+            return _connect_once(
+                address,
+                port,
+                user,
+                pkey,
+                pinned_host_key=pinned_host_key,
+                timeout=max(1.0, min(connect_timeout_s, remaining)),
+                name=name,
+                keepalive_s=keepalive_s,
+                socket_factory=socket_factory,
+            )
+        except _Retry as exc:
+            reason = str(exc)
+            now = time.monotonic()
+            if reason.startswith("key refused"):
+                first_auth_refusal = first_auth_refusal or now
+                if now - first_auth_refusal >= AUTH_GRACE_S or now + delay >= deadline:
+                    raise HostError(
+                        f"{user}@{address}:{port} refused the SSH key {pkey.get_name()} "
+                        f"({fingerprint(pkey.get_name() + ' ' + pkey.get_base64())})",
+                        hint="the instance was not given this key, or the login user is wrong",
+                    ) from exc
+            elif now + delay >= deadline:
+                raise HostError(
+                    f"SSH on {address}:{port} did not answer within {deadline_s:.0f} s ({reason})",
+                    hint="the host may still be booting or its firewall blocks tcp:22; "
+                    "run the command again to keep waiting",
+                ) from exc
+            if on_wait is not None:
+                on_wait(attempt, now - start, reason)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _connect_once(
+    address: str,
+    port: int,
+    user: str,
+    pkey: paramiko.PKey,
+    *,
+    pinned_host_key: str | None,
+    timeout: float,
+    name: str | None,
+    keepalive_s: int,
+    socket_factory: SocketFactory | None,
+) -> tuple[paramiko.Transport, str]:
+    import paramiko
+
+    try:
+        sock = _tcp_socket(address, port, timeout, socket_factory)
+    except OSError as exc:  # refused, timed out, unreachable: a booting host
+        raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = timeout
+        transport.handshake_timeout = timeout
+        pinned = normalize_key(pinned_host_key) if pinned_host_key else None
+        if pinned:
+            key_type = pinned.split()[0]
+            options = transport.get_security_options()
+            wanted = _KEY_TYPES.get(key_type, (key_type,))
+            allowed = tuple(t for t in wanted if t in options.key_types)
+            if not allowed:
+                raise HostError(f"the pinned host key type {key_type} is not supported here")
+            options.key_types = allowed
+        try:
+            transport.start_client(timeout=timeout)
+        except paramiko.ssh_exception.IncompatiblePeer as exc:
+            if pinned:  # the server no longer has a key of the pinned type at all
+                raise HostKeyMismatch(
+                    f"host key of {address}:{port} changed: it no longer offers the pinned "
+                    f"{pinned.split()[0]} key {fingerprint(pinned)}",
+                    hint=forget_hint(name),
+                ) from exc
+            raise HostError(f"cannot negotiate SSH with {address}:{port}: {exc}") from exc
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+        key = transport.get_remote_server_key()
+        presented = f"{key.get_name()} {key.get_base64()}"
+        if pinned and presented != pinned:
+            raise HostKeyMismatch(
+                f"host key of {address}:{port} changed: expected {fingerprint(pinned)}, "
+                f"got {fingerprint(presented)}; refusing to run anything on it",
+                hint=forget_hint(name),
+            )
+        try:
+            remaining = transport.auth_publickey(user, pkey)
+        except paramiko.AuthenticationException as exc:
+            raise _Retry(f"key refused for {user}: {exc}") from exc
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+        if remaining or not transport.is_authenticated():
+            raise HostError(
+                f"{address}:{port} wants more than a key to log in ({', '.join(remaining)})"
+            )
+        transport.set_keepalive(keepalive_s)
+        return transport, presented
+    except BaseException:
+        transport.close()
+        raise
+
+
+def _exec_pipelined(chan: paramiko.Channel, command: str) -> None:
+    """Send the exec request without waiting for sshd's reply (paramiko's exec_command
+    waits a round trip for it). A refusal still closes the channel, which `_collect` sees as
+    a command that ended without output or exit status."""
+    import paramiko
+    from paramiko.common import cMSG_CHANNEL_REQUEST
+
+    send = getattr(chan.transport, "_send_user_message", None)
+    if send is None:  # pragma: no cover - a paramiko without the private sender
+        chan.exec_command(command)
+        return
+    message = paramiko.Message()
+    message.add_byte(cMSG_CHANNEL_REQUEST)
+    message.add_int(chan.remote_chanid)
+    message.add_string("exec")
+    message.add_boolean(True)
+    message.add_string(command)
+    send(message)
+
+
+def _collect(
+    chan: paramiko.Channel,
+    timeout: float | None,
+    on_line: OnLine | None,
+    command: str,
+    done_when: Callable[[str], bool] | None = None,
+) -> CommandResult:
+    """Read a channel's stdout and stderr until EOF (or `done_when`), feeding `on_line`,
+    within `timeout`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    out = bytearray()
+    err = bytearray()
+    partial = {"stdout": bytearray(), "stderr": bytearray()}
+
+    def feed(data: bytes, stream: str) -> None:
+        (out if stream == "stdout" else err).extend(data)
+        if on_line is None:
+            return
+        buf = partial[stream]
+        buf.extend(data)
+        *lines, rest = bytes(buf).split(b"\n")
+        buf[:] = rest
+        for line in lines:
+            on_line(line.decode("utf-8", "replace").rstrip("\r"), stream)
+
+    finished_early = False
+    while True:
+        got = False
+        if chan.recv_ready():
+            feed(chan.recv(65536), "stdout")
+            got = True
+            if done_when is not None and done_when(out.decode("utf-8", "replace")):
+                finished_early = True
+                break
+        if chan.recv_stderr_ready():
+            feed(chan.recv_stderr(65536), "stderr")
+            got = True
+        if got:
+            continue
+        if chan.eof_received or chan.closed:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            raise HostError(
+                f"remote command did not finish within {timeout:.0f} s: {command[:80]!r}"
+            )
+        # The channel's fileno is a pipe paramiko signals on new data, EOF and close.
+        select.select([chan], [], [], 0.5)
+    # EOF comes after all data (one transport thread feeds both in order): drain what is left.
+    while chan.recv_ready() or chan.recv_stderr_ready():
+        if chan.recv_ready():
+            feed(chan.recv(65536), "stdout")
+        if chan.recv_stderr_ready():
+            feed(chan.recv_stderr(65536), "stderr")
+    if on_line is not None:
+        for stream, buf in partial.items():
+            if buf:
+                on_line(bytes(buf).decode("utf-8", "replace").rstrip("\r"), stream)
+    if finished_early:
+        rc = chan.exit_status if chan.status_event.is_set() else 0
+    else:
+        # exit-status follows EOF; a connection that died (reboot) closes without one.
+        chan.status_event.wait(10)
+        rc = chan.exit_status if chan.status_event.is_set() else -1
+    return CommandResult(
+        rc=rc,
+        stdout=out.decode("utf-8", "replace"),
+        stderr=err.decode("utf-8", "replace"),
+    )

@@ -1,0 +1,100 @@
+"""An OpenSSH config file for orchestrate's hosts, so plain `ssh NAME` works.
+
+It is rewritten from the state rows whenever an address or a pinned key changes (a stopped
+GCE instance comes back on a new IP), with a known_hosts file of the pinned keys so OpenSSH
+checks the same key orchestrate pinned. `~/.ssh/config` includes it only when the user says
+so (`orchestrate ssh-config --install`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from orchestrate.core.store.paths import config_dir, private_dir
+from orchestrate.core.store.state import InstanceRow
+
+ALIAS_PREFIX = ""  # instance names are the Host aliases
+
+
+def config_path() -> Path:
+    return config_dir() / "ssh_config"
+
+
+def known_hosts_path() -> Path:
+    return config_dir() / "known_hosts"
+
+
+def _host_pattern(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def render(rows: Iterable[InstanceRow], identity: Path) -> tuple[str, str]:
+    """The ssh_config and known_hosts texts for the rows that have an address."""
+    config = ["# Written by orchestrate; edits are overwritten.", ""]
+    known = []
+    for row in rows:
+        if not row.address:
+            continue
+        config += [
+            f"Host {ALIAS_PREFIX}{row.name}",
+            f"    HostName {row.address}",
+            f"    Port {row.ssh_port}",
+            f"    User {row.ssh_user or 'orchestrate'}",
+            f"    IdentityFile {identity}",
+            "    IdentitiesOnly yes",
+            f"    UserKnownHostsFile {known_hosts_path()}",
+            "    StrictHostKeyChecking yes",
+            f"    HostKeyAlias orchestrate-{row.name}",
+            "    ServerAliveInterval 30",
+            "",
+        ]
+        if row.host_key:
+            known.append(f"orchestrate-{row.name} {row.host_key}")
+    return "\n".join(config), "\n".join(known) + ("\n" if known else "")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write through a temporary file of this writer's own (mkstemp: 0600, unique name), so
+    concurrent orchestrate processes never rename each other's half-written file away."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write(rows: Iterable[InstanceRow], identity: Path) -> Path:
+    """Rewrite both files atomically (a concurrent `ssh` never reads half a file)."""
+    private_dir(config_dir())
+    config, known = render(rows, identity)
+    _write_private(known_hosts_path(), known)
+    _write_private(config_path(), config)
+    return config_path()
+
+
+def include_line() -> str:
+    return f"Include {config_path()}"
+
+
+def install_include(user_config: Path | None = None) -> bool:
+    """Add the Include line at the top of ~/.ssh/config once; False if already there.
+
+    OpenSSH applies the first value it reads for each option, and an Include inside a Host
+    block would only apply there, so the line goes first.
+    """
+    target = user_config or Path.home() / ".ssh" / "config"
+    line = include_line()
+    existing = target.read_text(encoding="utf-8") if target.exists() else ""
+    if line in existing.splitlines():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write_private(target, f"{line}\n\n{existing}" if existing else f"{line}\n")
+    return True

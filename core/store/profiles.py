@@ -1,0 +1,371 @@
+"""TOML launch profiles: files, `extends`, provider sub-tables, CLI overrides.
+
+Files are read in order and later ones win: the user config file, then `./orchestrate.toml`,
+then `--config FILE`. Every error names the file, the line when it can be found, the key,
+and what was expected, because a profile is usually edited by hand far from the command that
+reads it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrate.core.api.durations import parse_duration
+from orchestrate.core.api.errors import ProfileError
+from orchestrate.core.store import tomlparse
+
+#: Keys every profile may have, with their type and default. Provider sub-tables are separate.
+COMMON_KEYS: dict[str, tuple[type, Any]] = {
+    "provider": (str, None),
+    "extends": (str, None),
+    "description": (str, ""),
+    # The notebook container image (Jupyter Docker Stacks' CUDA build of PyTorch by default).
+    "image": (str, "quay.io/jupyter/pytorch-notebook:cuda12-latest"),
+    "port": (int, 8899),
+    "remote_port": (int, 8888),
+    "notebooks_dir": (str, "~/notebooks"),
+    "container_notebooks_dir": (str, "/notebooks"),
+    "container_name": (str, "orchestrate-notebook"),
+    "autostop": (str, "60m"),
+    "bootstrap": (str, "ssh"),
+    # launch asks before creating anything estimated above this many dollars per hour.
+    "confirm_above": (float, 5.0),
+}
+BOOTSTRAP_MODES = ("ssh", "startup-script")
+DEFAULT_PROFILE = "default"
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value came from, for error messages and `profiles --show`."""
+
+    file: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass
+class Profile:
+    """A resolved profile: common keys validated, the provider sub-table still raw.
+
+    The provider plugin validates `provider_table` (see `Provider.validate_options`), since
+    only it knows its keys.
+    """
+
+    name: str
+    values: dict[str, Any]
+    provider_tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    origins: dict[str, Origin] = field(default_factory=dict)
+    chain: tuple[str, ...] = ()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def provider(self) -> str | None:
+        value = self.values.get("provider")
+        return str(value) if value is not None else None
+
+    def provider_table(self) -> dict[str, Any]:
+        return dict(self.provider_tables.get(self.provider or "", {}))
+
+    def table_where(self) -> str:
+        """How to name the provider sub-table in an error: file, line and table."""
+        origin = self.origins.get(self.provider or "")
+        table = f"profiles.{self.name}.{self.provider}"
+        return f"{origin}: [{table}]" if origin else f"[{table}]"
+
+    def where(self, key: str) -> str:
+        origin = self.origins.get(key)
+        return f"{origin}: " if origin else ""
+
+
+@dataclass
+class _RawProfile:
+    name: str
+    table: dict[str, Any]
+    origins: dict[str, Origin]
+
+
+def _line_of(lines: Sequence[str], table: str, key: str | None) -> int | None:
+    """Best-effort line number of `key` in `[table]` (tomllib gives no positions)."""
+    header = re.compile(
+        r"^\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, table.split("."))) + r"\s*\]"
+    )
+    any_header = re.compile(r"^\s*\[")
+    inside = False
+    header_line = None
+    for number, text in enumerate(lines, start=1):
+        if header.match(text):
+            inside, header_line = True, number
+            if key is None:
+                return number
+            continue
+        if inside and any_header.match(text):
+            inside = False
+        if inside and key is not None and re.match(rf"^\s*\"?{re.escape(key)}\"?\s*=", text):
+            return number
+    return header_line
+
+
+def _type_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", bool: "true or false", float: "a number"}.get(
+        kind, kind.__name__
+    )
+
+
+def read_file(path: Path) -> list[_RawProfile]:
+    """Parse one profile file into raw profiles, with the line of each key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile file: {exc.strerror}") from exc
+    try:
+        data = tomlparse.loads(text)
+    except ValueError as exc:
+        raise ProfileError(f"{path}: invalid TOML: {exc}", hint="fix the syntax") from exc
+    lines = text.splitlines()
+    unknown_top = [k for k in data if k != "profiles"]
+    if unknown_top:
+        key = unknown_top[0]
+        raise ProfileError(
+            f"{Origin(str(path), _line_of(lines, key, None) or _line_of(lines, '', key))}: "
+            f"unknown top-level key {key!r}",
+            hint="profiles go in [profiles.NAME] tables",
+        )
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, dict):
+        raise ProfileError(f"{path}: 'profiles' must be a table of [profiles.NAME] tables")
+    found = []
+    for name, table in profiles.items():
+        where = Origin(str(path), _line_of(lines, f"profiles.{name}", None))
+        if not isinstance(table, dict):
+            raise ProfileError(f"{where}: profiles.{name} must be a table, not a value")
+        if not _NAME.match(name):
+            raise ProfileError(
+                f"{where}: profile name {name!r} is not allowed",
+                hint="use lowercase letters, digits and dashes, starting with a letter",
+            )
+        origins: dict[str, Origin] = {}
+        for key, value in table.items():
+            if isinstance(value, dict):
+                line = _line_of(lines, f"profiles.{name}.{key}", None)
+                origins[key] = Origin(str(path), line or _line_of(lines, f"profiles.{name}", key))
+                for sub in value:
+                    origins[f"{key}.{sub}"] = Origin(
+                        str(path), _line_of(lines, f"profiles.{name}.{key}", sub)
+                    )
+            else:
+                origins[key] = Origin(str(path), _line_of(lines, f"profiles.{name}", key))
+        found.append(_RawProfile(name, table, origins))
+    return found
+
+
+def default_files(config: Path | None) -> list[Path]:
+    """The files read, in order, that exist (an explicit --config must exist)."""
+    from orchestrate.core.store.paths import user_config_file
+
+    files = [p for p in (user_config_file(), Path("orchestrate.toml").resolve()) if p.is_file()]
+    if config is not None:
+        if not config.is_file():
+            raise ProfileError(f"--config {config}: no such file", hint="check the path")
+        files.append(config)
+    return files
+
+
+class ProfileSet:
+    """All profiles from all files, merged by name (later files override key by key)."""
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        self.files = list(files)
+        self._raw: dict[str, _RawProfile] = {}
+        for path in self.files:
+            for raw in read_file(path):
+                known = self._raw.get(raw.name)
+                if known is None:
+                    self._raw[raw.name] = raw
+                    continue
+                for key, value in raw.table.items():
+                    if isinstance(value, dict) and isinstance(known.table.get(key), dict):
+                        known.table[key] = {**known.table[key], **value}
+                    else:
+                        known.table[key] = value
+                known.origins.update(raw.origins)
+
+    def names(self) -> list[str]:
+        return sorted(self._raw)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._raw
+
+    def resolve(
+        self, name: str | None, *, provider_names: Sequence[str], check_provider: bool = True
+    ) -> Profile:
+        """The profile `name` with `extends` applied and common keys validated.
+
+        With no name: the `default` profile when one exists, else built-in defaults only.
+        """
+        if name is None:
+            name = DEFAULT_PROFILE if DEFAULT_PROFILE in self._raw else None
+        if name is None:
+            profile = Profile("(defaults)", {k: d for k, (_, d) in COMMON_KEYS.items()})
+            return profile
+        if name not in self._raw:
+            known = ", ".join(self.names()) or "none defined"
+            raise ProfileError(
+                f"unknown profile {name!r} (known: {known})",
+                hint="define [profiles.NAME] in orchestrate.toml or pass --config FILE",
+            )
+        chain: list[str] = []
+        table: dict[str, Any] = {}
+        origins: dict[str, Origin] = {}
+        current: str | None = name
+        while current is not None:
+            if current in chain:
+                raw = self._raw[chain[-1]]
+                cycle = " -> ".join([*chain, current])
+                raise ProfileError(
+                    f"{raw.origins.get('extends', '')}: extends cycle {cycle}",
+                    hint="remove one of the extends keys",
+                )
+            if current not in self._raw:
+                raw = self._raw[chain[-1]]
+                raise ProfileError(
+                    f"{raw.origins.get('extends')}: key 'extends': unknown profile {current!r}",
+                    hint=f"known profiles: {', '.join(self.names())}",
+                )
+            raw = self._raw[current]
+            chain.append(current)
+            for key, value in raw.table.items():
+                if key == "extends":
+                    continue
+                if isinstance(value, dict) and isinstance(table.get(key, {}), dict):
+                    table[key] = {**value, **table.get(key, {})}
+                    for sub in value:
+                        origins.setdefault(f"{key}.{sub}", raw.origins[f"{key}.{sub}"])
+                else:
+                    table.setdefault(key, value)
+                origins.setdefault(key, raw.origins[key])
+            extends = raw.table.get("extends")
+            if extends is not None and not isinstance(extends, str):
+                raise ProfileError(
+                    f"{raw.origins['extends']}: key 'extends' must be a profile name string"
+                )
+            current = extends
+        return _validate(name, table, origins, tuple(chain), provider_names, check_provider)
+
+
+def _validate(
+    name: str,
+    table: Mapping[str, Any],
+    origins: Mapping[str, Origin],
+    chain: tuple[str, ...],
+    provider_names: Sequence[str],
+    check_provider: bool,
+) -> Profile:
+    values = {key: default for key, (_, default) in COMMON_KEYS.items()}
+    tables: dict[str, dict[str, Any]] = {}
+    for key, value in table.items():
+        where = origins.get(key, Origin("profile"))
+        if isinstance(value, dict):
+            if key not in provider_names:
+                shown = key if key.isprintable() else repr(key)  # one line, whatever the key
+                raise ProfileError(
+                    f"{where}: profiles.{name}: unknown table [{shown}]",
+                    hint=f"provider sub-tables are one of: {', '.join(provider_names)}",
+                )
+            tables[key] = dict(value)
+            continue
+        if key not in COMMON_KEYS:
+            close = [k for k in COMMON_KEYS if k[:3] == key[:3]]
+            raise ProfileError(
+                f"{where}: profiles.{name}: unknown key {key!r}",
+                hint=f"did you mean {close[0]!r}?" if close else "see README's profile keys",
+            )
+        kind = COMMON_KEYS[key][0]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ProfileError(
+                f"{where}: profiles.{name}.{key} must be {_type_name(kind)},"
+                f" not {type(value).__name__} {value!r}"
+            )
+        values[key] = value
+    profile = Profile(name, values, tables, dict(origins), chain)
+    check_common(profile, provider_names if check_provider else None)
+    return profile
+
+
+def check_common(profile: Profile, provider_names: Sequence[str] | None) -> None:
+    """Range checks for common keys; run again after CLI overrides are applied."""
+    values = profile.values
+    for key in ("port", "remote_port"):
+        if not 1 <= int(values[key]) <= 65535:
+            raise ProfileError(
+                f"{profile.where(key)}{key} must be a TCP port 1-65535, not {values[key]}"
+            )
+    if values["bootstrap"] not in BOOTSTRAP_MODES:
+        raise ProfileError(
+            f"{profile.where('bootstrap')}bootstrap must be one of {', '.join(BOOTSTRAP_MODES)},"
+            f" not {values['bootstrap']!r}"
+        )
+    parse_duration(str(values["autostop"]), where=f"{profile.where('autostop')}autostop")
+    provider = values.get("provider")
+    if provider_names is not None and provider is not None and provider not in provider_names:
+        raise ProfileError(
+            f"{profile.where('provider')}unknown provider {provider!r}",
+            hint=f"installed providers: {', '.join(provider_names)} (see `orchestrate providers`)",
+        )
+
+
+def apply_overrides(profile: Profile, overrides: Mapping[str, Any]) -> Profile:
+    """CLI flags win over profile values; `None` means the flag was not given."""
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in COMMON_KEYS:
+            raise KeyError(key)
+        profile.values[key] = value
+        profile.origins[key] = Origin(f"--{key.replace('_', '-')}")
+    return profile
+
+
+def load_profile(
+    name: str | None,
+    *,
+    config: Path | None,
+    provider_names: Sequence[str],
+    overrides: Mapping[str, Any] | None = None,
+    files: Callable[[Path | None], list[Path]] = default_files,
+) -> Profile:
+    """Read the files, resolve `name`, apply CLI overrides, and check the result."""
+    profiles = ProfileSet(files(config))
+    profile = profiles.resolve(name, provider_names=provider_names, check_provider=False)
+    apply_overrides(profile, overrides or {})
+    check_common(profile, provider_names)
+    return profile
+
+
+def profile_snapshot(profile: Profile) -> dict[str, Any]:
+    """What the state row keeps so `start`/`down` work without the profile files."""
+    return {
+        "name": profile.name,
+        "values": dict(profile.values),
+        "provider_tables": {k: dict(v) for k, v in profile.provider_tables.items()},
+    }
+
+
+def profile_from_snapshot(data: Mapping[str, Any]) -> Profile:
+    """The profile a row was launched with, read back from `profile_snapshot`."""
+    return Profile(
+        name=str(data.get("name", "(snapshot)")),
+        values=dict(data.get("values", {})),
+        provider_tables={k: dict(v) for k, v in data.get("provider_tables", {}).items()},
+    )
