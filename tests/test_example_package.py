@@ -1,7 +1,7 @@
 """The example third-party provider (examples/orchestrate-linode) as a user gets it.
 
 A fresh virtualenv gets orchestrate and the example by ``pip install``, offline: the venv sees
-this interpreter's site-packages (``--system-site-packages``) for the dependencies, and both
+this interpreter's site-packages (a ``.pth`` file) for the dependencies, and both
 distributions are built from their folders without build isolation or an index. Then the
 venv's own ``orchestrate`` script must list the provider, report the plugin's distribution,
 and print its plan for ``launch --dry-run``; and the example's own tests must pass against
@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,10 +47,13 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     shutil.copytree(EXAMPLE, example, ignore=JUNK)
     path = base / "venv"
     subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(path)],
-        check=True,
-        timeout=120,
+        [sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120
     )
+    # The dependencies (and pip) are the ones this interpreter has: the tests may run in a
+    # virtual environment, whose packages `--system-site-packages` would not show.
+    (site_dir,) = (path / "lib").glob("python3*/site-packages")
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (site_dir / "test-dependencies.pth").write_text("\n".join(sorted(ours)) + "\n")
     python = str(path / "bin" / "python")
     for source in (root, example):
         subprocess.run(
