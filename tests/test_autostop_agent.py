@@ -62,6 +62,7 @@ def _obs(now: float, **kw: Any) -> Observation:
         connections=kw.pop("connections", []),
         jupyter=kw.pop("jupyter", KernelView(reachable=True)),
         logins=kw.pop("logins", []),
+        setups=kw.pop("setups", []),
     )
 
 
@@ -115,6 +116,39 @@ def test_decide_starts_over_after_a_reboot_or_a_gap() -> None:
     prev = {"last_active": 0.0, "last_check": 100.0, "boot_id": "boot-1"}
     state, action, note = decide(prev, _obs(1000.0), CFG)
     assert action == agent.IDLE and state["last_active"] == 1000.0 and "no check" in note
+
+
+def test_decide_a_running_setup_is_activity_until_it_is_older_than_the_window() -> None:
+    """The agent is armed before the driver install: a setup in progress keeps the host
+    up, a setup stuck for longer than the window does not."""
+    state, action, _ = decide({}, _obs(1000.0, setups=[10.0]), CFG)
+    assert action == agent.ACTIVE and state["active"] == ["host setup in progress for 10 s"]
+    state, action, _ = decide(state, _obs(1050.0, setups=[60.0]), CFG)  # stuck: 60 s old
+    assert action == agent.IDLE and state["idle_since"] == 1000.0
+    state, action, _ = decide(state, _obs(1060.0, setups=[70.0]), CFG)
+    assert action == agent.POWEROFF
+
+
+def test_setup_ages_finds_a_running_stage_by_its_script_name(tmp_path: Path) -> None:
+    """A real process whose command line names a stage script, as the runner starts it."""
+    from orchestrate.core.api.hoststeps import Facts, UserFacts
+    from orchestrate.core.host.runner import stage_command
+
+    # the runner names its stages so
+    assert agent.SETUP_MARK in stage_command(Facts(user=UserFacts(privilege="root")))
+    # A mark of this test's own, so stages other tests run meanwhile are not counted.
+    mark = agent.SETUP_MARK + f"test-{os.getpid()}-"
+    script = Path(mark + "stage")
+    script.write_text("sleep 30\n", encoding="utf-8")
+    proc = subprocess.Popen(["bash", str(script)])
+    try:
+        found = agent.setup_ages(mark=mark)
+        assert len(found) == 1 and 0.0 <= found[0] < 30.0, found
+    finally:
+        proc.kill()
+        proc.wait()
+        script.unlink()
+    assert agent.setup_ages(mark=mark) == []
 
 
 def test_parse_time_reads_jupyter_timestamps() -> None:

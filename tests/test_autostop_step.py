@@ -80,11 +80,12 @@ PLUGINS = (
 )
 
 
-def test_the_step_is_a_builtin_plugin_after_the_notebook() -> None:
+def test_the_step_is_a_builtin_plugin_armed_before_anything_else() -> None:
+    """First, so a setup that fails later (a driver, an image pull) leaves a host that
+    stops itself."""
     assert "orchestrate.plugins.host.autostop" in BUILTIN_PLUGINS
     steps = collect_steps(build_manager(PLUGINS).hook, context())
-    names = [s.name for s in steps]
-    assert names.index(NAME) > names.index("notebook")
+    assert [s.name for s in steps] == [NAME, "docker", "notebook"]
 
 
 def test_no_autostop_value_contributes_nothing() -> None:
@@ -356,6 +357,49 @@ def test_install_over_ssh_runs_detached_and_powers_off_then_off_removes_it(
     assert not Path(paths.agent).exists() and not config.exists()
     assert not autostop_step(off).needed(_probe(ssh_host, off))
     assert Path(paths.log_file).exists()  # the history stays
+
+
+@pytest.mark.bed
+def test_a_setup_that_fails_later_leaves_the_agent_armed(
+    ssh_host: SshHost, host_root: Path
+) -> None:
+    """The autostop step runs first in the stage: a step after it that fails (a driver, an
+    image pull) still leaves an agent that will power the host off."""
+    from orchestrate.core.api.hoststeps import HostStep, order_steps
+
+    extra = {
+        "autostop_root": str(host_root),
+        "autostop_poweroff_command": f"touch {host_root / 'POWERED-OFF'}",
+        "autostop_interval": 0.25,
+    }
+    ctx = StepContext(
+        instance="bed", gpu=None, notebook_image="none", token="tok-123", autostop="60m",
+        remote_port=_free_port(), extra=extra,
+    )  # fmt: skip
+    broken = HostStep(
+        name="broken", description="a step that fails", needed=lambda facts: True,
+        script=lambda c, f: "echo pulling; exit 3", stage=0,
+    )  # fmt: skip
+    steps = order_steps([broken, autostop_step(ctx)])
+    assert [s.name for s in steps] == [NAME, "broken"]
+    client = _connect(ssh_host)
+    try:
+        _, out = _run(client, probe_command(probe_script(ctx, steps)))
+        facts = parse_facts(out)
+        stage = stage_script([(s.name, s.script(ctx, facts)) for s in plan(steps, facts)])
+        rc, out = _run(client, stage_command(facts), stage)
+    finally:
+        client.close()
+    assert rc != 0 and "pulling" in out, out
+    try:
+        seen = host_autostop(_probe(ssh_host, ctx))
+        assert seen.running == "loop" and seen.config == config_hash(ctx, 3600.0)
+    finally:
+        off = StepContext(
+            instance="bed", gpu=None, notebook_image="none", token="tok-123", autostop="off",
+            extra=extra,
+        )  # fmt: skip
+        _setup(ssh_host, off)
 
 
 def test_status_command_reads_the_files_without_root(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import subprocess
 from pathlib import Path
@@ -205,3 +206,23 @@ def test_hook_host_steps_every_builtin_contributes_through_the_real_manager() ->
         "gpu-check", "nvidia-driver", "docker", "container-toolkit", "image", "verify",
         "notebook", "autostop",
     }  # fmt: skip
+
+
+def test_autostop_is_armed_first_and_required_while_on() -> None:
+    """The agent goes on before the driver, docker and the image pull; a plan without it
+    is refused while the profile has autostop on."""
+    from orchestrate.core.api.errors import PluginError
+    from orchestrate.core.api.hoststeps import require_autostop
+    from orchestrate.core.wiring.registry import build_manager
+
+    context = StepContext(
+        instance="box", gpu=GpuRequest("nvidia-tesla-t4"), notebook_image="jupyter/base-notebook",
+        token="s3cret-token-123", autostop="60m",
+    )  # fmt: skip
+    steps = collect_steps(build_manager().hook, context)
+    assert steps[0].name == "autostop"
+    require_autostop(steps, context)
+    without = [s for s in steps if s.name != "autostop"]
+    with pytest.raises(PluginError, match=r"autostop is on \(60m\) but no plugin plans"):
+        require_autostop(without, context)
+    require_autostop(without, dataclasses.replace(context, autostop="off"))

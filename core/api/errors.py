@@ -17,13 +17,22 @@ class OrchestrateError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        #: what the user must know besides the fix, added where it is known (e.g. that
+        #: the instance is still running and billing); said after the hint
+        self.notes: list[str] = []
 
     def line(self) -> str:
-        """The single line a user sees: what went wrong, then how to fix it."""
+        """The single line a user sees: what went wrong, how to fix it, then the notes."""
         text = self.message
         if self.hint:
             text = f"{text} ({self.hint})"
-        return text
+        return "; ".join([text, *self.notes])
+
+
+class Interrupted(OrchestrateError):
+    """Ctrl-C during a command that must still say what it leaves behind: exit 130."""
+
+    exit_code = 130
 
 
 class UsageError(OrchestrateError):

@@ -269,6 +269,31 @@ def collect_steps(hook: Any, context: StepContext) -> list[HostStep]:
     return order_steps(step for group in contributed for step in (group or ()))
 
 
+#: The name of the step that arms the idle power-off (the ``host.autostop`` plugin's).
+AUTOSTOP_STEP = "autostop"
+
+
+def require_autostop(steps: Sequence[HostStep], context: StepContext) -> None:
+    """Refuse a plan without an autostop step when the profile has autostop on.
+
+    The promise is that a GPU never bills by accident; a plugin set without the agent (the
+    plugin disabled, or registering nothing) would keep it silently. ``autostop = "off"``
+    is the way to run without one.
+    """
+    from orchestrate.core.api.durations import parse_duration
+    from orchestrate.core.api.errors import PluginError
+
+    if context.autostop is None or parse_duration(context.autostop, where="autostop") is None:
+        return
+    if any(step.name == AUTOSTOP_STEP for step in steps):
+        return
+    raise PluginError(
+        f"autostop is on ({context.autostop}) but no plugin plans the autostop step",
+        hint="the host.autostop plugin is disabled or did not register; re-enable it, or set "
+        'autostop = "off" to run without it',
+    )
+
+
 def plan(steps: Sequence[HostStep], facts: Facts, *, changed: Iterable[str] = ()) -> list[HostStep]:
     """The steps to run, in order: those ``needed(facts)``, plus ``follows_changes`` steps
     after one that runs now or ran earlier in this setup (``changed``)."""

@@ -5,7 +5,8 @@ killed at each phase and the next command is seen to cope. Setting
 ``ORCHESTRATE_CRASH_AT=<name>`` makes `crash_point(name)` kill the process with SIGKILL (no
 cleanup, no ``finally``, no atexit: what a power cut or the OOM killer does). Unset, it costs
 one environment lookup. The names are listed in `POINTS`, so a test cannot wait for a point
-that the code no longer has.
+that the code no longer has. ``<name>:interrupt`` sends SIGINT instead: a Ctrl-C at exactly
+that place, to test what an interrupted command says and leaves.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ POINTS = (
 
 
 def crash_point(name: str) -> None:
-    """SIGKILL this process when ``$ORCHESTRATE_CRASH_AT`` is `name` (tests only)."""
-    if os.environ.get(ENV) == name:
+    """SIGKILL this process when ``$ORCHESTRATE_CRASH_AT`` is `name`, SIGINT it when it is
+    ``name:interrupt`` (tests only)."""
+    wanted = os.environ.get(ENV)
+    if wanted == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif wanted == f"{name}:interrupt":
+        os.kill(os.getpid(), signal.SIGINT)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrate.core.api import provider as p
-from orchestrate.core.api.errors import HostError, OrchestrateError
+from orchestrate.core.api.errors import HostError, Interrupted, OrchestrateError
 from orchestrate.core.api.hoststeps import StepContext
 from orchestrate.core.flows.crashpoints import crash_point
 from orchestrate.core.flows.rows import connect
@@ -106,8 +106,18 @@ def dry_run_text(runtime: Runtime, plan: LaunchPlan) -> str:
             lines.append(json.dumps(dict(request.body), indent=2, sort_keys=True))
     redacted = dataclasses.replace(plan.context, token="<token>")
     lines.append("")
-    lines.append(host_text(runtime.pm.hook, redacted))
+    lines.append(host_text(runtime.pm.hook, redacted, steps=planned_steps(runtime, redacted)))
     return "\n".join(lines)
+
+
+def planned_steps(runtime: Runtime, context: StepContext) -> list[Any]:
+    """The host steps the plugins contribute for `context`; refused without an autostop
+    step while autostop is on."""
+    from orchestrate.core.api.hoststeps import collect_steps, require_autostop
+
+    steps = collect_steps(runtime.pm.hook, context)
+    require_autostop(steps, context)
+    return steps
 
 
 def url_for(port: int, token: str) -> str:
@@ -126,15 +136,27 @@ def existing_token(row: InstanceRow | None) -> str | None:
     return row.token if row is not None and row.token else None
 
 
-def setup_host(runtime: Runtime, session: Any, context: StepContext, progress: Progress) -> Any:
-    """Probe the host and apply the needed steps; returns the runner's `SetupReport`."""
-    from orchestrate.core.api.hoststeps import collect_steps
+def setup_host(
+    runtime: Runtime,
+    session: Any,
+    context: StepContext,
+    progress: Progress,
+    on_armed: Callable[[], None] | None = None,
+) -> Any:
+    """Probe the host and apply the needed steps; returns the runner's `SetupReport`.
+
+    `on_armed` hears when the autostop step has finished on the host: from then on, a
+    failure later in the setup leaves a host that stops itself.
+    """
+    from orchestrate.core.api.hoststeps import AUTOSTOP_STEP
     from orchestrate.core.host.runner import ProgressEvent, Runner
     from orchestrate.core.store.paths import host_log
 
     def on_event(event: ProgressEvent) -> None:
         if event.kind == "step-start":
             crash_point("in-host-step")
+        if event.kind == "step-done" and event.step == AUTOSTOP_STEP and on_armed is not None:
+            on_armed()
         if event.kind == "output":
             if runtime.debug:
                 progress(f"    {event.message}")
@@ -155,7 +177,7 @@ def setup_host(runtime: Runtime, session: Any, context: StepContext, progress: P
         if attempt == 1:
             progress(f"  waiting for SSH ({reason})")
 
-    steps = collect_steps(runtime.pm.hook, context)
+    steps = planned_steps(runtime, context)
     drops = 0
     while True:
         runner = Runner(
@@ -206,7 +228,8 @@ def record_intent(state: State, plan: LaunchPlan) -> InstanceRow:
     Besides the profile and the login user it holds the notebook token and, for a row that
     has none yet, what the instance costs an hour: `status` prices rows from that without
     loading any provider plugin, also for a launch that died right after the create call.
-    An existing row keeps its price, as a relaunch reuses the instance the row describes.
+    An existing row keeps its price, as a relaunch reuses the instance the row describes,
+    and takes this launch's profile.
     """
     from orchestrate.core.money.costs import price_extra
 
@@ -215,6 +238,11 @@ def record_intent(state: State, plan: LaunchPlan) -> InstanceRow:
         name, plan.provider.name, profile_snapshot(plan.profile), ssh_user=plan.spec.ssh_user
     )
     fields: dict[str, Any] = {}
+    snapshot = profile_snapshot(plan.profile)
+    if row.profile != snapshot:
+        # A relaunch with a changed profile: start, status and the detached tunnel read the
+        # row, so it must say what this launch sets the host up with (a new remote_port).
+        fields["profile"] = snapshot
     if row.token != plan.context.token:
         fields["token"] = plan.context.token
     if "price_per_hour" not in row.extra:
@@ -268,9 +296,7 @@ def bring_up(
     answers through it; otherwise `foreground(tunnel, url)` runs until Ctrl-C.
     """
     from orchestrate.core.cloud.instances import ensure_running
-    from orchestrate.core.flows import background
-    from orchestrate.core.host import jupyter
-    from orchestrate.core.ssh import sshconfig
+    from orchestrate.core.flows.still_running import still_running_note
 
     state = runtime.state()
     name = plan.name
@@ -279,20 +305,64 @@ def bring_up(
     crash_point("after-intent")
     try:
         record = ensure_running(state, plan.provider, plan.spec, progress)
-    except BaseException:
+    except BaseException as exc:
         if fresh:
             forget_if_never_sent(state, name)
+        # The cloud may have made the instance before the wait for it failed.
+        note = still_running_note(state, name, armed=False)
+        if note and isinstance(exc, OrchestrateError):
+            exc.notes.append(note)
+        elif note and isinstance(exc, KeyboardInterrupt):
+            raise Interrupted("interrupted", hint=note) from exc
         raise
     row = state.get(name)
     if row is not None and "stopped_by" in row.extra:
         # Running again: whoever stopped it last no longer explains anything.
         state.update(name, extra={k: v for k, v in row.extra.items() if k != "stopped_by"})
+    crash_point("after-create")
+    # A host set up before has its agent armed (when autostop is on); a new one has it once
+    # the autostop step, the first of the setup, has finished.
+    armed = [bool(row is not None and row.setup_hash)]
+    try:
+        return _bring_up_host(
+            runtime, plan, row, record, port=port, port_explicit=port_explicit, detach=detach,
+            progress=progress, foreground=foreground, on_armed=lambda: armed.append(True),
+        )  # fmt: skip
+    except OrchestrateError as exc:
+        note = still_running_note(state, name, armed=any(armed))
+        if note:
+            exc.notes.append(note)
+        raise
+    except KeyboardInterrupt as exc:
+        note = still_running_note(state, name, armed=any(armed))
+        raise Interrupted("interrupted", hint=note) from exc
+
+
+def _bring_up_host(
+    runtime: Runtime,
+    plan: LaunchPlan,
+    row: InstanceRow | None,
+    record: p.InstanceRecord,
+    *,
+    port: int,
+    port_explicit: bool,
+    detach: bool,
+    progress: Progress,
+    foreground: Callable[[Any, str], None] | None,
+    on_armed: Callable[[], None],
+) -> Outcome:
+    """`bring_up` once the instance runs: SSH, host setup, Jupyter and the tunnel."""
+    from orchestrate.core.flows import background
+    from orchestrate.core.host import jupyter
+    from orchestrate.core.ssh import sshconfig
+
+    state = runtime.state()
+    name = plan.name
     if not record.address:
         raise OrchestrateError(
             f"{name} has no external address on {plan.provider.name}",
             hint="check the network settings of the profile",
         )
-    crash_point("after-create")
     early: background.DetachedStart | None = None
     if (
         detach
@@ -318,7 +388,7 @@ def bring_up(
             from orchestrate.core.host.bootstrap import wait_done
 
             session = wait_done(session, progress)
-        report = setup_host(runtime, session, plan.context, progress)
+        report = setup_host(runtime, session, plan.context, progress, on_armed=on_armed)
         crash_point("after-setup")
 
         def read_logs() -> str:

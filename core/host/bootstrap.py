@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrate.core.api.errors import HostError
-from orchestrate.core.api.hoststeps import StepContext, collect_steps
+from orchestrate.core.api.hoststeps import StepContext, collect_steps, require_autostop
 
 DONE_FILE = "/var/lib/orchestrate/bootstrap.done"
 LOG_FILE = "/var/log/orchestrate-bootstrap.log"
@@ -35,7 +35,9 @@ def startup_script(hook: Any, context: StepContext) -> str:
     from orchestrate.core.host.runner import assumed_facts, stage_script
 
     facts = assumed_facts(context)
-    steps = [s for s in collect_steps(hook, context) if not _uses_secret(s, context, facts)]
+    every = collect_steps(hook, context)
+    require_autostop(every, context)
+    steps = [s for s in every if not _uses_secret(s, context, facts)]
     stage = stage_script([(s.name, s.script(context, facts)) for s in steps])
     return f"""#!/usr/bin/env bash
 # orchestrate bootstrap: host setup at boot; idempotent, so it runs again after a reboot.

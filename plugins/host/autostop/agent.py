@@ -74,6 +74,13 @@ GAP_MIN_SECONDS = 300.0
 
 LOG_MAX_BYTES = 1 << 20
 
+#: What the command line of a host-setup stage holds: orchestrate's runner writes each stage
+#: to a file named like this and runs it with bash (core/host/runner.py; a test holds the two
+#: together). A stage running counts as activity, so the agent, armed first, never powers a
+#: host off in the middle of a long driver install; a stage older than the window (a hung
+#: apt) counts no more, so a stuck setup does not keep a GPU billing for ever.
+SETUP_MARK = "/tmp/orchestrate-stage-script."
+
 # glibc's struct utmp on 64-bit Linux (x86_64, aarch64): 384 bytes.
 _UTMP = struct.Struct("=hxxi32s4s32s256shhiii4i20s")
 _USER_PROCESS = 7
@@ -172,10 +179,17 @@ class Observation:
     connections: list[str]
     jupyter: KernelView
     logins: list[str]
+    #: how long each host-setup stage running now has been running, in seconds
+    setups: list[float] = field(default_factory=list)
+
+    def fresh_setups(self, window: float) -> list[float]:
+        return [age for age in self.setups if age < window]
 
     def activity(self, window: float) -> list[str]:
         """Why the host is in use now; an empty list means idle."""
         reasons: list[str] = []
+        for age in self.fresh_setups(window):
+            reasons.append(f"host setup in progress for {human(age)}")
         if self.connections:
             shown = ", ".join(self.connections[:3])
             more = f" (+{len(self.connections) - 3})" if len(self.connections) > 3 else ""
@@ -190,9 +204,15 @@ class Observation:
             reasons.append(f"logged in: {', '.join(self.logins)}")
         return reasons
 
-    def in_use_now(self) -> bool:
+    def in_use_now(self, window: float = float("inf")) -> bool:
         """Activity at this very moment (as opposed to kernel activity in the past)."""
-        return bool(self.connections or self.logins or self.jupyter.busy or self.jupyter.error)
+        return bool(
+            self.connections
+            or self.logins
+            or self.jupyter.busy
+            or self.jupyter.error
+            or self.fresh_setups(window)
+        )
 
     def idle_summary(self, port: int, window: float) -> str:
         kernels = (
@@ -390,6 +410,33 @@ def logins(config: Config) -> list[str]:
     return logind_logins()
 
 
+def setup_ages(proc: str = "/proc", mark: str = SETUP_MARK) -> list[float]:
+    """Seconds each running host-setup stage has been running (see `SETUP_MARK`), from the
+    processes' start times in /proc: no file to leave behind when a launch dies."""
+    try:
+        with open(os.path.join(proc, "uptime"), encoding="ascii") as handle:
+            uptime = float(handle.read().split()[0])
+        names = os.listdir(proc)
+    except (OSError, ValueError, IndexError):
+        return []
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    ages: list[float] = []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, name, "cmdline"), "rb") as handle:
+                if mark.encode() not in handle.read():
+                    continue
+            with open(os.path.join(proc, name, "stat"), encoding="utf-8") as handle:
+                # the fields after the command name, which is in parentheses and may hold spaces
+                fields = handle.read().rsplit(")", 1)[1].split()
+            ages.append(max(uptime - int(fields[19]) / ticks, 0.0))
+        except (OSError, ValueError, IndexError):
+            continue
+    return ages
+
+
 def boot_id() -> str:
     try:
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
@@ -410,6 +457,7 @@ def observe(config: Config) -> Observation:
         connections=connections,
         jupyter=jupyter,
         logins=logins(config),
+        setups=setup_ages(),
     )
 
 
@@ -442,7 +490,7 @@ def decide(previous: JsonDict, obs: Observation, config: Config) -> tuple[JsonDi
     elif isinstance(last_check, (int, float)) and not 0 <= obs.now - last_check <= gap_limit:
         last_active, note = None, f"no check for {human(obs.now - last_check)}"
     evidence = [t for _, t in obs.jupyter.activity]
-    if obs.in_use_now() or last_active is None:
+    if obs.in_use_now(window) or last_active is None:
         evidence.append(obs.now)
     last_active = max([*evidence, *([last_active] if last_active is not None else [])])
     reasons = obs.activity(window)

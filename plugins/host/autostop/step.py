@@ -498,8 +498,10 @@ def autostop_step(context: StepContext) -> HostStep:
         description=description,
         needed=needed,
         script=script,
-        after_optional=("notebook",),
-        stage=90,
+        # First of all: armed before the driver, docker and the image pull, so a setup that
+        # fails or is interrupted later still leaves a host that stops itself. The agent
+        # needs only python3, and counts a running setup stage as activity.
+        stage=-10,
         probe=probe_snippet(paths),
         summarize=summarize,
         warnings=warnings,
