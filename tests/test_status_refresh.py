@@ -92,3 +92,22 @@ def test_an_instance_made_anew_is_pinned_and_set_up_anew(cpu_profile: GceFake) -
         assert [e.kind for e in state.events("nb1")].count("vanished") == 1
     finally:
         runtime.close()
+
+
+def test_a_relaunch_with_a_changed_profile_updates_the_row(cpu_profile: GceFake) -> None:
+    """`start`, `status` and the detached tunnel read the row's profile: after a relaunch
+    with another remote_port it must be the new one (it used to keep the first launch's)."""
+    from orchestrate.core.flows.launch import make_plan, record_intent
+
+    runtime = Runtime(pm=build_manager())
+    try:
+        launched(runtime, ("nb",))
+        profile = runtime.profile("cpu")
+        assert runtime.state().get("nb").profile["values"]["remote_port"] == 8888
+        profile.values["remote_port"] = 9999
+        record_intent(runtime.state(), make_plan(runtime, "nb", profile, {}, token=None))
+        row = runtime.state().get("nb")
+        assert row is not None and row.profile["values"]["remote_port"] == 9999
+        assert row.extra["price_per_hour"] > 0  # a relaunch keeps the price it had
+    finally:
+        runtime.close()

@@ -155,7 +155,18 @@ def _plain_values(command: Any) -> None:
 
 
 def _debug_requested(argv: Sequence[str]) -> bool:
-    return "--debug" in argv
+    """Whether ``--debug`` is among the options before the command (``orchestrate --debug
+    launch``). After it, ``--debug`` is an unknown option of that command: an error to
+    print as one line, not a request for tracebacks."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--debug":
+            return True
+        if arg == "--" or not arg.startswith("-"):
+            return False
+        i += 2 if arg == "--config" else 1
+    return False
 
 
 def one_line(text: str) -> str:

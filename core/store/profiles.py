@@ -124,9 +124,17 @@ def _type_name(kind: type) -> str:
 def read_file(path: Path) -> list[_RawProfile]:
     """Parse one profile file into raw profiles, with the line of each key."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read profile file: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at_line = raw[: exc.start].count(b"\n") + 1
+        raise ProfileError(
+            f"{path}:{at_line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+            hint="TOML files are UTF-8: save it as UTF-8",
+        ) from exc
     try:
         data = tomlparse.loads(text)
     except ValueError as exc:

@@ -95,11 +95,21 @@ class Event:
     data: dict[str, Any]
 
 
-def _row(values: sqlite3.Row) -> InstanceRow:
+def _row(values: sqlite3.Row, path: Path) -> InstanceRow:
     data = dict(values)
-    profile = json.loads(data.pop("profile_json") or "{}")
-    extra = json.loads(data.pop("extra_json") or "{}")
-    return InstanceRow(profile=profile, extra=extra, **data)
+    name = data.get("name")
+    try:
+        profile = json.loads(data.pop("profile_json") or "{}")
+        extra = json.loads(data.pop("extra_json") or "{}")
+        if not isinstance(profile, dict) or not isinstance(extra, dict):
+            raise ValueError("profile or extra is not a JSON object")
+        return InstanceRow(profile=profile, extra=extra, **data)
+    except (ValueError, TypeError) as exc:
+        raise StateError(
+            f"the state row {name!r} in {path} is damaged ({exc})",
+            hint="it was changed outside orchestrate: restore the file, or delete the row "
+            f"with sqlite3 (DELETE FROM instances WHERE name = '{name}')",
+        ) from exc
 
 
 class State:
@@ -138,7 +148,13 @@ class State:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         # BEGIN IMMEDIATE takes the write lock up front, so two writers queue on the busy
         # timeout instead of one failing on lock upgrade.
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StateError(
+                f"the state database {self.path} is busy: {exc}",
+                hint="another orchestrate command holds it; wait for it to finish, or end it",
+            ) from exc
         try:
             yield self._db
         except BaseException:
@@ -228,10 +244,12 @@ class State:
 
     def get(self, name: str) -> InstanceRow | None:
         found = self._db.execute("SELECT * FROM instances WHERE name = ?", (name,)).fetchone()
-        return _row(found) if found is not None else None
+        return _row(found, self.path) if found is not None else None
 
     def all(self) -> list[InstanceRow]:
-        return [_row(r) for r in self._db.execute("SELECT * FROM instances ORDER BY name")]
+        return [
+            _row(r, self.path) for r in self._db.execute("SELECT * FROM instances ORDER BY name")
+        ]
 
     def delete(self, name: str) -> None:
         with self._tx() as db:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from orchestrate.core.app.commands.confirm import confirm_or_refuse
 from orchestrate.core.flows.rows import row_named
 from orchestrate.core.wiring.runtime import Runtime, echo
 
@@ -180,8 +180,12 @@ def register(app: typer.Typer) -> None:
 
         runtime: Runtime = ctx.obj
         row = row_named(runtime, name)
-        if not yes and not typer.confirm(f"delete {name} on {row.provider} and its disk?"):
-            raise typer.Exit(1)
+        if not yes:
+            confirm_or_refuse(
+                f"delete {name} on {row.provider} and its disk?",
+                refused=f"down cancelled: {name} was not deleted",
+                no_terminal_hint="pass --yes to delete it without asking",
+            )
         down(runtime, row, sync_to=sync_notebooks, progress=_progress)
         echo(f"{name} deleted")
 
@@ -200,15 +204,11 @@ def _price_gate(plan: Any, threshold: float | None, *, yes: bool) -> None:
     if yes or not confirm_needed(estimate.per_hour, threshold):
         return
     assert threshold is not None
-    from orchestrate.core.api.errors import UsageError
-
-    if not sys.stdin.isatty():
-        raise UsageError(
-            f"{prices.confirm_question(estimate, threshold)} -- no terminal to ask",
-            hint="pass --yes to launch anyway, or raise confirm_above in the profile",
-        )
-    if not typer.confirm(prices.confirm_question(estimate, threshold), default=False):
-        raise UsageError("launch cancelled: nothing was created", hint="pass --yes to skip asking")
+    confirm_or_refuse(
+        prices.confirm_question(estimate, threshold),
+        refused="launch cancelled: nothing was created",
+        no_terminal_hint="pass --yes to launch anyway, or raise confirm_above in the profile",
+    )
 
 
 #: GCE's rule for resource names, which the other clouds accept too: the name is also a file
