@@ -170,7 +170,7 @@ def _serve(name: str, port: int, explicit: bool) -> int:
         runtime,
         session,
         port,
-        row.profile.get("values", {}).get("remote_port", 8888),
+        row.launched_profile().remote_port,
         explicit=explicit,
     )
     stopping = False

@@ -18,9 +18,8 @@ from orchestrate.core.store.state import InstanceRow
 Progress = Callable[[str], None]
 
 
-def _remote_dir(profile_values: dict[str, Any]) -> str:
+def _remote_dir(folder: str) -> str:
     """The notebooks folder as SFTP sees it: relative paths start in the login home."""
-    folder = str(profile_values.get("notebooks_dir", "~/notebooks"))
     if folder == "~":
         return "."
     return folder[2:] if folder.startswith("~/") else folder
@@ -61,11 +60,10 @@ def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Prog
     from orchestrate.core.flows.rows import connect
     from orchestrate.core.ssh import sshconfig
     from orchestrate.core.ssh.keys import ensure_ssh_key
-    from orchestrate.core.store.profiles import profile_from_snapshot
 
     state = runtime.state()
     provider = runtime.provider(row.provider)
-    values = row.profile.get("values", {})
+    launched = row.launched_profile()
     container_only = getattr(provider, "stops_container_only", False)
     if sync_to is not None and row.status != "running" and not container_only:
         raise HostError(
@@ -76,7 +74,7 @@ def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Prog
         session = connect(runtime, row.name, ensure_ssh_key(), progress)
         try:
             if sync_to is not None:
-                sync_notebooks(session, _remote_dir(values), sync_to, progress)
+                sync_notebooks(session, _remote_dir(launched.notebooks_dir), sync_to, progress)
             if container_only:
                 session.run(docker_on_host(f"rm -f {container_of(row)}"))
         finally:
@@ -85,7 +83,7 @@ def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Prog
         progress("background tunnel closed")
     record = record_of(row)
     if record.cloud_id is None:
-        plan = make_plan(runtime, row.name, profile_from_snapshot(row.profile), {}, token=None)
+        plan = make_plan(runtime, row.name, launched, {}, token=None)
         found = provider.find(plan.spec)
         record = found if found is not None else record
     if record.cloud_id is not None:

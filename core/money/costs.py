@@ -39,9 +39,7 @@ def estimate_for(provider: Any, options: Any) -> prices.Estimate | None:
 
 
 def _query_for_row(runtime: Any, row: InstanceRow) -> prices.PriceQuery | None:
-    from orchestrate.core.store.profiles import profile_from_snapshot
-
-    profile = profile_from_snapshot(row.profile)
+    profile = row.launched_profile()
     provider = runtime.provider(row.provider)
     options = provider.validate_options(profile.provider_tables.get(row.provider, {}), row.name)
     return query_for(provider, options)

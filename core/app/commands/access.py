@@ -129,8 +129,8 @@ def register(app: typer.Typer) -> None:
             state.update(name, tunnel_pid=None)
             echo("background tunnel closed" if ended else "no background tunnel was running")
             return
-        values = row.profile.get("values", {})
-        wanted = port or row.local_port or int(values.get("port", 8899))
+        launched = row.launched_profile()
+        wanted = port or row.local_port or launched.port
         background.check_port(row, wanted, explicit=port is not None)
         if detach:
             background.close_detached(row)
@@ -145,7 +145,7 @@ def register(app: typer.Typer) -> None:
                 runtime,
                 session,
                 wanted,
-                int(values.get("remote_port", 8888)),
+                launched.remote_port,
                 explicit=port is not None,
             )
             url = url_for(tunnel.local_port, row.token or "")

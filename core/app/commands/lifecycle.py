@@ -104,19 +104,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start a stopped instance: new address, host-key check, container and tunnel back."""
         from orchestrate.core.flows.launch import bring_up, make_plan
-        from orchestrate.core.store.profiles import profile_from_snapshot
 
         runtime: Runtime = ctx.obj
         from orchestrate.core.flows.background import check_port
 
         row = row_named(runtime, name)
-        profile = profile_from_snapshot(row.profile)
+        profile = row.launched_profile()
         plan = make_plan(runtime, name, profile, {}, token=row.token)
         check_port(row, port or 0, explicit=port is not None)
         outcome = bring_up(
             runtime,
             plan,
-            port=port or row.local_port or profile["port"],
+            port=port or row.local_port or profile.port,
             port_explicit=port is not None,
             detach=detach,
             progress=_progress,
