@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
+from orchestrate.core.api.provider import GpuRequest
 from orchestrate.core.money import billing, prices
 from orchestrate.core.money.billing import confirm_needed, cost_so_far, money
-from orchestrate.core.money.prices import (
-    disk_cost_per_hour,
-    hourly,
-    load_prices,
-    price_line,
-    query_from_options,
-)
+from orchestrate.core.money.costs import estimate_for, query_for
+from orchestrate.core.money.pricefile import load_prices
+from orchestrate.core.money.prices import disk_cost_per_hour, hourly, price_line
 
 
 def test_every_provider_section_says_when_and_where_its_numbers_are_from() -> None:
@@ -163,43 +158,43 @@ def test_money_keeps_small_prices_readable() -> None:
     assert money(None) == "$?"
 
 
-@dataclass(frozen=True)
-class GcpShapedOptions:
-    """The attribute names of the GCP provider's options (plugins/providers/gcp/options.py)."""
+def test_gcp_states_its_priced_shape() -> None:
+    """The provider names the parts of its options that bill; core prices exactly those."""
+    from orchestrate.plugins.providers.gcp import GcpProvider
 
-    machine_type: str = "n1-standard-4"
-    accelerator: str = "nvidia-tesla-k80"
-    accelerator_count: int = 1
-    disk_gb: int = 100
-    disk_type: str = "pd-balanced"
-    spot: bool = True
-    preemptible: bool = False
-
-
-@dataclass(frozen=True)
-class Ec2ShapedOptions:
-    """The attribute names of the AWS provider's options: no disk type (EBS gp3)."""
-
-    instance_type: str = "g5.xlarge"
-    disk_gb: int = 80
-    spot: bool = False
-
-
-def test_query_from_gcp_shaped_options() -> None:
-    query = query_from_options("gcp", GcpShapedOptions(), ("nvidia-tesla-k80", 1))
+    provider = GcpProvider()
+    options = provider.validate_options(
+        {"machine_type": "n1-standard-4", "accelerator": "nvidia-tesla-k80", "disk_gb": 100,
+         "disk_type": "pd-balanced", "preemptible": True},
+        "test",
+    )  # fmt: skip
+    query = query_for(provider, options)
     assert query is not None
-    assert (query.machine_type, query.gpu, query.gpu_count, query.spot) == (
-        "n1-standard-4", "nvidia-tesla-k80", 1, True,
+    assert (query.machine_type, query.gpu, query.spot) == (
+        "n1-standard-4", GpuRequest("nvidia-tesla-k80", 1), True,
     )  # fmt: skip
     assert (query.disk_type, query.disk_gb) == ("pd-balanced", 100)
-    est = query.estimate()
-    assert est.per_hour == pytest.approx(0.04 + 0.135 + 100 * 0.10 / 730)
+    est = estimate_for(provider, options)
+    assert est is not None
+    assert est.per_hour == hourly(
+        "gcp", "n1-standard-4", "nvidia-tesla-k80", 1, spot=True,
+        disk_type="pd-balanced", disk_gb=100,
+    ).per_hour  # fmt: skip
 
 
-def test_query_from_ec2_shaped_options() -> None:
-    query = query_from_options("aws", Ec2ShapedOptions(), ("nvidia-a10g", 1))
-    assert query is not None and not query.spot and query.disk_type == "gp3"
-    assert query.estimate().per_hour == pytest.approx(1.006 + 80 * 0.08 / 730)
+def test_aws_disk_type_comes_from_its_price_list() -> None:
+    from orchestrate.plugins.providers.aws import AwsProvider
+
+    provider = AwsProvider()
+    options = provider.validate_options({"instance_type": "g5.xlarge", "disk_gb": 80}, "test")
+    query = query_for(provider, options)
+    assert query is not None and not query.spot
+    assert query.disk_type == load_prices()["aws"].default_disk
+    assert query.gpu is not None and query.gpu.name == "nvidia-a10g"
+    est = estimate_for(provider, options)
+    assert est is not None and est.per_hour == hourly(
+        "aws", "g5.xlarge", disk_type=query.disk_type, disk_gb=80
+    ).per_hour  # fmt: skip
 
 
 def test_aws_gpu_names_match_the_aws_provider() -> None:
@@ -216,9 +211,9 @@ def test_aws_gpu_names_match_the_aws_provider() -> None:
                 assert carried[machine.name] == (gpu, count), machine.name
 
 
-def test_query_needs_a_machine_type() -> None:
-    @dataclass
-    class Opaque:
-        region: str = "r1"
+def test_a_provider_without_price_query_is_unpriced() -> None:
+    from orchestrate.plugins.providers.ssh import SshProvider
 
-    assert query_from_options("toy", Opaque()) is None
+    provider = SshProvider()
+    options = provider.validate_options({"host": "me@gpu-box"}, "test")
+    assert query_for(provider, options) is None and estimate_for(provider, options) is None

@@ -61,7 +61,7 @@ def make_plan(
     options = provider.apply_overrides(options, provider_overrides)
     key = ensure_ssh_key()
     gpu = provider.gpu_request(options)
-    ssh_user = getattr(options, "ssh_user", None) or provider.default_ssh_user
+    ssh_user = provider.ssh_user(options)
     autostop = profile["autostop"]
     context = StepContext(
         instance=name,
