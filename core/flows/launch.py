@@ -328,26 +328,26 @@ def bring_up(
 
         row = state.get(name)
         assert row is not None
-        if detach:
-            if early is not None:
-                local_port, early = early.wait(), None
-            else:
-                background.close_detached(row)
-                local_port = background.start_detached(name, port, explicit=port_explicit)
-            crash_point("tunnel-started")
-            token = jupyter.wait_ready(
-                local_port, plan.context.token, read_logs=read_logs, progress=progress
-            )
-            tunnel = None
+        if early is not None:
+            opened, early = background.NotebookTunnel(early.wait(), None), None
         else:
-            tunnel = background.open_tunnel(
-                runtime, session, port, plan.context.remote_port, explicit=port_explicit
+            opened = background.open_notebook_tunnel(
+                runtime,
+                row,
+                session,
+                port,
+                plan.context.remote_port,
+                explicit=port_explicit,
+                detach=detach,
             )
-            local_port = tunnel.local_port
+        local_port, tunnel = opened.local_port, opened.tunnel
+        if detach:
+            crash_point("tunnel-started")
+        else:
             state.update(name, local_port=local_port)
-            token = jupyter.wait_ready(
-                local_port, plan.context.token, read_logs=read_logs, progress=progress
-            )
+        token = jupyter.wait_ready(
+            local_port, plan.context.token, read_logs=read_logs, progress=progress
+        )
         if token != plan.context.token:
             state.update(name, token=token)
         url = url_for(local_port, token)

@@ -1,7 +1,9 @@
-"""`down`: copy the notebooks home if asked, end the tunnel, delete the instance, forget it.
+"""`stop` and `down`: the two ways billing ends, from any state a launch can leave.
 
-Works from any state a crash can leave: a row with no cloud id yet is looked up by name on
-the provider (the create may have reached the cloud), so nothing keeps billing unseen.
+`stop` ends the tunnel and powers the machine off (or, on a host that is not orchestrate's,
+stops only the notebook container). `down` copies the notebooks home if asked, ends the
+tunnel, deletes the instance and forgets it; a row with no cloud id yet is looked up by name
+on the provider (the create may have reached the cloud), so nothing keeps billing unseen.
 """
 
 from __future__ import annotations
@@ -51,6 +53,40 @@ def sync_notebooks(session: Any, remote: str, local: Path, progress: Progress) -
         sftp.close()
     progress(f"copied {count} file(s) from {remote} to {local}")
     return count
+
+
+def stop(runtime: Any, row: InstanceRow, *, progress: Progress) -> bool:
+    """Stop `row`'s compute billing; its disk and notebooks stay. False: the launch never
+    reached the cloud, so there is nothing to stop (`down` forgets such a row)."""
+    from orchestrate.core.cloud.instances import record_of
+    from orchestrate.core.flows.background import close_detached
+
+    provider = runtime.provider(row.provider)
+    close_detached(row)
+    state = runtime.state()
+    state.update(row.name, tunnel_pid=None)
+    if row.cloud_id is None and row.status == "creating":
+        return False
+    if provider.stops_container_only:
+        # The machine is the user's own (an existing host): only the notebook stops.
+        from orchestrate.core.flows.rows import connect
+        from orchestrate.core.ssh.keys import ensure_ssh_key
+
+        session = connect(runtime, row.name, ensure_ssh_key(), progress)
+        try:
+            result = session.run(docker_on_host(f"stop {container_of(row)}"))
+        finally:
+            session.close()
+        if result.rc != 0:
+            raise HostError(f"stopping the notebook container failed: {result.stderr.strip()}")
+    else:
+        # "stopping" first: a `status` refreshing meanwhile sees the cloud stop and must
+        # know the user asked for it (not autostop), and that its own answer is stale.
+        state.update(row.name, status="stopping")
+        provider.stop(record_of(row))
+    state.update(row.name, status="stopped", started_at=None)
+    state.event(row.name, "stopped", f"{row.name} stopped by the user")
+    return True
 
 
 def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Progress) -> None:
