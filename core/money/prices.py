@@ -26,10 +26,6 @@ from orchestrate.core.api.provider import PriceQuery
 from orchestrate.core.money.billing import money
 from orchestrate.core.money.pricefile import SEPARATE, ProviderPrices, load_prices, provider_prices
 
-#: The confirmation threshold `launch` uses when the profile sets none ($ per hour).
-DEFAULT_CONFIRM_ABOVE = 5.0
-
-
 # -- arithmetic ----------------------------------------------------------------------------
 
 
