@@ -62,18 +62,17 @@ def make_plan(
     key = ensure_ssh_key()
     gpu = provider.gpu_request(options)
     ssh_user = provider.ssh_user(options)
-    autostop = profile["autostop"]
     context = StepContext(
         instance=name,
         gpu=gpu,
-        notebook_image=profile["image"],
+        notebook_image=profile.image,
         token=token or secrets.token_hex(24),
-        notebook_container=profile["container_name"],
-        notebooks_host_dir=profile["notebooks_dir"],
-        notebooks_container_dir=profile["container_notebooks_dir"],
-        remote_port=profile["remote_port"],
+        notebook_container=profile.container_name,
+        notebooks_host_dir=profile.notebooks_dir,
+        notebooks_container_dir=profile.container_notebooks_dir,
+        remote_port=profile.remote_port,
         # "off" goes through as is: the autostop step then removes an agent left installed.
-        autostop=str(autostop),
+        autostop=profile.autostop,
     )
     spec = p.LaunchSpec(
         name=name,
@@ -84,7 +83,7 @@ def make_plan(
         gpu=gpu,
         labels={"orchestrate": "1", "orchestrate-name": name},
     )
-    if profile["bootstrap"] == "startup-script":
+    if profile.bootstrap == "startup-script":
         from orchestrate.core.host.bootstrap import startup_script
 
         spec = dataclasses.replace(spec, startup_script=startup_script(runtime.pm.hook, context))

@@ -100,7 +100,7 @@ def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Prog
     state = runtime.state()
     provider = runtime.provider(row.provider)
     launched = row.launched_profile()
-    container_only = getattr(provider, "stops_container_only", False)
+    container_only = provider.stops_container_only
     if sync_to is not None and row.status != "running" and not container_only:
         raise HostError(
             f"cannot copy notebooks from {row.name}: it is {row.status}",

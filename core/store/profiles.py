@@ -137,6 +137,20 @@ class Profile:
     def notebooks_dir(self) -> str:
         return str(self.values["notebooks_dir"])
 
+    @property
+    def container_notebooks_dir(self) -> str:
+        return str(self.values["container_notebooks_dir"])
+
+    @property
+    def bootstrap(self) -> str:
+        """How the host is set up: one of `BOOTSTRAP_MODES`."""
+        return str(self.values["bootstrap"])
+
+    @property
+    def confirm_above(self) -> float:
+        """`launch` asks before creating anything estimated above this many $ per hour."""
+        return float(self.values["confirm_above"])
+
 
 @dataclass
 class _RawProfile:

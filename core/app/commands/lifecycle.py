@@ -73,15 +73,15 @@ def register(app: typer.Typer) -> None:
             from orchestrate.core.flows.background import check_port
 
             # Bad input first: a busy --port is refused before the price is even shown.
-            check_port(row, chosen["port"], explicit=port is not None)
-        _price_gate(plan, chosen["confirm_above"], yes=yes or dry_run)
+            check_port(row, chosen.port, explicit=port is not None)
+        _price_gate(plan, chosen.confirm_above, yes=yes or dry_run)
         if dry_run:
             echo(dry_run_text(runtime, plan))
             return
         outcome = bring_up(
             runtime,
             plan,
-            port=chosen["port"],
+            port=chosen.port,
             port_explicit=port is not None,
             detach=detach,
             progress=_progress,
