@@ -82,6 +82,12 @@ def open_tunnel(
     )
 
 
+def wanted_port(row: InstanceRow, port: int | None) -> int:
+    """The local port for `row`'s tunnel (`start`, `tunnel`): `--port` when given, else the
+    port its last tunnel had (the user's bookmark), else the profile's."""
+    return port or row.local_port or row.launched_profile().port
+
+
 @dataclass(frozen=True)
 class NotebookTunnel:
     """An open notebook tunnel: its local port, and the tunnel object when it runs in this
@@ -124,7 +130,7 @@ def reopen(
     port it had, else the profile's. The SSH session of an in-process tunnel lives as long
     as the `with` block."""
     launched = row.launched_profile()
-    wanted = port or row.local_port or launched.port
+    wanted = wanted_port(row, port)
     explicit = port is not None
     check_port(row, wanted, explicit=explicit)
     if detach:

@@ -103,19 +103,17 @@ def register(app: typer.Typer) -> None:
         no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
     ) -> None:
         """Start a stopped instance: new address, host-key check, container and tunnel back."""
+        from orchestrate.core.flows.background import check_port, wanted_port
         from orchestrate.core.flows.launch import bring_up, make_plan
 
         runtime: Runtime = ctx.obj
-        from orchestrate.core.flows.background import check_port
-
         row = row_named(runtime, name)
-        profile = row.launched_profile()
-        plan = make_plan(runtime, name, profile, {}, token=row.token)
-        check_port(row, port or 0, explicit=port is not None)
+        plan = make_plan(runtime, name, row.launched_profile(), {}, token=row.token)
+        check_port(row, wanted_port(row, port), explicit=port is not None)
         outcome = bring_up(
             runtime,
             plan,
-            port=port or row.local_port or profile.port,
+            port=wanted_port(row, port),
             port_explicit=port is not None,
             detach=detach,
             progress=_progress,
