@@ -446,14 +446,14 @@ class AwsProvider(Provider):
 
     def find(self, spec: LaunchSpec) -> InstanceRecord | None:
         options = _options(spec.options)
-        found = self._managed(options, spec.name)
+        found = self._named(options, spec.name)
         if not found:
             return None
         rank = {"running": 0, "pending": 1, "stopping": 2, "stopped": 3}
         best = min(found, key=lambda i: rank.get(i.state, 9))
         return _record(spec.name, best, options.ssh_user, options.ssh_port, _extra(options))
 
-    def _managed(self, options: AwsOptions, name: str | None) -> Sequence[r.Instance]:
+    def _named(self, options: AwsOptions, name: str) -> Sequence[r.Instance]:
         api = self._api(self._key(options))
         found: list[r.Instance] = []
         for page in api.pages(
