@@ -17,6 +17,7 @@ from orchestrate.core.api.errors import AuthError, NotFound, ProfileError, Quota
 from orchestrate.core.api.provider import RUNNING, STOPPED, LaunchSpec
 from orchestrate.core.cloud.failover import create_with_failover
 from orchestrate.plugins.providers.gcp import GcpOptions, GcpProvider
+from orchestrate.plugins.providers.gcp.firewall import managed_instances
 from orchestrate.plugins.providers.gcp.resources import SSH_TAG, firewall_name
 
 from tests.bed.fixtures_gce import write_private_file
@@ -270,7 +271,7 @@ def test_list_and_find_see_only_orchestrate_instances(
     }  # fmt: skip
     api.request("POST", "/zones/us-west1-b/instances", foreign, context="test")
     assert "someone-else" in gce_api.instances
-    assert [r.name for r in provider.list(spec.options)] == ["nb1"]
+    assert [i["name"] for i in managed_instances(api)] == ["nb1"], "by label, not by name"
     found = provider.find(spec)
     assert found is not None and found.zone == "us-east1-c"
 

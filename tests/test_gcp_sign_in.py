@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrate.plugins.providers.gcp import GcpProvider
+from orchestrate.plugins.providers.gcp.firewall import managed_instances
 
 from tests.bed.fixtures_gce import generate_rsa_key, write_service_account_file
 from tests.bed.gce_fake import GceFake
@@ -32,6 +33,12 @@ def options_for(fake: GceFake, credentials: Path) -> Any:
         "api_endpoint": fake.endpoint,
     }
     return GcpProvider(retry_deadline_s=5.0).validate_options(table, WHERE)
+
+
+def listed(provider: GcpProvider, options: Any) -> list[Any]:
+    """orchestrate's instances in the project: one signed-in API call through `provider`."""
+    _, api = provider.connect(options)
+    return managed_instances(api)
 
 
 def in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
@@ -64,7 +71,7 @@ def test_eight_providers_in_threads_sign_in_once_and_each_call_on_its_own_connec
 
     def list_in_a_fresh_provider(i: int) -> tuple[Any, int]:
         provider = GcpProvider(retry_deadline_s=5.0)
-        assert provider.list(options) == []
+        assert listed(provider, options) == []
         _, api = provider.connect(options)
         return api.driver, len(gce_api.calls("GET", "/instances"))
 
@@ -81,9 +88,9 @@ def test_eight_providers_in_threads_sign_in_once_and_each_call_on_its_own_connec
 def test_another_key_signs_in_again(
     gce_api: GceFake, gce_credentials: Path, tmp_path: Path
 ) -> None:
-    GcpProvider(retry_deadline_s=5.0).list(options_for(gce_api, gce_credentials))
+    listed(GcpProvider(retry_deadline_s=5.0), options_for(gce_api, gce_credentials))
     other = write_service_account_file(tmp_path / "other.json", gce_api, generate_rsa_key())
-    GcpProvider(retry_deadline_s=5.0).list(options_for(gce_api, other))
+    listed(GcpProvider(retry_deadline_s=5.0), options_for(gce_api, other))
     assert token_requests(gce_api) == 2
 
 
@@ -93,13 +100,13 @@ def test_a_refused_sign_in_keeps_nothing(gce_api: GceFake, gce_credentials: Path
     options = options_for(gce_api, gce_credentials)
     gce_api.faults.auth_failure = True
     try:
-        GcpProvider(retry_deadline_s=5.0).list(options)
+        listed(GcpProvider(retry_deadline_s=5.0), options)
     except AuthError:
         pass
     else:
         raise AssertionError("a refused grant must be an AuthError")
     gce_api.faults.auth_failure = False
-    assert GcpProvider(retry_deadline_s=5.0).list(options) == []
+    assert listed(GcpProvider(retry_deadline_s=5.0), options) == []
     assert token_requests(gce_api) == 2, "the second provider signed in again"
 
 
@@ -114,6 +121,6 @@ def test_an_expired_shared_token_is_renewed_once_for_all_threads(
     past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)
     credential.token["expire_time"] = past.strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    in_threads(4, lambda i: providers[i].list(options))
+    in_threads(4, lambda i: listed(providers[i], options))
 
     assert token_requests(gce_api) == 2, "one renewal, seen by every driver"

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from orchestrate.core.api.errors import AuthError
-from orchestrate.core.app.commands.gpus import GpuLocations, catalog_rows, provider_locations
-from orchestrate.core.money.prices import load_prices
+from orchestrate.core.api.provider import GpuLocations
+from orchestrate.core.app.commands.gpus import catalog_rows, provider_locations
+from orchestrate.core.money.pricefile import load_prices
 from orchestrate.core.wiring.registry import build_manager, providers
 
 from tests.conftest import CliResult

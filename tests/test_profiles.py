@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 from orchestrate.core.api.errors import ProfileError
 from orchestrate.core.store.profiles import (
+    Profile,
     ProfileSet,
     apply_overrides,
     check_common,
     parse_duration,
+    profile_snapshot,
 )
+from orchestrate.core.store.state import InstanceRow
 
 from tests.support.toy_plugin import install_toy
 
@@ -82,6 +85,30 @@ def test_no_profile_gives_defaults() -> None:
     assert profile["port"] == 8899 and profile["remote_port"] == 8888
     assert profile["notebooks_dir"] == "~/notebooks"
     assert profile["container_notebooks_dir"] == "/notebooks"
+
+
+def test_snapshot_reads_back_what_was_launched(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(GOOD)
+    launched = ProfileSet([path]).resolve("big", provider_names=["toy"])
+    again = Profile.from_snapshot(profile_snapshot(launched))
+    assert again.values == launched.values
+    assert again.provider_table() == {"region": "r9", "size": 4}
+    assert (again.port, again.image, again.autostop) == (9000, "img:1", "30m")
+
+
+def test_snapshot_missing_keys_take_todays_defaults() -> None:
+    """A row written before a key existed (or with no snapshot at all) reads as defaults,
+    so no reader has to restate them."""
+    defaults = ProfileSet([]).resolve(None, provider_names=["toy"])
+    row = InstanceRow(name="nb", provider="toy", status="running", profile={})
+    old = row.launched_profile()
+    assert old.values == defaults.values
+    assert (old.port, old.remote_port) == (defaults["port"], defaults["remote_port"])
+    assert old.container_name == defaults["container_name"]
+    partial = Profile.from_snapshot({"values": {"remote_port": 9999}, "provider_tables": []})
+    assert partial.remote_port == 9999 and partial.notebooks_dir == defaults["notebooks_dir"]
+    assert partial.provider_tables == {}
 
 
 def test_durations() -> None:

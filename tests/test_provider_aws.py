@@ -462,13 +462,13 @@ def test_terminate_then_the_instance_is_gone(moto: MotoEc2) -> None:
     provider, options = provider_and_options(moto, zones=["us-east-1a"])
     spec = spec_for(options)
     record = provider.create(spec, "us-east-1a")
-    assert provider.find(spec) is not None
-    assert [r.cloud_id for r in provider.list(options)] == [record.cloud_id]
+    found = provider.find(spec)
+    assert found is not None and found.cloud_id == record.cloud_id
     provider.destroy(record)
     with pytest.raises(NotFound):
         provider.get(record)
     provider.destroy(record)  # gone already is not an error
-    assert provider.find(spec) is None and list(provider.list(options)) == []
+    assert provider.find(spec) is None
     assert len(moto.sent("TerminateInstances")) == 1
 
 

@@ -72,7 +72,8 @@ def orchestrate_status_notes(row: Any, session: Any) -> Sequence[str]:
     """Called by `status` for each instance row it shows; returns lines to add to the row.
 
     ``row`` is the `orchestrate.core.store.state.InstanceRow` (name, provider, status,
-    ``profile`` snapshot, ``extra``). ``session`` is an open `Session` to the host when
+    ``extra``; ``row.launched_profile()`` is the profile it was launched with, typed and with
+    defaults filled, e.g. ``.autostop``). ``session`` is an open `Session` to the host when
     `status NAME` reads a running host, else None: answer from the row alone then (a
     listing of many rows must stay quick and never touch a host). Run at most one short
     command on the session, and never raise for a host that does not answer: return a

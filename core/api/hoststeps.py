@@ -91,11 +91,6 @@ class DriverFacts:
     smi_ok: bool = False
     smi: str = ""
 
-    @property
-    def pending_reboot(self) -> bool:
-        """A driver is installed for this kernel but another (or none) is loaded."""
-        return self.installed is not None and self.installed != self.loaded
-
 
 @dataclass(frozen=True)
 class DockerFacts:

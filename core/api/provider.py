@@ -5,7 +5,7 @@ and answers for that machine's life cycle afterwards. Everything after SSH (driv
 container toolkit, notebook, tunnel, autostop) is shared, so a new cloud needs only this.
 
 The shape follows docker-machine and SkyPilot: preflight, create in one zone, get, start, stop,
-destroy, list. Providers raise the typed errors of `orchestrate.core.api.errors`; the failover loop
+destroy. Providers raise the typed errors of `orchestrate.core.api.errors`; the failover loop
 (`orchestrate.core.cloud.failover`) owns the decision of which zone or region to try next.
 """
 
@@ -74,6 +74,22 @@ class InstanceRecord:
 
 
 @dataclass(frozen=True)
+class PriceQuery:
+    """The shape of an instance as the price file names it, from `Provider.price_query`.
+
+    Core looks each part up in the dated price file (`orchestrate.core.money`); only the
+    provider knows which of its options are the machine type, the disk or the spot flag.
+    """
+
+    machine_type: str
+    gpu: GpuRequest | None = None
+    spot: bool = False
+    #: None: the provider's price list names the disk its instances get (EC2: gp3).
+    disk_type: str | None = None
+    disk_gb: float = 0
+
+
+@dataclass(frozen=True)
 class PlannedRequest:
     """One API request a launch would send, shown by --dry-run. Never holds a secret."""
 
@@ -123,6 +139,22 @@ class Provider(abc.ABC):
         """The accelerator these options ask for, or None for a CPU host."""
         return None
 
+    def ssh_user(self, options: Any) -> str:
+        """The login user core connects as for these options; default `default_ssh_user`.
+
+        Override it when the user is an option of yours (the built-in providers take
+        `ssh_user`), so core never guesses attribute names inside your options.
+        """
+        return self.default_ssh_user
+
+    def price_query(self, options: Any) -> PriceQuery | None:
+        """What `launch` and `status` price for these options, or None when unpriced.
+
+        Core prices it from the dated price file's section named like the provider; a
+        provider without a section there gets "unknown" prices, never a guess.
+        """
+        return None
+
     def redacted_options(self, options: Any) -> Mapping[str, Any]:
         """The options as shown by `profiles --show` and `--dry-run`: paths, never contents."""
         return {}
@@ -165,10 +197,6 @@ class Provider(abc.ABC):
     def destroy(self, record: InstanceRecord) -> None:
         """Delete the instance and what only it used. Gone already is not an error."""
 
-    def list(self, options: Any) -> Sequence[InstanceRecord]:
-        """orchestrate's instances on this cloud (by label), for `status --all`."""
-        return []
-
     def find(self, spec: LaunchSpec) -> InstanceRecord | None:
         """The instance named like `spec` if the cloud already has it, else None.
 
@@ -192,4 +220,19 @@ class RefreshesMany(Protocol):
 
         Raises like `Provider.get` when the cloud cannot be asked at all.
         """
+        ...
+
+
+@runtime_checkable
+class GpuLocations(Protocol):
+    """What a provider implements to list where its GPUs are offered, from its own API.
+
+    `orchestrate gpus` asks it when its credentials work and says which source each row's
+    places came from. Returns GPU name -> regions (or zones). Raise an `OrchestrateError`
+    (``AuthError`` when there are no credentials) and the catalog falls back to the price
+    file.
+    """
+
+    def gpu_locations(self, options: Any) -> Mapping[str, Sequence[str]]:
+        """The regions (or zones) each GPU is offered in, by the provider's GPU names."""
         ...

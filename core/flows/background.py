@@ -1,4 +1,6 @@
-"""Detached tunnels: a background orchestrate process per instance, recorded in state.
+"""The notebook tunnel: in this process, or detached in a background process per instance.
+
+`open_notebook_tunnel` is the one way `launch`, `start` and `tunnel` open it.
 
 `launch --detach` and `tunnel NAME --detach` start `python -m orchestrate.core.flows.background
 NAME PORT`; it connects with the pinned host key, opens the tunnel, writes its pid and port
@@ -15,6 +17,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +80,74 @@ def open_tunnel(
     return open_default_tunnel(
         session, local_port, "127.0.0.1", remote_port, port_explicit=explicit
     )
+
+
+def wanted_port(row: InstanceRow, port: int | None) -> int:
+    """The local port for `row`'s tunnel (`start`, `tunnel`): `--port` when given, else the
+    port its last tunnel had (the user's bookmark), else the profile's."""
+    return port or row.local_port or row.launched_profile().port
+
+
+@dataclass(frozen=True)
+class NotebookTunnel:
+    """An open notebook tunnel: its local port, and the tunnel object when it runs in this
+    process (None: a background process holds it, recorded in the state row)."""
+
+    local_port: int
+    tunnel: Any | None
+
+
+def open_notebook_tunnel(
+    runtime: Any,
+    row: InstanceRow,
+    session: Any | None,
+    port: int,
+    remote_port: int,
+    *,
+    explicit: bool,
+    detach: bool,
+) -> NotebookTunnel:
+    """The tunnel to `row`'s notebook on `port`: detached (replacing the row's background
+    tunnel), or in this process over `session` (required then)."""
+    if detach:
+        close_detached(row)
+        return NotebookTunnel(start_detached(row.name, port, explicit=explicit), None)
+    assert session is not None, "an in-process tunnel runs over an open session"
+    tunnel = open_tunnel(runtime, session, port, remote_port, explicit=explicit)
+    return NotebookTunnel(tunnel.local_port, tunnel)
+
+
+@contextmanager
+def reopen(
+    runtime: Any,
+    row: InstanceRow,
+    port: int | None,
+    *,
+    detach: bool,
+    progress: Callable[[str], None],
+) -> Iterator[NotebookTunnel]:
+    """`tunnel NAME`: the notebook tunnel of a running instance again, on `port`, else the
+    port it had, else the profile's. The SSH session of an in-process tunnel lives as long
+    as the `with` block."""
+    launched = row.launched_profile()
+    wanted = wanted_port(row, port)
+    explicit = port is not None
+    check_port(row, wanted, explicit=explicit)
+    if detach:
+        yield open_notebook_tunnel(
+            runtime, row, None, wanted, launched.remote_port, explicit=explicit, detach=True
+        )
+        return
+    from orchestrate.core.flows.rows import connect
+    from orchestrate.core.ssh.keys import ensure_ssh_key
+
+    session = connect(runtime, row.name, ensure_ssh_key(), progress)
+    try:
+        yield open_notebook_tunnel(
+            runtime, row, session, wanted, launched.remote_port, explicit=explicit, detach=False
+        )
+    finally:
+        session.close()
 
 
 class DetachedStart:
@@ -170,7 +243,7 @@ def _serve(name: str, port: int, explicit: bool) -> int:
         runtime,
         session,
         port,
-        row.profile.get("values", {}).get("remote_port", 8888),
+        row.launched_profile().remote_port,
         explicit=explicit,
     )
     stopping = False

@@ -61,19 +61,18 @@ def make_plan(
     options = provider.apply_overrides(options, provider_overrides)
     key = ensure_ssh_key()
     gpu = provider.gpu_request(options)
-    ssh_user = getattr(options, "ssh_user", None) or provider.default_ssh_user
-    autostop = profile["autostop"]
+    ssh_user = provider.ssh_user(options)
     context = StepContext(
         instance=name,
         gpu=gpu,
-        notebook_image=profile["image"],
+        notebook_image=profile.image,
         token=token or secrets.token_hex(24),
-        notebook_container=profile["container_name"],
-        notebooks_host_dir=profile["notebooks_dir"],
-        notebooks_container_dir=profile["container_notebooks_dir"],
-        remote_port=profile["remote_port"],
+        notebook_container=profile.container_name,
+        notebooks_host_dir=profile.notebooks_dir,
+        notebooks_container_dir=profile.container_notebooks_dir,
+        remote_port=profile.remote_port,
         # "off" goes through as is: the autostop step then removes an agent left installed.
-        autostop=str(autostop),
+        autostop=profile.autostop,
     )
     spec = p.LaunchSpec(
         name=name,
@@ -84,7 +83,7 @@ def make_plan(
         gpu=gpu,
         labels={"orchestrate": "1", "orchestrate-name": name},
     )
-    if profile["bootstrap"] == "startup-script":
+    if profile.bootstrap == "startup-script":
         from orchestrate.core.host.bootstrap import startup_script
 
         spec = dataclasses.replace(spec, startup_script=startup_script(runtime.pm.hook, context))
@@ -398,26 +397,26 @@ def _bring_up_host(
 
         row = state.get(name)
         assert row is not None
-        if detach:
-            if early is not None:
-                local_port, early = early.wait(), None
-            else:
-                background.close_detached(row)
-                local_port = background.start_detached(name, port, explicit=port_explicit)
-            crash_point("tunnel-started")
-            token = jupyter.wait_ready(
-                local_port, plan.context.token, read_logs=read_logs, progress=progress
-            )
-            tunnel = None
+        if early is not None:
+            opened, early = background.NotebookTunnel(early.wait(), None), None
         else:
-            tunnel = background.open_tunnel(
-                runtime, session, port, plan.context.remote_port, explicit=port_explicit
+            opened = background.open_notebook_tunnel(
+                runtime,
+                row,
+                session,
+                port,
+                plan.context.remote_port,
+                explicit=port_explicit,
+                detach=detach,
             )
-            local_port = tunnel.local_port
+        local_port, tunnel = opened.local_port, opened.tunnel
+        if detach:
+            crash_point("tunnel-started")
+        else:
             state.update(name, local_port=local_port)
-            token = jupyter.wait_ready(
-                local_port, plan.context.token, read_logs=read_logs, progress=progress
-            )
+        token = jupyter.wait_ready(
+            local_port, plan.context.token, read_logs=read_logs, progress=progress
+        )
         if token != plan.context.token:
             state.update(name, token=token)
         url = url_for(local_port, token)

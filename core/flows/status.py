@@ -122,12 +122,11 @@ def _look_up(runtime: Any, row: InstanceRow) -> _Refreshed:
     `stop`, `start` and `down` reach it by id.
     """
     from orchestrate.core.flows.launch import make_plan
-    from orchestrate.core.store.profiles import profile_from_snapshot
 
     unfinished = "launch did not finish: `launch` again resumes, `down` cleans up"
     try:
         provider = _provider(runtime, row.provider)
-        plan = make_plan(runtime, row.name, profile_from_snapshot(row.profile), {}, token=None)
+        plan = make_plan(runtime, row.name, row.launched_profile(), {}, token=None)
         found = provider.find(plan.spec)
     except OrchestrateError as exc:
         return _Refreshed(row, [f"could not look it up on the cloud: {exc.line()}"])
@@ -185,7 +184,7 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
     now = time.time()
     out = []
     for row, notes in results:
-        values = row.profile.get("values", {})
+        launched = row.launched_profile()
         # One instance asked for by name: plugins may also read its host over SSH.
         live = bool(name and refresh and row.status == "running")
         plugin_notes = plugin_status_notes(runtime, row, live=live)
@@ -201,8 +200,8 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
                 "address": row.address,
                 "ssh": f"{row.ssh_user}@{row.address}:{row.ssh_port}" if row.address else None,
                 "gpu": row.extra.get("gpu"),
-                "image": values.get("image"),
-                "autostop": values.get("autostop"),
+                "image": launched.image,
+                "autostop": launched.autostop,
                 "uptime_s": now - row.started_at if row.started_at else None,
                 "tunnel": tunnel,
                 "setup_hash": row.setup_hash,

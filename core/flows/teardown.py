@@ -1,7 +1,9 @@
-"""`down`: copy the notebooks home if asked, end the tunnel, delete the instance, forget it.
+"""`stop` and `down`: the two ways billing ends, from any state a launch can leave.
 
-Works from any state a crash can leave: a row with no cloud id yet is looked up by name on
-the provider (the create may have reached the cloud), so nothing keeps billing unseen.
+`stop` ends the tunnel and powers the machine off (or, on a host that is not orchestrate's,
+stops only the notebook container). `down` copies the notebooks home if asked, ends the
+tunnel, deletes the instance and forgets it; a row with no cloud id yet is looked up by name
+on the provider (the create may have reached the cloud), so nothing keeps billing unseen.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from orchestrate.core.store.state import InstanceRow
 Progress = Callable[[str], None]
 
 
-def _remote_dir(profile_values: dict[str, Any]) -> str:
+def _remote_dir(folder: str) -> str:
     """The notebooks folder as SFTP sees it: relative paths start in the login home."""
-    folder = str(profile_values.get("notebooks_dir", "~/notebooks"))
     if folder == "~":
         return "."
     return folder[2:] if folder.startswith("~/") else folder
@@ -54,6 +55,40 @@ def sync_notebooks(session: Any, remote: str, local: Path, progress: Progress) -
     return count
 
 
+def stop(runtime: Any, row: InstanceRow, *, progress: Progress) -> bool:
+    """Stop `row`'s compute billing; its disk and notebooks stay. False: the launch never
+    reached the cloud, so there is nothing to stop (`down` forgets such a row)."""
+    from orchestrate.core.cloud.instances import record_of
+    from orchestrate.core.flows.background import close_detached
+
+    provider = runtime.provider(row.provider)
+    close_detached(row)
+    state = runtime.state()
+    state.update(row.name, tunnel_pid=None)
+    if row.cloud_id is None and row.status == "creating":
+        return False
+    if provider.stops_container_only:
+        # The machine is the user's own (an existing host): only the notebook stops.
+        from orchestrate.core.flows.rows import connect
+        from orchestrate.core.ssh.keys import ensure_ssh_key
+
+        session = connect(runtime, row.name, ensure_ssh_key(), progress)
+        try:
+            result = session.run(docker_on_host(f"stop {container_of(row)}"))
+        finally:
+            session.close()
+        if result.rc != 0:
+            raise HostError(f"stopping the notebook container failed: {result.stderr.strip()}")
+    else:
+        # "stopping" first: a `status` refreshing meanwhile sees the cloud stop and must
+        # know the user asked for it (not autostop), and that its own answer is stale.
+        state.update(row.name, status="stopping")
+        provider.stop(record_of(row))
+    state.update(row.name, status="stopped", started_at=None)
+    state.event(row.name, "stopped", f"{row.name} stopped by the user")
+    return True
+
+
 def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Progress) -> None:
     from orchestrate.core.cloud.instances import record_of
     from orchestrate.core.flows import background
@@ -61,12 +96,11 @@ def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Prog
     from orchestrate.core.flows.rows import connect
     from orchestrate.core.ssh import sshconfig
     from orchestrate.core.ssh.keys import ensure_ssh_key
-    from orchestrate.core.store.profiles import profile_from_snapshot
 
     state = runtime.state()
     provider = runtime.provider(row.provider)
-    values = row.profile.get("values", {})
-    container_only = getattr(provider, "stops_container_only", False)
+    launched = row.launched_profile()
+    container_only = provider.stops_container_only
     if sync_to is not None and row.status != "running" and not container_only:
         raise HostError(
             f"cannot copy notebooks from {row.name}: it is {row.status}",
@@ -76,7 +110,7 @@ def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Prog
         session = connect(runtime, row.name, ensure_ssh_key(), progress)
         try:
             if sync_to is not None:
-                sync_notebooks(session, _remote_dir(values), sync_to, progress)
+                sync_notebooks(session, _remote_dir(launched.notebooks_dir), sync_to, progress)
             if container_only:
                 session.run(docker_on_host(f"rm -f {container_of(row)}"))
         finally:
@@ -85,7 +119,7 @@ def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Prog
         progress("background tunnel closed")
     record = record_of(row)
     if record.cloud_id is None:
-        plan = make_plan(runtime, row.name, profile_from_snapshot(row.profile), {}, token=None)
+        plan = make_plan(runtime, row.name, launched, {}, token=None)
         found = provider.find(plan.spec)
         record = found if found is not None else record
     if record.cloud_id is not None:

@@ -10,8 +10,6 @@ import shlex
 
 from orchestrate.core.store.state import InstanceRow
 
-DEFAULT_CONTAINER = "orchestrate-notebook"
-
 
 def docker_on_host(args: str) -> str:
     """A shell command that runs `docker ARGS` as root, through `sudo -n` when needed."""
@@ -20,5 +18,4 @@ def docker_on_host(args: str) -> str:
 
 def container_of(row: InstanceRow) -> str:
     """The notebook container's name for a state row, shell-quoted."""
-    name = row.profile.get("values", {}).get("container_name", DEFAULT_CONTAINER)
-    return shlex.quote(str(name))
+    return shlex.quote(row.launched_profile().container_name)

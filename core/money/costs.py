@@ -6,42 +6,32 @@ and may never block a launch or hide an instance from `status`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrate.core.api.errors import OrchestrateError
+from orchestrate.core.api.provider import PriceQuery
+from orchestrate.core.money import prices
 from orchestrate.core.money.billing import uptime_line
 from orchestrate.core.store.state import InstanceRow
-
-if TYPE_CHECKING:
-    from orchestrate.core.money import prices
-
-# `core.prices` (the price file and its tables) is imported where a price is looked up:
-# `status` words the cost of rows `launch` priced from the state alone (`core.billing`).
 
 STOPPED = ("stopped", "terminated", "stopping")
 
 
-def query_for(provider: Any, options: Any) -> prices.PriceQuery | None:
-    """The priced shape of a provider's validated options (None when it has no machine
-    type), with the GPU as the provider itself reports it."""
-    from orchestrate.core.money import prices
-
-    gpu = provider.gpu_request(options)
-    return prices.query_from_options(
-        provider.name, options, (gpu.name, gpu.count) if gpu is not None else None
-    )
+def query_for(provider: Any, options: Any) -> PriceQuery | None:
+    """The priced shape of a provider's validated options, as the provider states it
+    (`Provider.price_query`), with the disk type its price list implies; None: unpriced."""
+    query: PriceQuery | None = provider.price_query(options)
+    return prices.with_default_disk(provider.name, query) if query is not None else None
 
 
 def estimate_for(provider: Any, options: Any) -> prices.Estimate | None:
     """The hourly estimate of a provider's validated options, or None when unpriced."""
     query = query_for(provider, options)
-    return query.estimate() if query is not None else None
+    return prices.estimate(provider.name, query) if query is not None else None
 
 
-def _query_for_row(runtime: Any, row: InstanceRow) -> prices.PriceQuery | None:
-    from orchestrate.core.store.profiles import profile_from_snapshot
-
-    profile = profile_from_snapshot(row.profile)
+def _query_for_row(runtime: Any, row: InstanceRow) -> PriceQuery | None:
+    profile = row.launched_profile()
     provider = runtime.provider(row.provider)
     options = provider.validate_options(profile.provider_tables.get(row.provider, {}), row.name)
     return query_for(provider, options)
@@ -54,7 +44,7 @@ def price_extra(provider: Any, options: Any) -> dict[str, Any]:
     if query is None:
         return {"price_per_hour": None, "disk_type": None, "disk_gb": None}
     return {
-        "price_per_hour": query.estimate().per_hour,
+        "price_per_hour": prices.estimate(provider.name, query).per_hour,
         "disk_type": query.disk_type,
         "disk_gb": query.disk_gb,
     }
@@ -70,7 +60,7 @@ def _money_facts(runtime: Any, row: InstanceRow) -> tuple[float | None, str | No
         return None, None, 0.0
     if query is None:
         return None, None, 0.0
-    return query.estimate().per_hour, query.disk_type, query.disk_gb
+    return prices.estimate(row.provider, query).per_hour, query.disk_type, query.disk_gb
 
 
 def cost_notes(runtime: Any, row: InstanceRow) -> list[str]:
@@ -81,7 +71,5 @@ def cost_notes(runtime: Any, row: InstanceRow) -> list[str]:
         if per_hour is not None and row.started_at:
             notes.append(uptime_line(per_hour, row.started_at))
     elif row.status in STOPPED and disk_type and disk_gb:
-        from orchestrate.core.money import prices
-
         notes.append(prices.stopped_line(row.provider, disk_type, disk_gb))
     return notes

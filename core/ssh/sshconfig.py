@@ -28,10 +28,6 @@ def known_hosts_path() -> Path:
     return config_dir() / "known_hosts"
 
 
-def _host_pattern(address: str, port: int) -> str:
-    return address if port == 22 else f"[{address}]:{port}"
-
-
 def render(rows: Iterable[InstanceRow], identity: Path) -> tuple[str, str]:
     """The ssh_config and known_hosts texts for the rows that have an address."""
     config = ["# Written by orchestrate; edits are overwritten.", ""]

@@ -86,6 +86,71 @@ class Profile:
         origin = self.origins.get(key)
         return f"{origin}: " if origin else ""
 
+    @classmethod
+    def from_snapshot(cls, data: Mapping[str, Any]) -> Profile:
+        """The profile a state row was launched with, read back from `profile_snapshot`.
+
+        Keys the snapshot lacks (a row written before a key existed, or a hand-made row)
+        take today's defaults from `COMMON_KEYS`, so readers never restate a default.
+        """
+        values = {key: default for key, (_, default) in COMMON_KEYS.items()}
+        stored = data.get("values")
+        if isinstance(stored, Mapping):
+            values.update(stored)
+        tables = data.get("provider_tables")
+        return cls(
+            name=str(data.get("name", "(snapshot)")),
+            values=values,
+            provider_tables={
+                str(k): dict(v)
+                for k, v in (tables.items() if isinstance(tables, Mapping) else ())
+                if isinstance(v, Mapping)
+            },
+        )
+
+    # Typed views of the common keys: the one place their types are restated.
+
+    @property
+    def port(self) -> int:
+        """The local port the notebook URL uses."""
+        return int(self.values["port"])
+
+    @property
+    def remote_port(self) -> int:
+        """The port Jupyter is published on, on the host's loopback."""
+        return int(self.values["remote_port"])
+
+    @property
+    def container_name(self) -> str:
+        return str(self.values["container_name"])
+
+    @property
+    def image(self) -> str:
+        return str(self.values["image"])
+
+    @property
+    def autostop(self) -> str:
+        """The idle window as written (``60m``, ``off``); parse it with `parse_duration`."""
+        return str(self.values["autostop"])
+
+    @property
+    def notebooks_dir(self) -> str:
+        return str(self.values["notebooks_dir"])
+
+    @property
+    def container_notebooks_dir(self) -> str:
+        return str(self.values["container_notebooks_dir"])
+
+    @property
+    def bootstrap(self) -> str:
+        """How the host is set up: one of `BOOTSTRAP_MODES`."""
+        return str(self.values["bootstrap"])
+
+    @property
+    def confirm_above(self) -> float:
+        """`launch` asks before creating anything estimated above this many $ per hour."""
+        return float(self.values["confirm_above"])
+
 
 @dataclass
 class _RawProfile:
@@ -362,18 +427,12 @@ def load_profile(
 
 
 def profile_snapshot(profile: Profile) -> dict[str, Any]:
-    """What the state row keeps so `start`/`down` work without the profile files."""
+    """What the state row keeps so `start`/`down` work without the profile files.
+
+    Read it back with `Profile.from_snapshot` (or `InstanceRow.launched_profile()`).
+    """
     return {
         "name": profile.name,
         "values": dict(profile.values),
         "provider_tables": {k: dict(v) for k, v in profile.provider_tables.items()},
     }
-
-
-def profile_from_snapshot(data: Mapping[str, Any]) -> Profile:
-    """The profile a row was launched with, read back from `profile_snapshot`."""
-    return Profile(
-        name=str(data.get("name", "(snapshot)")),
-        values=dict(data.get("values", {})),
-        provider_tables={k: dict(v) for k, v in data.get("provider_tables", {}).items()},
-    )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrate.core.api.errors import StateError
+from orchestrate.core.store.profiles import Profile
 
 # Each entry upgrades the schema by one version; never edit an entry once released.
 MIGRATIONS: tuple[str, ...] = (
@@ -84,6 +85,14 @@ class InstanceRow:
     created_at: float = 0.0
     updated_at: float = 0.0
     started_at: float | None = None
+
+    def launched_profile(self) -> Profile:
+        """The profile this row was launched with, typed and with defaults filled.
+
+        The row keeps the snapshot as plain JSON; every reader (core, and plugins that get
+        the row from a hook) goes through here instead of digging in the dict.
+        """
+        return Profile.from_snapshot(self.profile)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any, Optional
 
 import typer
@@ -118,41 +119,22 @@ def register(app: typer.Typer) -> None:
         """Open the tunnel to the notebook (foreground until Ctrl-C, or --detach)."""
         from orchestrate.core.flows import background
         from orchestrate.core.flows.launch import url_for
-        from orchestrate.core.flows.rows import connect
-        from orchestrate.core.ssh.keys import ensure_ssh_key
 
         runtime: Runtime = ctx.obj
         row = row_named(runtime, name)
-        state = runtime.state()
         if close:
             ended = background.close_detached(row)
-            state.update(name, tunnel_pid=None)
+            runtime.state().update(name, tunnel_pid=None)
             echo("background tunnel closed" if ended else "no background tunnel was running")
             return
-        values = row.profile.get("values", {})
-        wanted = port or row.local_port or int(values.get("port", 8899))
-        background.check_port(row, wanted, explicit=port is not None)
-        if detach:
-            background.close_detached(row)
-            bound = background.start_detached(name, wanted, explicit=port is not None)
-            echo(url_for(bound, row.token or ""))
-            return
-        from orchestrate.core.ssh.tunnel import run_foreground
-
-        session = connect(runtime, name, ensure_ssh_key(), lambda m: echo(m, err=True))
-        try:
-            tunnel = background.open_tunnel(
-                runtime,
-                session,
-                wanted,
-                int(values.get("remote_port", 8888)),
-                explicit=port is not None,
-            )
-            url = url_for(tunnel.local_port, row.token or "")
+        to_stderr = partial(echo, err=True)
+        with background.reopen(runtime, row, port, detach=detach, progress=to_stderr) as opened:
+            url = url_for(opened.local_port, row.token or "")
             echo(url)
-            run_foreground(tunnel, url)
-        finally:
-            session.close()
+            if opened.tunnel is not None:
+                from orchestrate.core.ssh.tunnel import run_foreground
+
+                run_foreground(opened.tunnel, url)
 
     @app.command("forget-host-key")
     def forget_host_key_command(

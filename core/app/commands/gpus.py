@@ -4,12 +4,12 @@ For each provider: every GPU it rents, its architecture generation and the drive
 orchestrate installs for it (both from `orchestrate.core.api.gpu_table`, the table the driver step
 uses), its memory, its price per hour on demand and spot, and where it is offered.
 
-Prices and places come from the price file (`orchestrate.core.money.prices`), dated and sourced,
-because the providers' pricing APIs need credentials and differ per cloud. Where a provider
-can list its GPUs' locations itself it may implement ``gpu_locations(options)`` (see
-`GpuLocations`); the catalog then asks it when its credentials work, and says which source
-each row's places came from. No built-in provider implements it yet, so today every row says
-"data file".
+Prices and places come from the price file (`orchestrate.core.money.pricefile`), dated and
+sourced, because the providers' pricing APIs need credentials and differ per cloud. Where a
+provider can list its GPUs' locations itself it may implement ``gpu_locations(options)`` (see
+`GpuLocations` in the provider contract); the catalog then asks it when its credentials work,
+and says which source each row's places came from. No built-in provider implements it yet,
+so today every row says "data file".
 
 A provider without a price list (one that uses a host you already have) still gets the
 generation/driver table: which driver each GPU generation gets on any host.
@@ -18,27 +18,17 @@ generation/driver table: which driver each GPU generation gets on any host.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
+from orchestrate.core.api.provider import GpuLocations
 from orchestrate.core.wiring.runtime import Runtime, echo, echo_json
 
 if TYPE_CHECKING:  # pragma: no cover - types only
-    from orchestrate.core.money.prices import GpuPrice, ProviderPrices
+    from orchestrate.core.money.pricefile import GpuPrice, ProviderPrices
 
 #: Places shown per row in the text table (``--json`` has them all).
 SHOWN_PLACES = 4
-
-
-@runtime_checkable
-class GpuLocations(Protocol):
-    """What a provider implements to list where its GPUs are offered, from its own API.
-
-    Returns GPU name -> regions (or zones). Raise an `OrchestrateError` (``AuthError`` when
-    there are no credentials) and the catalog falls back to the price file.
-    """
-
-    def gpu_locations(self, options: Any) -> Mapping[str, Sequence[str]]: ...
 
 
 def _price_cell(amount: float | None, machine: str | None) -> str:
@@ -190,7 +180,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The GPU catalog: generation, driver branch, memory, price per hour, where offered."""
         from orchestrate.core.api.errors import UsageError
-        from orchestrate.core.money.prices import load_prices
+        from orchestrate.core.money.pricefile import load_prices
 
         runtime: Runtime = ctx.obj
         prices = load_prices()

@@ -73,15 +73,15 @@ def register(app: typer.Typer) -> None:
             from orchestrate.core.flows.background import check_port
 
             # Bad input first: a busy --port is refused before the price is even shown.
-            check_port(row, chosen["port"], explicit=port is not None)
-        _price_gate(plan, chosen["confirm_above"], yes=yes or dry_run)
+            check_port(row, chosen.port, explicit=port is not None)
+        _price_gate(plan, chosen.confirm_above, yes=yes or dry_run)
         if dry_run:
             echo(dry_run_text(runtime, plan))
             return
         outcome = bring_up(
             runtime,
             plan,
-            port=chosen["port"],
+            port=chosen.port,
             port_explicit=port is not None,
             detach=detach,
             progress=_progress,
@@ -103,20 +103,17 @@ def register(app: typer.Typer) -> None:
         no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
     ) -> None:
         """Start a stopped instance: new address, host-key check, container and tunnel back."""
+        from orchestrate.core.flows.background import check_port, wanted_port
         from orchestrate.core.flows.launch import bring_up, make_plan
-        from orchestrate.core.store.profiles import profile_from_snapshot
 
         runtime: Runtime = ctx.obj
-        from orchestrate.core.flows.background import check_port
-
         row = row_named(runtime, name)
-        profile = profile_from_snapshot(row.profile)
-        plan = make_plan(runtime, name, profile, {}, token=row.token)
-        check_port(row, port or 0, explicit=port is not None)
+        plan = make_plan(runtime, name, row.launched_profile(), {}, token=row.token)
+        check_port(row, wanted_port(row, port), explicit=port is not None)
         outcome = bring_up(
             runtime,
             plan,
-            port=port or row.local_port or profile["port"],
+            port=wanted_port(row, port),
             port_explicit=port is not None,
             detach=detach,
             progress=_progress,
@@ -130,41 +127,13 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context, name: str = typer.Argument(..., help="Instance name.")
     ) -> None:
         """Stop the instance (billing for compute stops); notebooks stay on its disk."""
-        from orchestrate.core.cloud.instances import record_of
-        from orchestrate.core.flows.background import close_detached
+        from orchestrate.core.flows.teardown import stop
 
         runtime: Runtime = ctx.obj
-        row = row_named(runtime, name)
-        provider = runtime.provider(row.provider)
-        close_detached(row)
-        state = runtime.state()
-        state.update(name, tunnel_pid=None)
-        if row.cloud_id is None and row.status == "creating":
-            echo(f"{name} was never created; nothing to stop (use `down` to forget it)")
-            return
-        if provider.stops_container_only:
-            # The machine is the user's own (an existing host): only the notebook stops.
-            from orchestrate.core.flows.rows import connect
-            from orchestrate.core.host.hostdocker import container_of, docker_on_host
-            from orchestrate.core.ssh.keys import ensure_ssh_key
-
-            session = connect(runtime, name, ensure_ssh_key(), _progress)
-            try:
-                result = session.run(docker_on_host(f"stop {container_of(row)}"))
-            finally:
-                session.close()
-            if result.rc != 0:
-                from orchestrate.core.api.errors import HostError
-
-                raise HostError(f"stopping the notebook container failed: {result.stderr.strip()}")
+        if stop(runtime, row_named(runtime, name), progress=_progress):
+            echo(f"{name} stopped; `orchestrate start {name}` brings it back")
         else:
-            # "stopping" first: a `status` refreshing meanwhile sees the cloud stop and must
-            # know the user asked for it (not autostop), and that its own answer is stale.
-            state.update(name, status="stopping")
-            provider.stop(record_of(row))
-        state.update(name, status="stopped", started_at=None)
-        state.event(name, "stopped", f"{name} stopped by the user")
-        echo(f"{name} stopped; `orchestrate start {name}` brings it back")
+            echo(f"{name} was never created; nothing to stop (use `down` to forget it)")
 
     @app.command("down")
     def down_command(

@@ -125,6 +125,9 @@ class LinodeProvider(Provider):
     def gpu_request(self, options: Any) -> GpuRequest | None:
         return _options(options).gpu
 
+    def ssh_user(self, options: Any) -> str:
+        return _options(options).ssh_user
+
     def redacted_options(self, options: Any) -> Mapping[str, Any]:
         return _options(options).as_dict()
 
@@ -312,12 +315,6 @@ class LinodeProvider(Provider):
         api = self._api_for(options)
         nodes: Sequence[Any] = api.call(api.driver.list_nodes, context="listing Linodes")
         return [n for n in nodes if TAG in (n.extra.get("tags") or [])]
-
-    def list(self, options: Any) -> Sequence[InstanceRecord]:
-        opts = _options(options)
-        return [
-            self._record(n.name.removeprefix("orchestrate-"), n, opts) for n in self._ours(opts)
-        ]
 
     def find(self, spec: LaunchSpec) -> InstanceRecord | None:
         options = _options(spec.options)

@@ -151,9 +151,7 @@ def status_notes(row: Any, session: Any) -> list[str]:
     until stopped; a stopped one that orchestrate did not stop was stopped by the agent.
     With one, the agent's files on the host add what it is doing and when it last stopped.
     """
-    values = row.profile.get("values", {}) if isinstance(row.profile, dict) else {}
-    setting = values.get("autostop")
-    setting = str(setting) if setting is not None else None
+    setting: str = row.launched_profile().autostop
     try:
         window_of(setting)
     except OrchestrateError:  # a snapshot no longer valid speaks of nothing here

@@ -24,6 +24,7 @@ from orchestrate.core.api.provider import (
     InstanceRecord,
     LaunchSpec,
     PlannedRequest,
+    PriceQuery,
     Provider,
 )
 from orchestrate.plugins.providers.aws import resources as r
@@ -74,6 +75,16 @@ class AwsProvider(Provider):
 
     def gpu_request(self, options: Any) -> GpuRequest | None:
         return _options(options).gpu
+
+    def ssh_user(self, options: Any) -> str:
+        return _options(options).ssh_user
+
+    def price_query(self, options: Any) -> PriceQuery:
+        """EC2 prices include the GPUs; the root volume is the price list's default (gp3)."""
+        opts = _options(options)
+        return PriceQuery(
+            machine_type=opts.instance_type, gpu=opts.gpu, spot=opts.spot, disk_gb=opts.disk_gb
+        )
 
     def redacted_options(self, options: Any) -> Mapping[str, Any]:
         data = _options(options).as_dict()
@@ -433,25 +444,16 @@ class AwsProvider(Provider):
         except NotFound:
             return
 
-    def list(self, options: Any) -> Sequence[InstanceRecord]:
-        opts = _options(options)
-        return [
-            _record(
-                i.tags.get(r.NAME_TAG, i.instance_id), i, opts.ssh_user, opts.ssh_port, _extra(opts)
-            )
-            for i in self._managed(opts, None)
-        ]
-
     def find(self, spec: LaunchSpec) -> InstanceRecord | None:
         options = _options(spec.options)
-        found = self._managed(options, spec.name)
+        found = self._named(options, spec.name)
         if not found:
             return None
         rank = {"running": 0, "pending": 1, "stopping": 2, "stopped": 3}
         best = min(found, key=lambda i: rank.get(i.state, 9))
         return _record(spec.name, best, options.ssh_user, options.ssh_port, _extra(options))
 
-    def _managed(self, options: AwsOptions, name: str | None) -> Sequence[r.Instance]:
+    def _named(self, options: AwsOptions, name: str) -> Sequence[r.Instance]:
         api = self._api(self._key(options))
         found: list[r.Instance] = []
         for page in api.pages(

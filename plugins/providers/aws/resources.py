@@ -238,12 +238,13 @@ def instance_ids(instance_id: str) -> dict[str, str]:
     return {"InstanceId.1": instance_id}
 
 
-def managed_query(name: str | None = None) -> dict[str, str]:
-    """DescribeInstances filter for orchestrate's live instances (of one name, if given)."""
-    values: dict[str, str | Sequence[str]] = {f"tag:{MANAGED_TAG}": MANAGED_VALUE}
-    if name is not None:
-        values[f"tag:{NAME_TAG}"] = name
-    values["instance-state-name"] = list(LIVE_STATES)
+def managed_query(name: str) -> dict[str, str]:
+    """DescribeInstances filter for orchestrate's live instances named `name`."""
+    values: dict[str, str | Sequence[str]] = {
+        f"tag:{MANAGED_TAG}": MANAGED_VALUE,
+        f"tag:{NAME_TAG}": name,
+        "instance-state-name": list(LIVE_STATES),
+    }
     return filters(values)
 
 

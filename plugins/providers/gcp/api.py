@@ -41,10 +41,6 @@ class GceApi:
         self.retry_deadline_s = retry_deadline_s
         self._sleep = sleep
 
-    @property
-    def base_path(self) -> str:
-        return f"/compute/v1/projects/{self.project}"
-
     def call(self, fn: Callable[[], T], *, context: str, zone: str | None = None) -> T:
         """Run `fn` (one libcloud call), retrying transient failures until the deadline."""
         return retrying(

@@ -25,6 +25,7 @@ from orchestrate.core.api.provider import (
     InstanceRecord,
     LaunchSpec,
     PlannedRequest,
+    PriceQuery,
     Provider,
 )
 from orchestrate.plugins.providers.gcp import checks
@@ -91,6 +92,20 @@ class GcpProvider(Provider):
 
     def gpu_request(self, options: Any) -> GpuRequest | None:
         return _options(options).gpu
+
+    def ssh_user(self, options: Any) -> str:
+        return _options(options).ssh_user
+
+    def price_query(self, options: Any) -> PriceQuery:
+        """GCE bills spot and preemptible VMs alike, and the boot disk by its own type."""
+        opts = _options(options)
+        return PriceQuery(
+            machine_type=opts.machine_type,
+            gpu=opts.gpu,
+            spot=opts.interruptible,
+            disk_type=opts.disk_type,
+            disk_gb=opts.disk_gb,
+        )
 
     def redacted_options(self, options: Any) -> Mapping[str, Any]:
         data = _options(options).as_dict()
@@ -303,20 +318,6 @@ class GcpProvider(Provider):
         )
 
     # ---------------------------------------------------------------- listing
-    def list(self, options: Any) -> Sequence[InstanceRecord]:
-        """orchestrate's instances (by label) in every zone of the profile's project."""
-        opts = _options(options)
-        connection, api = self.connect(opts)
-        records = []
-        for instance in managed_instances(api):
-            name = (instance.get("labels") or {}).get(res.NAME_LABEL) or str(instance["name"])
-            records.append(
-                to_record(
-                    instance, connection, name=name, ssh_user=opts.ssh_user, ssh_port=opts.ssh_port
-                )
-            )
-        return records
-
     def get_many(self, records: Sequence[InstanceRecord]) -> dict[str, InstanceRecord | None]:
         """`RefreshesMany`: one aggregated listing per project (and credentials) instead of
         one read per instance; an instance missing from it is gone."""

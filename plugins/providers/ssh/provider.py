@@ -93,6 +93,9 @@ class SshProvider(Provider):
     def gpu_request(self, options: Any) -> GpuRequest | None:
         return _options(options).gpu
 
+    def ssh_user(self, options: Any) -> str:
+        return _options(options).user or self.default_ssh_user
+
     def redacted_options(self, options: Any) -> Mapping[str, Any]:
         return _options(options).as_dict()
 
@@ -168,10 +171,6 @@ class SshProvider(Provider):
 
     def destroy(self, record: InstanceRecord) -> None:
         """Nothing to delete: core forgets the host; the machine and its files stay."""
-
-    def list(self, options: Any) -> Sequence[InstanceRecord]:
-        """No cloud to list from: the state store is the only list of used hosts."""
-        return []
 
 
 def _with_status(record: InstanceRecord, status: str) -> InstanceRecord:
