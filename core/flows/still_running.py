@@ -28,9 +28,9 @@ def still_running_note(state: State, name: str, *, armed: bool) -> str | None:
         return None
     price = row.extra.get("price_per_hour")
     at = f" at about {money(price)}/h" if isinstance(price, (int, float)) else ""
-    setting = row.profile.get("values", {}).get("autostop")
+    setting = row.launched_profile().autostop
     try:
-        window = parse_duration(str(setting), where="autostop") if setting is not None else None
+        window = parse_duration(setting, where="autostop")
     except OrchestrateError:
         window = None
     if window is None:
