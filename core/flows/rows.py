@@ -30,13 +30,21 @@ def row_named(runtime: Runtime, name: str) -> InstanceRow:
     return row
 
 
-def connect(runtime: Runtime, name: str, key: SshKey, progress: Progress) -> Any:
+def connect(
+    runtime: Runtime,
+    name: str,
+    key: SshKey,
+    progress: Progress,
+    *,
+    deadline_s: float | None = None,
+) -> Any:
     """An SSH session to the instance's current address, with the host key pinned.
 
     First contact pins the key in the state row; later ones refuse a different key before
-    any command runs (`HostKeyMismatch`).
+    any command runs (`HostKeyMismatch`). `deadline_s` shortens the wait for SSH where a
+    host that does not answer is not worth minutes (a `down`).
     """
-    from orchestrate.core.ssh.session import Session
+    from orchestrate.core.ssh.session import DEFAULT_DEADLINE_S, Session
 
     state = runtime.state()
     row = state.get(name)
@@ -52,6 +60,7 @@ def connect(runtime: Runtime, name: str, key: SshKey, progress: Progress) -> Any
         row.ssh_user or "orchestrate",
         key.private_path,
         pinned_host_key=row.host_key,
+        deadline_s=DEFAULT_DEADLINE_S if deadline_s is None else deadline_s,
         on_wait=on_wait,
         name=name,
     )

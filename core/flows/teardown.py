@@ -89,7 +89,22 @@ def stop(runtime: Any, row: InstanceRow, *, progress: Progress) -> bool:
     return True
 
 
-def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Progress) -> None:
+#: How long `down` waits for a host it must reach (to copy notebooks, or to remove the
+#: container on a machine that is not orchestrate's): a gone host fails in this, not minutes.
+DOWN_SSH_DEADLINE_S = 20.0
+
+
+def down(
+    runtime: Any,
+    row: InstanceRow,
+    *,
+    sync_to: Path | None,
+    progress: Progress,
+    force: bool = False,
+) -> None:
+    """Delete `row`'s instance and forget it. With `force`, a host that cannot be reached
+    to remove the notebook container is forgotten anyway (said in a warning)."""
+    from orchestrate.core.api.errors import OrchestrateError
     from orchestrate.core.cloud.instances import record_of
     from orchestrate.core.flows import background
     from orchestrate.core.flows.launch import make_plan
@@ -107,14 +122,31 @@ def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Prog
             hint=f"run `orchestrate start {row.name}` first; nothing was deleted",
         )
     if (sync_to is not None or container_only) and row.address:
-        session = connect(runtime, row.name, ensure_ssh_key(), progress)
         try:
-            if sync_to is not None:
-                sync_notebooks(session, _remote_dir(launched.notebooks_dir), sync_to, progress)
-            if container_only:
-                session.run(docker_on_host(f"rm -f {container_of(row)}"))
-        finally:
-            session.close()
+            session = connect(
+                runtime, row.name, ensure_ssh_key(), progress, deadline_s=DOWN_SSH_DEADLINE_S
+            )
+        except OrchestrateError as exc:
+            if not (force and sync_to is None):
+                exc.hint = (
+                    f"nothing was deleted; `orchestrate down {row.name} --force` forgets it "
+                    "without reaching the host" + (" (and without the copy)" if sync_to else "")
+                )
+                raise
+            progress(
+                f"warning: {row.address} does not answer ({exc.message}); forgetting "
+                f"{row.name} without removing its notebook container there"
+            )
+        else:
+            try:
+                if sync_to is not None:
+                    sync_notebooks(
+                        session, _remote_dir(launched.notebooks_dir), sync_to, progress
+                    )
+                if container_only:
+                    session.run(docker_on_host(f"rm -f {container_of(row)}"))
+            finally:
+                session.close()
     if background.close_detached(row):
         progress("background tunnel closed")
     record = record_of(row)

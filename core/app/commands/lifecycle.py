@@ -143,6 +143,9 @@ def register(app: typer.Typer) -> None:
         sync_notebooks: Optional[Path] = typer.Option(
             None, "--sync-notebooks", help="Copy the notebooks folder here first."
         ),
+        force: bool = typer.Option(
+            False, "--force", help="Forget a host that does not answer (ssh provider)."
+        ),
     ) -> None:
         """Delete the instance and everything orchestrate made for it."""
         from orchestrate.core.flows.teardown import down
@@ -155,7 +158,7 @@ def register(app: typer.Typer) -> None:
                 refused=f"down cancelled: {name} was not deleted",
                 no_terminal_hint="pass --yes to delete it without asking",
             )
-        down(runtime, row, sync_to=sync_notebooks, progress=_progress)
+        down(runtime, row, sync_to=sync_notebooks, progress=_progress, force=force)
         echo(f"{name} deleted")
 
 
