@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrate.core.api import provider as p
-from orchestrate.core.api.errors import HostError, Interrupted, OrchestrateError
+from orchestrate.core.api.errors import HostError, Interrupted, OrchestrateError, UsageError
 from orchestrate.core.api.hoststeps import StepContext
 from orchestrate.core.flows.crashpoints import crash_point
 from orchestrate.core.flows.rows import connect
@@ -254,6 +254,19 @@ def record_intent(state: State, plan: LaunchPlan) -> InstanceRow:
     return written
 
 
+def refuse_a_move(row: InstanceRow, plan: LaunchPlan) -> None:
+    """A relaunch that names another machine for an existing instance (``--host`` with the
+    ssh provider) is refused: it would silently keep using the old one."""
+    wanted = plan.provider.redacted_options(plan.options).get("host")
+    had = row.extra.get("host")
+    if row.provider == plan.provider.name and wanted and had and wanted != had:
+        raise UsageError(
+            f"{row.name} is on {had}, not {wanted}",
+            hint=f"`orchestrate down {row.name}` first to move it there, or launch it under "
+            "another name",
+        )
+
+
 def forget_if_never_sent(state: Any, name: str) -> None:
     """Drop the intent row of a launch that failed before its first create call.
 
@@ -299,7 +312,10 @@ def bring_up(
 
     state = runtime.state()
     name = plan.name
-    fresh = state.get(name) is None
+    existing = state.get(name)
+    fresh = existing is None
+    if existing is not None:
+        refuse_a_move(existing, plan)
     record_intent(state, plan)
     crash_point("after-intent")
     try:

@@ -119,6 +119,17 @@ def test_launch_on_an_existing_host_and_down_keeps_the_machine(bed: Bed) -> None
     again = URL.search(second.stdout)
     assert again and again.group(0) == found.group(0)
 
+    # Another --host for the same name is refused, before anything is sent.
+    moved = bed.cli(
+        "launch", "nb", "--profile", "box", "--host", f"{bed.ssh.user}@127.0.0.2:22",
+        "--detach", "--no-browser", check=False,
+    )  # fmt: skip
+    assert moved.returncode == 2
+    assert moved.stderr.strip().splitlines()[-1] == (
+        f"orchestrate: nb is on {host_flag(bed)}, not {bed.ssh.user}@127.0.0.2:22 "
+        "(`orchestrate down nb` first to move it there, or launch it under another name)"
+    )
+
     # down: the container goes, the host is forgotten, the machine and the files stay.
     try:
         bed.cli("down", "nb", "--yes")
