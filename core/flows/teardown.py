@@ -78,7 +78,7 @@ def down(runtime: Any, row: InstanceRow, *, sync_to: Path | None, progress: Prog
             if sync_to is not None:
                 sync_notebooks(session, _remote_dir(values), sync_to, progress)
             if container_only:
-                session.run(docker_on_host(f"rm -f {container_of(row)}"))
+                session.run(docker_on_host(f"rm -f -- {container_of(row)}"))
         finally:
             session.close()
     if background.close_detached(row):
