@@ -156,3 +156,20 @@ def test_fill_is_one_pass_and_heredoc_delimiters_cannot_be_closed_early() -> Non
     script = f"cat <<'{delimiter}'\n{text}{delimiter}\n"
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout == text, "the text comes back whole: its line did not end the document"
+
+
+def test_a_systemd_exec_word_keeps_a_hostile_path_one_literal_argument() -> None:
+    """The autostop unit's ExecStart quotes each path for systemd: %, $, quotes and
+    backslashes cannot become specifiers, variables or extra arguments."""
+    import re
+
+    from orchestrate.plugins.host.autostop import step
+
+    function = re.search(r"^unit_word\(\) \{.*?^\}", step._FUNCTIONS, re.S | re.M)
+    assert function is not None
+    path = '/opt/a b"c\\d%h$USER $(touch /tmp/x)'
+    out = subprocess.run(
+        ["bash", "-c", function.group(0) + '\nunit_word "$1"', "bash", path],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout == '"/opt/a b\\"c\\\\d%%h$$USER $$(touch /tmp/x)"'

@@ -290,6 +290,17 @@ stop_loop() {
 }
 
 with_systemd() { [ -d /run/systemd/system ] && has systemctl; }
+
+# unit_word WORD: WORD as one argument of a systemd Exec line: double-quoted, with systemd's
+# specifier (%) and variable ($) signs doubled and quotes and backslashes escaped.
+unit_word() {
+    local word=$1
+    word=${word//\\/\\\\}
+    word=${word//\"/\\\"}
+    word=${word//%/%%}
+    word=${word//\$/\$\$}
+    printf '"%s"' "$word"
+}
 """
 
 _INSTALL = r"""
@@ -323,7 +334,7 @@ After=network-online.target docker.service
 [Service]
 Type=oneshot
 Nice=10
-ExecStart=$python $agent --config $config --once
+ExecStart=$(unit_word "$python") $(unit_word "$agent") --config $(unit_word "$config") --once
 EOF
     cat >"$unit_dir/@UNIT@.timer" <<'EOF'
 [Unit]
