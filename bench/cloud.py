@@ -149,8 +149,10 @@ def write_profile(
     container: str = "orchestrate-bench",
     ssh_user: str = "orchestrate",
     ssh_port: int = 22,
+    home: Path | None = None,
 ) -> Path:
-    """./orchestrate.toml with a CPU GCP profile against the fake (no GPU on the bed)."""
+    """./orchestrate.toml with a CPU GCP profile against the fake (no GPU on the bed),
+    trusted for ORCHESTRATE_HOME=`home` (default: the folder above `work`)."""
     from tests.support.e2e import write_gcp_profile
 
     return write_gcp_profile(
@@ -165,6 +167,7 @@ def write_profile(
         endpoint=cloud.endpoint,
         ssh_user=ssh_user,
         ssh_port=ssh_port,
+        home=home or work.parent,
     )
 
 

@@ -53,11 +53,15 @@ def cli(orch_home: Path) -> Callable[..., CliResult]:
 
 @pytest.fixture
 def write_profiles(orch_home: Path) -> Iterator[Callable[[str], Path]]:
-    """Write ./orchestrate.toml in the test's working directory."""
+    """Write ./orchestrate.toml in the test's working directory, trusted as the user's
+    `orchestrate trust` would (the tests' profiles set endpoints and credentials)."""
 
     def write(text: str) -> Path:
+        from orchestrate.core.store.trust import trust
+
         path = Path("orchestrate.toml").resolve()
         path.write_text(text, encoding="utf-8")
+        trust(path)
         return path
 
     yield write

@@ -146,7 +146,10 @@ def test_scripts_install_rearm_or_remove() -> None:
 def test_systemd_units_run_the_agent_every_minute() -> None:
     install = autostop_step(context()).script(context(), Facts())
     assert "OnUnitActiveSec=1min" in install and "OnBootSec=1min" in install
-    assert "ExecStart=$python $agent --config $config --once" in install
+    assert (
+        'ExecStart=$(unit_word "$python") $(unit_word "$agent") --config $(unit_word "$config")'
+        " --once" in install
+    )
     assert "WantedBy=timers.target" in install
 
 

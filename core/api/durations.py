@@ -23,4 +23,8 @@ def parse_duration(text: str, *, where: str = "duration") -> int | None:
             f"{where}: {text!r} is not a duration", hint="write e.g. '30m', '2h' or 'off'"
         )
     number, unit = int(match.group(1)), match.group(2) or "m"
+    if number == 0:  # '0s' would power the host off at once: 'off' says what is meant
+        raise ProfileError(
+            f"{where}: {text!r} is not a duration above zero", hint="write e.g. '30m' or 'off'"
+        )
     return number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]

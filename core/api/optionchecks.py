@@ -10,6 +10,7 @@ A `Check` takes the raw TOML value and `where`, and returns the typed value or r
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -75,16 +76,37 @@ def string_list(item: Check) -> Check:
     return check
 
 
+def is_loopback(host: str) -> bool:
+    """`host` names this machine only: localhost or a loopback address."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def endpoint(value: Any, where: str) -> str:
-    """An API base URL override (an emulator, a fake on loopback): scheme://host[:port]."""
+    """An API base URL override (an emulator, a fake on loopback): scheme://host[:port].
+
+    https only, except on loopback: the endpoint receives the credentials' tokens (a GCP
+    refresh token is exchanged there), and plain http would show them to the network.
+    """
     text = str(string()(value, where))
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ProfileError(f"{where}: {text!r} must be scheme://host[:port] with no path")
+    if any(c in text for c in "@?#") or any(ord(c) <= 32 or ord(c) >= 127 for c in text):
         raise ProfileError(f"{where}: {text!r} must be scheme://host[:port] with no path")
     try:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
         raise ProfileError(f"{where}: {text!r} has a bad port") from None
+    if parts.scheme != "https" and not is_loopback(parts.hostname):
+        raise ProfileError(
+            f"{where}: {text!r} must use https (plain http only on loopback)",
+            hint="write https://...; tokens are sent to this endpoint",
+        )
     return text.rstrip("/")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from orchestrate.core.api import provider as p
 from orchestrate.core.api.errors import NotFound, ProviderError
+from orchestrate.core.api.grammar import address
 from orchestrate.core.cloud.failover import create_with_failover
 from orchestrate.core.store.state import InstanceRow, State
 
@@ -42,7 +43,11 @@ def store(state: State, record: p.InstanceRecord, **more: Any) -> None:
     """Write what the provider said about the instance into its row.
 
     `extra` is merged, not replaced: core keeps its own facts there (the GPU asked for).
+    The address is checked first (an IP address or a host name): it goes on to sockets,
+    the ssh_config and command lines, and a cloud's answer is not trusted to be one.
     """
+    if record.address:
+        address(record.address, f"{record.provider}'s address for {record.name}")
     row = state.get(record.name)
     extra = {**(row.extra if row is not None else {}), **record.extra}
     state.update(

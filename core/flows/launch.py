@@ -12,7 +12,6 @@ import dataclasses
 import json
 import secrets
 import shlex
-import webbrowser
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -121,14 +120,6 @@ def planned_steps(runtime: Runtime, context: StepContext) -> list[Any]:
 
 def url_for(port: int, token: str) -> str:
     return f"http://localhost:{port}/?token={token}"
-
-
-def open_browser(url: str) -> bool:
-    """Open the URL in the user's browser; False when no browser is available."""
-    try:
-        return bool(webbrowser.open(url, new=2))
-    except webbrowser.Error:
-        return False
 
 
 def existing_token(row: InstanceRow | None) -> str | None:
@@ -408,7 +399,7 @@ def _bring_up_host(
 
         def read_logs() -> str:
             container = shlex.quote(plan.context.notebook_container)
-            out = session.run(docker_on_host(f"logs --tail 200 {container} 2>&1"))
+            out = session.run(docker_on_host(f"logs --tail 200 -- {container} 2>&1"))
             return str(out.stdout)
 
         row = state.get(name)

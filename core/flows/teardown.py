@@ -74,7 +74,7 @@ def stop(runtime: Any, row: InstanceRow, *, progress: Progress) -> bool:
 
         session = connect(runtime, row.name, ensure_ssh_key(), progress)
         try:
-            result = session.run(docker_on_host(f"stop {container_of(row)}"))
+            result = session.run(docker_on_host(f"stop -- {container_of(row)}"))
         finally:
             session.close()
         if result.rc != 0:
@@ -144,7 +144,7 @@ def down(
                         session, _remote_dir(launched.notebooks_dir), sync_to, progress
                     )
                 if container_only:
-                    session.run(docker_on_host(f"rm -f {container_of(row)}"))
+                    session.run(docker_on_host(f"rm -f -- {container_of(row)}"))
             finally:
                 session.close()
     if background.close_detached(row):

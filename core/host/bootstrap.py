@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestrate.core.api.errors import HostError
 from orchestrate.core.api.hoststeps import StepContext, collect_steps, require_autostop
+from orchestrate.core.api.templates import heredoc_delimiter
 
 DONE_FILE = "/var/lib/orchestrate/bootstrap.done"
 LOG_FILE = "/var/log/orchestrate-bootstrap.log"
@@ -39,14 +40,15 @@ def startup_script(hook: Any, context: StepContext) -> str:
     require_autostop(every, context)
     steps = [s for s in every if not _uses_secret(s, context, facts)]
     stage = stage_script([(s.name, s.script(context, facts)) for s in steps])
+    delimiter = heredoc_delimiter(stage, "ORCHESTRATE_BOOTSTRAP_STAGE")
     return f"""#!/usr/bin/env bash
 # orchestrate bootstrap: host setup at boot; idempotent, so it runs again after a reboot.
 set -uo pipefail
 mkdir -p "$(dirname {DONE_FILE})"
 [ -e {DONE_FILE} ] && exit 0
 stage=$(mktemp)
-cat >"$stage" <<'ORCHESTRATE_BOOTSTRAP_STAGE'
-{stage}ORCHESTRATE_BOOTSTRAP_STAGE
+cat >"$stage" <<'{delimiter}'
+{stage}{delimiter}
 out=$(bash "$stage" 2>&1 | tee -a {LOG_FILE})
 rm -f "$stage"
 case "$out" in

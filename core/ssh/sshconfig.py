@@ -8,13 +8,11 @@ so (`orchestrate ssh-config --install`).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from orchestrate.core.store.paths import config_dir, private_dir
+from orchestrate.core.api.grammar import address
+from orchestrate.core.store.paths import config_dir, private_dir, write_private
 from orchestrate.core.store.state import InstanceRow
 
 ALIAS_PREFIX = ""  # instance names are the Host aliases
@@ -28,6 +26,18 @@ def known_hosts_path() -> Path:
     return config_dir() / "known_hosts"
 
 
+def quoted(value: object, *, tokens: bool = True) -> str:
+    """A value for an ssh_config line: double-quoted (a folder with a space, as in macOS's
+    `~/Library/Application Support`, is one argument), backslashes and quotes escaped, and
+    `%` doubled where OpenSSH expands `%h`-style tokens (IdentityFile, UserKnownHostsFile)."""
+    text = str(value)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError(f"an ssh_config value cannot hold a control character: {text!r}")
+    if tokens:
+        text = text.replace("%", "%%")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def render(rows: Iterable[InstanceRow], identity: Path) -> tuple[str, str]:
     """The ssh_config and known_hosts texts for the rows that have an address."""
     config = ["# Written by orchestrate; edits are overwritten.", ""]
@@ -37,12 +47,12 @@ def render(rows: Iterable[InstanceRow], identity: Path) -> tuple[str, str]:
             continue
         config += [
             f"Host {ALIAS_PREFIX}{row.name}",
-            f"    HostName {row.address}",
-            f"    Port {row.ssh_port}",
-            f"    User {row.ssh_user or 'orchestrate'}",
-            f"    IdentityFile {identity}",
+            f"    HostName {quoted(address(row.address, f'the address of {row.name}'))}",
+            f"    Port {int(row.ssh_port)}",
+            f"    User {quoted(row.ssh_user or 'orchestrate')}",
+            f"    IdentityFile {quoted(identity)}",
             "    IdentitiesOnly yes",
-            f"    UserKnownHostsFile {known_hosts_path()}",
+            f"    UserKnownHostsFile {quoted(known_hosts_path())}",
             "    StrictHostKeyChecking yes",
             f"    HostKeyAlias orchestrate-{row.name}",
             "    ServerAliveInterval 30",
@@ -53,31 +63,17 @@ def render(rows: Iterable[InstanceRow], identity: Path) -> tuple[str, str]:
     return "\n".join(config), "\n".join(known) + ("\n" if known else "")
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write through a temporary file of this writer's own (mkstemp: 0600, unique name), so
-    concurrent orchestrate processes never rename each other's half-written file away."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write(rows: Iterable[InstanceRow], identity: Path) -> Path:
     """Rewrite both files atomically (a concurrent `ssh` never reads half a file)."""
     private_dir(config_dir())
     config, known = render(rows, identity)
-    _write_private(known_hosts_path(), known)
-    _write_private(config_path(), config)
+    write_private(known_hosts_path(), known)
+    write_private(config_path(), config)
     return config_path()
 
 
 def include_line() -> str:
-    return f"Include {config_path()}"
+    return f"Include {quoted(config_path(), tokens=False)}"
 
 
 def install_include(user_config: Path | None = None) -> bool:
@@ -92,5 +88,5 @@ def install_include(user_config: Path | None = None) -> bool:
     if line in existing.splitlines():
         return False
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_private(target, f"{line}\n\n{existing}" if existing else f"{line}\n")
+    write_private(target, f"{line}\n\n{existing}" if existing else f"{line}\n")
     return True

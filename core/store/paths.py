@@ -6,7 +6,9 @@ puts both under one folder instead: tests and CI use it so nothing touches the r
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 APP = "orchestrate"
@@ -55,3 +57,17 @@ def state_db() -> Path:
 def host_log(name: str) -> Path:
     """The full output of host steps for one instance; the CLI shows only the tail."""
     return private_dir(state_dir() / "logs") / f"{name}.log"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write through a temporary file of this writer's own (mkstemp: 0600, unique name), so
+    concurrent orchestrate processes never rename each other's half-written file away."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

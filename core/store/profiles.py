@@ -9,11 +9,12 @@ reads it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrate.core.api import grammar
 from orchestrate.core.api.durations import parse_duration
 from orchestrate.core.api.errors import ProfileError
 from orchestrate.core.store import tomlparse
@@ -159,25 +160,44 @@ class _RawProfile:
     origins: dict[str, Origin]
 
 
-def _line_of(lines: Sequence[str], table: str, key: str | None) -> int | None:
-    """Best-effort line number of `key` in `[table]` (tomllib gives no positions)."""
-    header = re.compile(
-        r"^\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, table.split("."))) + r"\s*\]"
-    )
-    any_header = re.compile(r"^\s*\[")
-    inside = False
-    header_line = None
-    for number, text in enumerate(lines, start=1):
-        if header.match(text):
-            inside, header_line = True, number
-            if key is None:
-                return number
-            continue
-        if inside and any_header.match(text):
-            inside = False
-        if inside and key is not None and re.match(rf"^\s*\"?{re.escape(key)}\"?\s*=", text):
-            return number
-    return header_line
+_HEADER = re.compile(r"^\s*\[\s*([^\[\]]*?)\s*\]")
+_KEY = re.compile(r"^\s*(\"[^\"]*\"|[A-Za-z0-9_-]+)\s*=")
+
+
+class LineIndex:
+    """Where each table header and key is in a file (tomllib gives no positions).
+
+    Built in one pass over the lines, so finding every key's line costs one scan of the
+    file, not one scan per key (5000 keys would otherwise take 25 million line matches).
+    """
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.scanned = 0
+        self._headers: dict[str, int] = {}
+        self._last_header: dict[str, int] = {}
+        self._keys: dict[tuple[str, str], int] = {}
+        table = ""
+        for number, text in enumerate(lines, start=1):
+            self.scanned += 1
+            header = _HEADER.match(text)
+            if header is not None:
+                table = ".".join(part.strip().strip('"') for part in header.group(1).split("."))
+                self._headers.setdefault(table, number)
+                self._last_header[table] = number
+                continue
+            if text.lstrip().startswith("[["):
+                table = "\0"  # an array of tables: no key of ours lives there
+                continue
+            key = _KEY.match(text)
+            if key is not None:
+                self._keys.setdefault((table, key.group(1).strip('"')), number)
+
+    def line_of(self, table: str, key: str | None) -> int | None:
+        """The line of `key` in `[table]` (of the header itself for None); the table's last
+        header when the key is not written there plainly (an inline table, a dotted key)."""
+        if key is None:
+            return self._headers.get(table)
+        return self._keys.get((table, key)) or self._last_header.get(table)
 
 
 def _type_name(kind: type) -> str:
@@ -186,30 +206,40 @@ def _type_name(kind: type) -> str:
     )
 
 
-def read_file(path: Path) -> list[_RawProfile]:
-    """Parse one profile file into raw profiles, with the line of each key."""
+#: Profile files are a few kilobytes; this leaves room for generated ones.
+PROFILE_CAP = 8 << 20
+
+
+def read_file(path: Path, *, untrusted: bool = False) -> list[_RawProfile]:
+    """Parse one profile file into raw profiles, with the line of each key.
+
+    `untrusted`: the current folder's file, which may not set endpoints or credentials
+    until the user trusts exactly these bytes (`orchestrate trust`).
+    """
+    from orchestrate.core.api.files import read_regular, reason
+
     try:
-        raw = path.read_bytes()
+        data_bytes = read_regular(path, cap=PROFILE_CAP)
     except OSError as exc:
-        raise ProfileError(f"{path}: cannot read profile file: {exc.strerror}") from exc
+        raise ProfileError(f"{path}: cannot read profile file: {reason(exc)}") from None
     try:
-        text = raw.decode("utf-8")
+        text = data_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
-        at_line = raw[: exc.start].count(b"\n") + 1
+        at_line = data_bytes[: exc.start].count(b"\n") + 1
         raise ProfileError(
-            f"{path}:{at_line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+            f"{path}:{at_line}: not UTF-8 text (byte 0x{data_bytes[exc.start]:02x})",
             hint="TOML files are UTF-8: save it as UTF-8",
-        ) from exc
+        ) from None
     try:
         data = tomlparse.loads(text)
     except ValueError as exc:
         raise ProfileError(f"{path}: invalid TOML: {exc}", hint="fix the syntax") from exc
-    lines = text.splitlines()
+    index = LineIndex(text.splitlines())
     unknown_top = [k for k in data if k != "profiles"]
     if unknown_top:
         key = unknown_top[0]
         raise ProfileError(
-            f"{Origin(str(path), _line_of(lines, key, None) or _line_of(lines, '', key))}: "
+            f"{Origin(str(path), index.line_of(key, None) or index.line_of('', key))}: "
             f"unknown top-level key {key!r}",
             hint="profiles go in [profiles.NAME] tables",
         )
@@ -218,7 +248,7 @@ def read_file(path: Path) -> list[_RawProfile]:
         raise ProfileError(f"{path}: 'profiles' must be a table of [profiles.NAME] tables")
     found = []
     for name, table in profiles.items():
-        where = Origin(str(path), _line_of(lines, f"profiles.{name}", None))
+        where = Origin(str(path), index.line_of(f"profiles.{name}", None))
         if not isinstance(table, dict):
             raise ProfileError(f"{where}: profiles.{name} must be a table, not a value")
         if not _NAME.match(name):
@@ -229,23 +259,68 @@ def read_file(path: Path) -> list[_RawProfile]:
         origins: dict[str, Origin] = {}
         for key, value in table.items():
             if isinstance(value, dict):
-                line = _line_of(lines, f"profiles.{name}.{key}", None)
-                origins[key] = Origin(str(path), line or _line_of(lines, f"profiles.{name}", key))
+                line = index.line_of(f"profiles.{name}.{key}", None)
+                origins[key] = Origin(str(path), line or index.line_of(f"profiles.{name}", key))
                 for sub in value:
                     origins[f"{key}.{sub}"] = Origin(
-                        str(path), _line_of(lines, f"profiles.{name}.{key}", sub)
+                        str(path), index.line_of(f"profiles.{name}.{key}", sub)
                     )
             else:
-                origins[key] = Origin(str(path), _line_of(lines, f"profiles.{name}", key))
+                origins[key] = Origin(str(path), index.line_of(f"profiles.{name}", key))
         found.append(_RawProfile(name, table, origins))
+    if untrusted:
+        _refuse_untrusted(path, data_bytes, found)
     return found
+
+
+def _refuse_untrusted(path: Path, data: bytes, found: Sequence[_RawProfile]) -> None:
+    """The current folder's file may not choose endpoints or credentials unless trusted."""
+    from orchestrate.core.store import trust
+
+    trusted: bool | None = None  # read the trust record once, and only when needed
+    for raw in found:
+        for key, value in raw.table.items():
+            pairs = (
+                [(f"{key}.{sub}", sub) for sub in value] if isinstance(value, dict) else []
+            ) + [(key, key)]
+            for origin_key, name in pairs:
+                if not trust.is_sensitive(name):
+                    continue
+                if trusted is None:
+                    trusted = trust.is_trusted(path, data)
+                if trusted:
+                    return
+                shown = origin_key if origin_key.isprintable() else repr(origin_key)
+                raise ProfileError(
+                    f"{raw.origins.get(origin_key, Origin(str(path)))}: profiles.{raw.name}."
+                    f"{shown} is set by the current folder's file, which is not trusted",
+                    hint=f"review it, then run `orchestrate trust {path}`, or name it with"
+                    " --config",
+                )
+
+
+def folder_file() -> Path:
+    """The current folder's profile file (which may not exist)."""
+    return Path("orchestrate.toml").resolve()
+
+
+def untrusted_files(files: Sequence[Path], config: Path | None) -> set[Path]:
+    """Of `files`, the one the user did not name: the current folder's file, unless it is
+    also the user's config file or the `--config FILE`."""
+    from orchestrate.core.store.paths import user_config_file
+
+    chosen = {user_config_file().resolve()}
+    if config is not None:
+        chosen.add(config.resolve())
+    folder = folder_file()
+    return {folder} if folder in {f.resolve() for f in files} - chosen else set()
 
 
 def default_files(config: Path | None) -> list[Path]:
     """The files read, in order, that exist (an explicit --config must exist)."""
     from orchestrate.core.store.paths import user_config_file
 
-    files = [p for p in (user_config_file(), Path("orchestrate.toml").resolve()) if p.is_file()]
+    files = [p for p in (user_config_file(), folder_file()) if p.is_file()]
     if config is not None:
         if not config.is_file():
             raise ProfileError(f"--config {config}: no such file", hint="check the path")
@@ -256,11 +331,11 @@ def default_files(config: Path | None) -> list[Path]:
 class ProfileSet:
     """All profiles from all files, merged by name (later files override key by key)."""
 
-    def __init__(self, files: Sequence[Path]) -> None:
+    def __init__(self, files: Sequence[Path], untrusted: Collection[Path] = ()) -> None:
         self.files = list(files)
         self._raw: dict[str, _RawProfile] = {}
         for path in self.files:
-            for raw in read_file(path):
+            for raw in read_file(path, untrusted=path.resolve() in untrusted):
                 known = self._raw.get(raw.name)
                 if known is None:
                     self._raw[raw.name] = raw
@@ -347,6 +422,7 @@ def _validate(
     tables: dict[str, dict[str, Any]] = {}
     for key, value in table.items():
         where = origins.get(key, Origin("profile"))
+        grammar.no_control_anywhere(value, f"{where}: profiles.{name}.{key}")
         if isinstance(value, dict):
             if key not in provider_names:
                 shown = key if key.isprintable() else repr(key)  # one line, whatever the key
@@ -390,12 +466,33 @@ def check_common(profile: Profile, provider_names: Sequence[str] | None) -> None
             f" not {values['bootstrap']!r}"
         )
     parse_duration(str(values["autostop"]), where=f"{profile.where('autostop')}autostop")
+    check_shell_bound(profile)
     provider = values.get("provider")
     if provider_names is not None and provider is not None and provider not in provider_names:
         raise ProfileError(
             f"{profile.where('provider')}unknown provider {provider!r}",
             hint=f"installed providers: {', '.join(provider_names)} (see `orchestrate providers`)",
         )
+
+
+#: The common keys that reach a host script or `docker run`, and the grammar each obeys.
+SHELL_BOUND: dict[str, Callable[[str, str], str]] = {
+    "image": grammar.image_reference,
+    "container_name": grammar.container_name,
+    "container_notebooks_dir": grammar.container_path,
+    "notebooks_dir": grammar.host_folder,
+    "description": grammar.no_control,
+}
+
+
+def check_shell_bound(profile: Profile) -> None:
+    """Values that reach a host script, checked against their grammar (after CLI overrides
+    too: `--image` passes the same rule as `image =`)."""
+    for key, check in SHELL_BOUND.items():
+        check(str(profile.values[key]), f"{profile.where(key)}{key}")
+    grammar.finite(
+        float(profile.values["confirm_above"]), f"{profile.where('confirm_above')}confirm_above"
+    )
 
 
 def apply_overrides(profile: Profile, overrides: Mapping[str, Any]) -> Profile:
@@ -419,7 +516,8 @@ def load_profile(
     files: Callable[[Path | None], list[Path]] = default_files,
 ) -> Profile:
     """Read the files, resolve `name`, apply CLI overrides, and check the result."""
-    profiles = ProfileSet(files(config))
+    paths = files(config)
+    profiles = ProfileSet(paths, untrusted_files(paths, config))
     profile = profiles.resolve(name, provider_names=provider_names, check_provider=False)
     apply_overrides(profile, overrides or {})
     check_common(profile, provider_names)

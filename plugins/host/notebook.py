@@ -13,6 +13,7 @@ import shlex
 
 from orchestrate.core.api.hooks import hookimpl
 from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext
+from orchestrate.core.api.templates import heredoc_delimiter
 
 CONFIG_LABEL = "orchestrate.config"
 #: The port Jupyter listens on inside the container (every common image uses 8888).
@@ -51,43 +52,56 @@ def host_dir_expression(path: str) -> str:
 
 def script(context: StepContext, facts: Facts) -> str:
     """Start (or replace) the notebook container; the token goes through a 0600 env file,
-    never a command line that `ps` would show."""
+    never a command line that `ps` would show.
+
+    Every value from the profile enters as a shell-quoted assignment and is used only as
+    "$variable", so no value is ever parsed as shell; the env file's here-document has a
+    delimiter that no value can contain (`heredoc_delimiter`).
+    """
     gpu_flag = "--gpus all " if context.gpu is not None and facts.has_nvidia_gpu else ""
-    notebook_args = f"--ServerApp.root_dir={context.notebooks_container_dir}"
+    env_text = (
+        f"JUPYTER_TOKEN={context.token}\n"
+        f"NOTEBOOK_ARGS=--ServerApp.root_dir={context.notebooks_container_dir}\n"
+    )
+    delimiter = heredoc_delimiter(env_text, "ORCHESTRATE_ENV")
     return f"""set -euo pipefail
 name={shlex.quote(context.notebook_container)}
 image={shlex.quote(context.notebook_image)}
 wanted={shlex.quote(config_hash(context))}
+container_dir={shlex.quote(context.notebooks_container_dir)}
+port={int(context.remote_port)}
 host_dir={host_dir_expression(context.notebooks_host_dir)}
-mkdir -p "$host_dir"
-chown "$ORCHESTRATE_LOGIN_USER": "$host_dir"
-if docker container inspect "$name" >/dev/null 2>&1; then
-    current=$(docker inspect --format '{{{{index .Config.Labels "{CONFIG_LABEL}"}}}}' "$name")
+# A folder that exists is used as it is: chowning it could hand the login user a folder
+# that belongs to someone else. Only a folder made here is given to the login user.
+if [ ! -e "$host_dir" ]; then
+    mkdir -p -- "$host_dir"
+    chown -- "$ORCHESTRATE_LOGIN_USER": "$host_dir"
+fi
+if docker container inspect -- "$name" >/dev/null 2>&1; then
+    current=$(docker inspect --format '{{{{index .Config.Labels "{CONFIG_LABEL}"}}}}' -- "$name")
     if [ "$current" = "$wanted" ]; then
-        docker start "$name" >/dev/null
+        docker start -- "$name" >/dev/null
         echo "notebook container $name started again"
         exit 0
     fi
     echo "notebook container $name has another configuration: replacing it"
-    docker rm -f "$name" >/dev/null
+    docker rm -f -- "$name" >/dev/null
 fi
 envfile=$(mktemp)
 chmod 600 "$envfile"
 trap 'rm -f "$envfile"' EXIT
-cat >"$envfile" <<'ORCHESTRATE_ENV'
-JUPYTER_TOKEN={context.token}
-NOTEBOOK_ARGS={notebook_args}
-ORCHESTRATE_ENV
-uid=$(id -u "$ORCHESTRATE_LOGIN_USER")
-gid=$(id -g "$ORCHESTRATE_LOGIN_USER")
+cat >"$envfile" <<'{delimiter}'
+{env_text}{delimiter}
+uid=$(id -u -- "$ORCHESTRATE_LOGIN_USER")
+gid=$(id -g -- "$ORCHESTRATE_LOGIN_USER")
 # --user root with NB_UID/NB_GID: Jupyter Docker Stacks images then run Jupyter as the login
 # user's uid, so notebooks written to the host folder belong to that user.
 docker run -d --name "$name" --restart unless-stopped \\
     --label "{CONFIG_LABEL}=$wanted" \\
-    -p 127.0.0.1:{context.remote_port}:{CONTAINER_PORT} \\
-    -v "$host_dir:{context.notebooks_container_dir}" \\
+    -p "127.0.0.1:$port:{CONTAINER_PORT}" \\
+    -v "$host_dir:$container_dir" \\
     --env-file "$envfile" --user root -e NB_UID="$uid" -e NB_GID="$gid" \\
-    {gpu_flag}"$image" >/dev/null
+    {gpu_flag}-- "$image" >/dev/null
 echo "notebook container $name running from $image"
 """
 

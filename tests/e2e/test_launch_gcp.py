@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.bed.docker_engine import docker
-from tests.support.e2e import Bed, adopt_bed_key, make_bed, write_profile
+from tests.support.e2e import Bed, adopt_bed_key, make_bed, trust_for, write_profile
 
 pytestmark = [pytest.mark.bed, pytest.mark.slow]
 
@@ -185,6 +185,7 @@ def test_startup_script_mode_sets_the_host_up_at_boot(bed: Bed) -> None:
             'autostop = "off"', 'autostop = "off"\nbootstrap = "startup-script"'
         )
     )
+    trust_for(bed.home, profile)  # the user trusts the edited file again
     dry = bed.cli("launch", "nb", "--profile", "e2e", "--dry-run")
     assert '"key": "startup-script"' in dry.stdout
     proc = subprocess.Popen(

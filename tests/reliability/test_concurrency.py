@@ -29,7 +29,7 @@ from tests.reliability.support import (
     status_json,
     tunnel_processes,
 )
-from tests.support.e2e import Bed
+from tests.support.e2e import Bed, trust_for
 
 pytestmark = [pytest.mark.bed, pytest.mark.slow]
 
@@ -52,6 +52,7 @@ def profiles(bed: Bed) -> Iterator[dict[str, str]]:
             f"remote_port = {free_port()}\nport = {free_port()}\n"
         )
     profile.write_text(text)
+    trust_for(bed.home, profile)  # the user trusts the edited file again
     yield containers
     for container in containers.values():
         docker("rm", "-f", container, check=False)

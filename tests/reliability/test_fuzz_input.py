@@ -117,23 +117,41 @@ def plausible(valid: list[Any], invalid: list[Any]) -> st.SearchStrategy[Any]:
     )
 
 
+#: Hostile strings every shell-bound key is tried with: shell metacharacters, command
+#: substitution, newlines, here-document terminators, template placeholders, docker flags.
+HOSTILE = [
+    "x; touch /tmp/orchestrate-pwned", "$(touch /tmp/orchestrate-pwned)", "`id`", "a\nb",
+    "ORCHESTRATE_ENV", "x\nORCHESTRATE_ENV\ntouch /tmp/orchestrate-pwned", "@CONTAINER@",
+    "x@IMAGE@", "--privileged", "-rf", "a'b", 'a"b', "a b", "$HOME", "a\x00b", "a\x1bb",
+    "x:y", "../../etc",
+]
+
+
+def hostile(valid: list[Any], invalid: list[Any]) -> st.SearchStrategy[Any]:
+    """`plausible`, with the hostile strings among the mistakes."""
+    return plausible(valid, invalid + HOSTILE)
+
+
 COMMON = {
     "provider": plausible(["gcp"], ["aws", "ssh", "GCP", "", "toy"]),
-    "description": plausible(["a notebook", ""], [1]),
-    "image": plausible(["jupyter/base-notebook", "quay.io/j/n:cuda12"],
-                       ["", "a b", "UPPER:tag", "x" * 300, "-rf"]),
+    "description": hostile(["a notebook", ""], [1]),
+    "image": hostile(["jupyter/base-notebook", "quay.io/j/n:cuda12", "localhost:5000/a/b:1"],
+                     ["", "a b", "UPPER:tag", "x" * 300, "-rf"]),
     "port": plausible([8899, 9000, 65535], [0, -1, 65536, 22, "8899", 8899.0]),
     "remote_port": plausible([8888], [0, 70000, "8888"]),
-    "notebooks_dir": plausible(["~/notebooks", "~", "/data/nb"], ["", "../x", "a\nb", "~other/x"]),
-    "container_notebooks_dir": plausible(["/notebooks"], ["", "relative"]),
-    "container_name": plausible(["nb", "orchestrate-notebook"], ["", "bad name", "-x", "a" * 200]),
-    "autostop": plausible(["60m", "off", "2h"], ["0", "-5m", "forever", "1.5h", 30, ""]),
+    "notebooks_dir": hostile(["~/notebooks", "~", "/data/nb", "~/my notebooks", "~/a$b;c"],
+                             ["", "../x", "a\nb", "~other/x", "/", "/etc", "/usr/lib"]),
+    "container_notebooks_dir": hostile(["/notebooks", "/home/jovyan/work"], ["", "relative"]),
+    "container_name": hostile(["nb", "orchestrate-notebook", "a.b_c-1"],
+                              ["", "bad name", "-x", "a" * 200]),
+    "autostop": plausible(["60m", "off", "2h"], ["0s", "-5m", "forever", "1.5h", 30, ""]),
     "bootstrap": plausible(["ssh", "startup-script"], ["cloud-init", ""]),
     "confirm_above": plausible([1.5, 10], [0, -1, "1", float("nan"), float("inf")]),
 }
 GCP = {
     "project": plausible(["orch-test-1", "org.com:proj-1"], ["p", "UPPER-CASE", ""]),
-    "credentials": plausible(["/nonexistent/key.json", "~/key.json"], ["", 5]),
+    "credentials": hostile(["/nonexistent/key.json", "~/key.json"],
+                           ["", 5, "/dev/zero", "/dev/stdin", "/"]),
     "zones": plausible([["us-east1-d"], ["us-east1-d", "us-central1-a"]],
                        [[], ["us-east1-d", "us-east1-d"], ["mars"], "us-east1-d"]),
     "zone": plausible(["us-east1-d"], ["us-east1", "bad zone"]),
@@ -152,7 +170,8 @@ GCP = {
     "network": plausible(["default"], ["", "Net"]),
     "service_account": plausible(["default"], ["", 3]),
     "scopes": plausible([["compute-rw"], []], [["nope"], "compute-rw"]),
-    "api_endpoint": plausible(["https://www.googleapis.com"], ["ftp://x", "", "localhost"]),
+    "api_endpoint": hostile(["https://www.googleapis.com", "http://127.0.0.1:9"],
+                            ["ftp://x", "", "localhost", "http://evil.example", "https://a@b"]),
     "ssh_user": plausible(["orchestrate", "ubuntu"], ["", "bad user", "x" * 40]),
     "ssh_port": plausible([22, 2222], [0, 65536, "22"]),
 }
@@ -198,17 +217,25 @@ def documents(draw: st.DrawFn) -> str:
 
 @pytest.mark.usefixtures("home_is_private")
 @settings(FUZZ, max_examples=EXAMPLES["profiles"])
-@given(document=documents(), command=st.sampled_from(["launch", "profiles"]))
+@given(
+    document=documents(), command=st.sampled_from(["launch", "profiles"]), trusted=st.booleans()
+)
 # Found by this test, kept as regressions: a child's string over a parent's table under
 # extends (a TypeError), and a table key with a carriage return (a two-line error).
 @example(
     document='[profiles.fuzz]\nextends = "base"\nbootstrap = "ssh"\n'
     "[profiles.base]\nbootstrap = {}\n",
     command="launch",
+    trusted=True,
 )
-@example(document='[profiles.fuzz]\nprovider = "gcp"\n"\\r" = {}\n', command="launch")
-def test_fuzzed_profiles(cli: Cli, document: str, command: str) -> None:
+@example(document='[profiles.fuzz]\nprovider = "gcp"\n"\\r" = {}\n', command="launch", trusted=True)
+def test_fuzzed_profiles(cli: Cli, document: str, command: str, trusted: bool) -> None:
+    """Trusted or not: an untrusted file that names credentials is one more bad input."""
     Path("orchestrate.toml").write_text(document, encoding="utf-8", errors="surrogatepass")
+    if trusted:
+        from orchestrate.core.store.trust import trust
+
+        trust(Path("orchestrate.toml"))
     if command == "launch":
         args = ["launch", "--dry-run", "fuzz", "--profile", "fuzz", "--yes"]
     else:
@@ -247,7 +274,7 @@ LAUNCH_OPTIONS: dict[str, st.SearchStrategy[str] | None] = {
     "--gpu": token,
     "--zone": token,
     "--host": st.one_of(st.sampled_from(["u@h", "u@h:22", "@", "h:99999"]), token),
-    "--image": token,
+    "--image": st.one_of(st.sampled_from(HOSTILE), token),
     "--port": token,
     "--autostop": st.one_of(st.sampled_from(["off", "30m", "2h", "0s"]), token),
     "--detach": None,
@@ -290,11 +317,19 @@ def argument_lists(draw: st.DrawFn) -> list[str]:
     return args
 
 
+def write_trusted(text: str) -> None:
+    """./orchestrate.toml, trusted as `orchestrate trust` would (it names credentials)."""
+    from orchestrate.core.store.trust import trust
+
+    Path("orchestrate.toml").write_text(text, encoding="utf-8")
+    trust(Path("orchestrate.toml"))
+
+
 @pytest.mark.usefixtures("home_is_private")
 @settings(FUZZ, max_examples=EXAMPLES["arguments"])
 @given(args=argument_lists())
 def test_fuzzed_arguments(cli: Cli, args: list[str]) -> None:
-    Path("orchestrate.toml").write_text(VALID_PROFILE, encoding="utf-8")
+    write_trusted(VALID_PROFILE)
     Path("garbage.toml").write_text("[profiles.good\nport = ", encoding="utf-8")
     check(cli(*args), args)
 
@@ -325,7 +360,7 @@ def safe_everywhere(instance: str) -> bool:
 def test_fuzzed_instance_names(cli: Cli, instance: str) -> None:
     """A name is a file name, an ssh alias and a cloud resource name: exactly the names
     that are safe as all three launch, and every other one is refused as bad input."""
-    Path("orchestrate.toml").write_text(VALID_PROFILE, encoding="utf-8")
+    write_trusted(VALID_PROFILE)
     args = ["launch", "--dry-run", "--profile", "good", "--", instance]
     result = cli(*args)
     check(result, args)

@@ -64,10 +64,12 @@ def write_gcp_profile(
     endpoint: str,
     ssh_user: str,
     ssh_port: int,
+    home: Path,
 ) -> Path:
     """./orchestrate.toml with a GCP profile against the fake API: no accelerator (this
     machine has no GPU: a CPU notebook host is a real option), the bed's sshd and image.
-    The e2e tests, the demo and the benchmarks all launch with it."""
+    The e2e tests, the demo and the benchmarks all launch with it. It sets an endpoint and
+    credentials, so it is trusted for ORCHESTRATE_HOME=`home`, as `orchestrate trust` would."""
     text = textwrap.dedent(
         f"""
         [profiles.{name}]
@@ -90,7 +92,23 @@ def write_gcp_profile(
     )
     path = work / "orchestrate.toml"
     path.write_text(text, encoding="utf-8")
+    trust_for(home, path)
     return path
+
+
+def trust_for(home: Path, path: Path) -> None:
+    """Record `path` as trusted in ORCHESTRATE_HOME=`home` (the user's `orchestrate trust`)."""
+    from orchestrate.core.store.trust import trust
+
+    saved = os.environ.get("ORCHESTRATE_HOME")
+    os.environ["ORCHESTRATE_HOME"] = str(home)
+    try:
+        trust(path)
+    finally:
+        if saved is None:
+            del os.environ["ORCHESTRATE_HOME"]
+        else:
+            os.environ["ORCHESTRATE_HOME"] = saved
 
 
 def write_profile(bed: Bed, credentials: Path, *, name: str = "e2e") -> Path:
@@ -107,6 +125,7 @@ def write_profile(bed: Bed, credentials: Path, *, name: str = "e2e") -> Path:
         endpoint=bed.gce.endpoint,
         ssh_user=bed.ssh.user,
         ssh_port=bed.ssh.port,
+        home=bed.home,
     )
 
 

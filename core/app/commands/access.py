@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         row = row_named(runtime, name)
         session = connect(runtime, name, ensure_ssh_key(), lambda m: echo(m, err=True))
         flag = " -f" if follow else ""
-        command = docker_on_host(f"logs --tail {int(tail)}{flag} {container_of(row)} 2>&1")
+        command = docker_on_host(f"logs --tail {int(tail)}{flag} -- {container_of(row)} 2>&1")
         try:
             result = session.run(command, on_line=lambda line, stream: echo(line))
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -44,6 +45,24 @@ def register(app: typer.Typer) -> None:
             echo("no providers installed")
         for name, provider in sorted(found.items()):
             echo(f"{name:10} {provider.description}")
+
+    @app.command("trust")
+    def trust_command(
+        file: Path = typer.Argument(
+            Path("orchestrate.toml"), help="The profile file to trust (default ./orchestrate.toml)."
+        ),
+    ) -> None:
+        """Let a folder's orchestrate.toml set endpoints and credentials (as `direnv allow`).
+
+        The file's SHA-256 is recorded in your config folder: a changed file must be trusted
+        again. Your own config file and `--config FILE` need no trust.
+        """
+        from orchestrate.core.store.profiles import ProfileSet
+        from orchestrate.core.store.trust import trust
+
+        ProfileSet([file])  # a file that is not a readable profile is not trusted
+        digest = trust(file)
+        echo(f"trusted {file.resolve()} (sha256 {digest[:16]}...): run `trust` again after edits")
 
     @app.command("profiles")
     def profiles_command(

@@ -21,7 +21,7 @@ def _progress(message: str) -> None:
 
 def _foreground(open_browser: bool) -> Any:
     def run(tunnel: Any, url: str) -> None:
-        from orchestrate.core.flows.launch import open_browser as browse
+        from orchestrate.core.flows.browser import open_browser as browse
         from orchestrate.core.ssh.tunnel import run_foreground
 
         echo(url)
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
             foreground=_foreground(not no_browser),
         )
         if detach:
-            from orchestrate.core.flows.launch import open_browser
+            from orchestrate.core.flows.browser import open_browser
 
             echo(outcome.url)
             if not no_browser:

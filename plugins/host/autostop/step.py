@@ -40,7 +40,7 @@ from typing import Any
 
 from orchestrate.core.api.durations import parse_duration
 from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext
-from orchestrate.core.api.templates import fill
+from orchestrate.core.api.templates import fill, heredoc_delimiter
 from orchestrate.plugins.host.autostop import agent
 from orchestrate.plugins.host.shell import step_script
 
@@ -55,10 +55,6 @@ LOG_FILE = agent.DEFAULT_LOG_FILE
 PID_FILE = "/run/orchestrate-autostop.pid"
 CONFIG_HASH_FILE = "autostop-config.sha256"
 UNIT_DIR = "/etc/systemd/system"
-
-
-_AGENT_EOF = "ORCHESTRATE_AUTOSTOP_AGENT_EOF"
-_CONFIG_EOF = "ORCHESTRATE_AUTOSTOP_CONFIG_EOF"
 
 
 @dataclass(frozen=True)
@@ -294,6 +290,17 @@ stop_loop() {
 }
 
 with_systemd() { [ -d /run/systemd/system ] && has systemctl; }
+
+# unit_word WORD: WORD as one argument of a systemd Exec line: double-quoted, with systemd's
+# specifier (%) and variable ($) signs doubled and quotes and backslashes escaped.
+unit_word() {
+    local word=$1
+    word=${word//\\/\\\\}
+    word=${word//\"/\\\"}
+    word=${word//%/%%}
+    word=${word//\$/\$\$}
+    printf '"%s"' "$word"
+}
 """
 
 _INSTALL = r"""
@@ -327,7 +334,7 @@ After=network-online.target docker.service
 [Service]
 Type=oneshot
 Nice=10
-ExecStart=$python $agent --config $config --once
+ExecStart=$(unit_word "$python") $(unit_word "$agent") --config $(unit_word "$config") --once
 EOF
     cat >"$unit_dir/@UNIT@.timer" <<'EOF'
 [Unit]
@@ -395,13 +402,11 @@ def install_script(context: StepContext, window: float) -> str:
     paths = paths_of(context)
     source = agent_source().rstrip("\n")
     config = json.dumps(agent_config(context, window), indent=1, sort_keys=True)
-    if _AGENT_EOF in source or _CONFIG_EOF in config:
-        raise ValueError("a here-document delimiter appears in the text it delimits")
     body = fill(
         _FUNCTIONS + _INSTALL,
         {
-            "@AGENT_EOF@": _AGENT_EOF,
-            "@CONFIG_EOF@": _CONFIG_EOF,
+            "@AGENT_EOF@": heredoc_delimiter(source, "ORCHESTRATE_AUTOSTOP_AGENT"),
+            "@CONFIG_EOF@": heredoc_delimiter(config, "ORCHESTRATE_AUTOSTOP_CONFIG"),
             "@AGENT_SOURCE@": source,
             "@CONFIG_JSON@": config,
             "@UNIT@": UNIT,

@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrate.core.api.errors import AuthError
+from orchestrate.core.api.files import read_regular_text, reason
 
+#: An INI file of keys is a few hundred bytes; anything far larger is not one.
+CREDENTIALS_CAP = 256 << 10
 LOGIN_HINT = (
     "run `aws configure` (or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or point the "
     "profile's aws `credentials` key at a profile name or a credentials file"
@@ -60,14 +63,13 @@ def describe_credentials(option: str | None) -> str:
 def _from_file(path: Path, section: str, label: str) -> AwsCredentials:
     parser = configparser.RawConfigParser()
     try:
-        with path.open(encoding="utf-8") as handle:
-            parser.read_file(handle)
+        parser.read_string(read_regular_text(path, cap=CREDENTIALS_CAP), source=str(path))
     except FileNotFoundError:
         raise AuthError(f"aws credentials file {path} does not exist", hint=LOGIN_HINT) from None
     except OSError as exc:
         raise AuthError(
-            f"aws credentials file {path} cannot be read ({exc.strerror})",
-            hint="check its owner and mode (0600)",
+            f"aws credentials file {path} cannot be read ({reason(exc)})",
+            hint="name the credentials file itself (a regular file, owner-only: mode 0600)",
         ) from None
     except configparser.Error:
         raise AuthError(

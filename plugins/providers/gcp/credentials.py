@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrate.core.api.errors import AuthError
+from orchestrate.core.api.files import read_regular, reason
 
 SERVICE_ACCOUNT = "service_account"
 AUTHORIZED_USER = "authorized_user"
@@ -28,6 +29,8 @@ _REQUIRED = {
     SERVICE_ACCOUNT: ("client_email", "private_key"),
     AUTHORIZED_USER: ("client_id", "client_secret", "refresh_token"),
 }
+#: A key file is about 2 KB; anything far larger is not one (e.g. `/dev/zero`).
+CREDENTIALS_CAP = 256 << 10
 LOGIN_HINT = (
     "point `credentials` at a service-account key (gcloud iam service-accounts keys create "
     "KEY.json --iam-account=SA_EMAIL) or run `gcloud auth application-default login`"
@@ -77,13 +80,13 @@ def load_credentials(option: str | None) -> Credentials:
             hint=LOGIN_HINT,
         )
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, cap=CREDENTIALS_CAP)
     except FileNotFoundError:
         raise AuthError(f"gcp credentials file {path} does not exist", hint=LOGIN_HINT) from None
     except OSError as exc:
         raise AuthError(
-            f"gcp credentials file {path} cannot be read ({exc.strerror})",
-            hint="check its owner and mode (0600)",
+            f"gcp credentials file {path} cannot be read ({reason(exc)})",
+            hint="name the JSON key file itself (a regular file, owner-only: mode 0600)",
         ) from None
     try:
         info = json.loads(raw.decode("utf-8"))
@@ -112,14 +115,6 @@ def load_credentials(option: str | None) -> Credentials:
     principal = info["client_email"] if kind == SERVICE_ACCOUNT else info["client_id"]
     project = info.get("project_id") or info.get("quota_project_id")
     return Credentials(path, kind, principal, project if isinstance(project, str) else None, info)
-
-
-def peek_project(option: str | None) -> str | None:
-    """The project id named in the credentials file, or None; never raises (for --dry-run)."""
-    try:
-        return load_credentials(option).project_id
-    except AuthError:
-        return None
 
 
 def project_from_environment() -> str | None:

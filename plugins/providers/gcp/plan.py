@@ -1,7 +1,8 @@
 """``--dry-run`` for GCP: the requests a launch sends, built by the same code as the launch.
 
-No network and no secret: the project comes from the profile, else the ``project_id`` field
-of the credentials file if it can be read, else the environment, else ``PROJECT``. Where the
+No network, no secret and no credentials read (not even the ``project_id`` in the file: a
+dry run opens nothing the profile names): the project comes from the profile, else the
+environment, else ``PROJECT``. Where the
 zone is only chosen by the failover loop, ``ZONE`` stands in for it. The OAuth token
 exchange is not listed (its body is a signed assertion: a credential).
 """
@@ -13,7 +14,7 @@ from urllib.parse import urlencode
 from orchestrate.core.api.provider import LaunchSpec, PlannedRequest
 from orchestrate.plugins.providers.gcp import resources as res
 from orchestrate.plugins.providers.gcp.checks import image_link
-from orchestrate.plugins.providers.gcp.credentials import peek_project, project_from_environment
+from orchestrate.plugins.providers.gcp.credentials import project_from_environment
 from orchestrate.plugins.providers.gcp.options import GcpOptions
 
 ZONE_PLACEHOLDER = "ZONE"
@@ -22,12 +23,7 @@ PROJECT_PLACEHOLDER = "PROJECT"
 
 def plan_requests(spec: LaunchSpec, options: GcpOptions) -> list[PlannedRequest]:
     """Preflight reads, the firewall rule, the insert (first zone tried), the read-back."""
-    project = (
-        options.project
-        or peek_project(options.credentials)
-        or project_from_environment()
-        or PROJECT_PLACEHOLDER
-    )
+    project = options.project or project_from_environment() or PROJECT_PLACEHOLDER
     base = f"/compute/v1/projects/{project}"
     zone = options.zones[0] if options.zones else ZONE_PLACEHOLDER
     gpu = options.gpu
