@@ -48,7 +48,7 @@ class AwsProvider(Provider):
     """Amazon EC2 through libcloud's ``EC2NodeDriver`` (imported on the first API call)."""
 
     name = "aws"
-    description = "Amazon EC2: GPU instance types (p2 K80, g4dn T4, g5 A10G, g6 L4, p3, p4d, p5)"
+    description = "Amazon EC2: GPU instance types (g4dn T4, g5 A10G, g6 L4, g6e L40S, p4d, p5)"
     default_ssh_user = "ubuntu"
 
     def __init__(

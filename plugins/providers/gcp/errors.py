@@ -32,6 +32,12 @@ AUTH_HINT = (
     "check the key file and that its service account may use Compute Engine in the project "
     "(role Compute Admin), or run `gcloud auth application-default login` again"
 )
+#: GCE answers an insert that attaches a service account the caller may not "act as" with
+#: 400 "... does not have access to service account ... iam.serviceAccountUser role".
+SERVICE_ACCOUNT_HINT = (
+    "grant the caller roles/iam.serviceAccountUser on that service account (gcloud iam "
+    "service-accounts add-iam-policy-binding), or set scopes = [] in the profile to attach none"
+)
 _PEM = re.compile(r"-----BEGIN[^-]*-----.*?(?:-----END[^-]*-----|$)", re.S)
 _LONG_TOKEN = re.compile(r"[A-Za-z0-9+/=_\-.]{60,}")
 _QUOTA_METRIC = re.compile(r"Quota '([A-Z0-9_]+)' exceeded")
@@ -106,6 +112,11 @@ def map_error(
         )
     if code in ("QUOTA_EXCEEDED", "quotaExceeded"):
         return quota_error(message, project=project, zone=zone)
+    if "serviceAccountUser" in message or "does not have access to service account" in message:
+        return AuthError(
+            f"gcp: the caller may not attach the instance's service account while {context}",
+            hint=SERVICE_ACCOUNT_HINT,
+        )
     if code in ("alreadyExists", "RESOURCE_ALREADY_EXISTS") or http == 409:
         return AlreadyExists(f"{context}: already exists")
     if http == 401 or type(exc).__name__ == "GoogleAuthError":
