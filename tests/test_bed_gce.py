@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from orchestrate.core.api import gpu_catalog
+
 from tests.bed.fixtures_gce import generate_rsa_key, write_service_account_file
 from tests.bed.gce_fake import GceFake, gpu_quota_metric
 

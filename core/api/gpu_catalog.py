@@ -165,8 +165,7 @@ def gce_pair_error(machine_type: str, accelerator: str | None) -> str | None:
         if accelerator is None or accelerator == builtin[0]:
             return None
         return (
-            f"machine type {machine_type} comes with {builtin[1]} x {builtin[0]}, "
-            f"not {accelerator}"
+            f"machine type {machine_type} comes with {builtin[1]} x {builtin[0]}, not {accelerator}"
         )
     entry = gce_accelerators().get(accelerator or "")
     if entry is None:

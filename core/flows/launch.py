@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrate.core.api import provider as p
-from orchestrate.core.api.errors import HostError, OrchestrateError
+from orchestrate.core.api.errors import CreateRefused, HostError, OrchestrateError
 from orchestrate.core.api.hoststeps import StepContext
 from orchestrate.core.flows.crashpoints import crash_point
 from orchestrate.core.flows.rows import connect
@@ -227,19 +227,21 @@ def record_intent(state: State, plan: LaunchPlan) -> InstanceRow:
     return written
 
 
-def forget_if_never_sent(state: Any, name: str) -> None:
+def forget_if_never_sent(state: Any, name: str, error: BaseException | None = None) -> None:
     """Drop the intent row of a launch that failed before its first create call.
 
     Refused credentials, an exhausted quota or a bad zone stop a launch in preflight: nothing
     can exist on the cloud, and the row would only be a ghost that `status` lists and `down`
     cannot clear while the cloud refuses the credentials. Once a create was tried (a "try"
-    event) the row stays, since the cloud may have the instance.
+    event) the row stays, since the cloud may have the instance, unless the cloud refused the
+    create request itself (`CreateRefused`: a bad field, a missing role), which proves it has
+    none.
     """
     row = state.get(name)
     if row is None or row.cloud_id:
         return
     tried = [e for e in state.events(name) if e.ts >= row.created_at and e.kind == "try"]
-    if not tried:
+    if not tried or isinstance(error, CreateRefused):
         state.delete(name)
 
 
@@ -279,9 +281,9 @@ def bring_up(
     crash_point("after-intent")
     try:
         record = ensure_running(state, plan.provider, plan.spec, progress)
-    except BaseException:
+    except BaseException as exc:
         if fresh:
-            forget_if_never_sent(state, name)
+            forget_if_never_sent(state, name, exc)
         raise
     row = state.get(name)
     if row is not None and "stopped_by" in row.extra:

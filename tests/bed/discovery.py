@@ -71,8 +71,9 @@ def validate(method_id: str, body: Any) -> None:
 def _check_object(schema: dict[str, Any], value: Any, where: str, method_id: str) -> None:
     if not isinstance(value, dict):
         raise SchemaViolation(
-            where, f"Invalid value at '{where}' (type.googleapis.com/{schema.get('id')}), "
-            f"{json.dumps(value)}"
+            where,
+            f"Invalid value at '{where}' (type.googleapis.com/{schema.get('id')}), "
+            f"{json.dumps(value)}",
         )
     properties: dict[str, Any] = schema.get("properties", {})
     extra = schema.get("additionalProperties")
@@ -84,7 +85,7 @@ def _check_object(schema: dict[str, Any], value: Any, where: str, method_id: str
         else:
             raise SchemaViolation(
                 where,
-                f'Invalid JSON payload received. Unknown name "{key}" at \'{where}\': '
+                f"Invalid JSON payload received. Unknown name \"{key}\" at '{where}': "
                 "Cannot find field.",
             )
     for key, prop in properties.items():

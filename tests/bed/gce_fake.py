@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrate.core.api import gpu_catalog
+
 from tests.bed import discovery
 
 API_HOST = "https://www.googleapis.com"
@@ -60,14 +61,18 @@ DEFAULT_PROJECT = "orchestrate-test"
 DEFAULT_ADDRESSES = ("127.0.0.1",)
 
 
-def _catalog_zones() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[int, int, str | None, int]]]:
+#: (vCPUs, memory MB, accelerator the type carries or None, how many)
+MachineShape = tuple[int, int, str | None, int]
+
+
+def _catalog_zones() -> tuple[dict[str, tuple[str, ...]], dict[str, MachineShape]]:
     """Zones and machine types from the catalog snapshot: accelerator types per zone, and
     machine type -> (vCPUs, memory MB, accelerator it carries or None, how many)."""
     offers: dict[str, set[str]] = {}
     for accelerator, entry in gpu_catalog.gce_accelerators().items():
         for zone in entry["zones"]:
             offers.setdefault(zone, set()).add(accelerator)
-    machines: dict[str, tuple[int, int, str | None, int]] = {}
+    machines: dict[str, MachineShape] = {}
     for name, entry in {**gpu_catalog.gce_hosts(), **gpu_catalog.gce_machine_types()}.items():
         machines[name] = (
             int(entry["vcpus"]),

@@ -108,6 +108,8 @@ def retired_message(instance_type: str, where: str) -> str | None:
         return None
     year, instead = RETIRED_FAMILIES[family]
     return f"{where}: EC2 retired {family} instances in {year}; use {instead}"
+
+
 GPU_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(t.name.split(".")[0] for t in GPU_TYPES))
 #: What `--gpu none` picks: a small general-purpose type for a CPU notebook host.
 CPU_DEFAULT = "t3.large"

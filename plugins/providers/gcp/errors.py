@@ -17,6 +17,7 @@ import re
 from orchestrate.core.api.errors import (
     AuthError,
     CapacityError,
+    CreateRefused,
     NotFound,
     OrchestrateError,
     ProviderError,
@@ -113,7 +114,7 @@ def map_error(
     if code in ("QUOTA_EXCEEDED", "quotaExceeded"):
         return quota_error(message, project=project, zone=zone)
     if "serviceAccountUser" in message or "does not have access to service account" in message:
-        return AuthError(
+        return CreateRefused(
             f"gcp: the caller may not attach the instance's service account while {context}",
             hint=SERVICE_ACCOUNT_HINT,
         )
@@ -131,6 +132,8 @@ def map_error(
             hint="check the network or api_endpoint",
         )
     label = f"HTTP {http}" if http else type(exc).__name__
+    if http == 400:  # the request itself was refused: nothing was done
+        return CreateRefused(f"gcp refused the request while {context}: {message}")
     return ProviderError(
         f"gcp error while {context} ({label} {code}): {message}".replace(" )", ")")
     )

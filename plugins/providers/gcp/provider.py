@@ -140,9 +140,10 @@ class GcpProvider(Provider):
 
     # --------------------------------------------------------------- preflight
     def preflight(self, spec: LaunchSpec) -> None:
-        """Order: a retired GPU (no request needed), credentials file, project, sign-in, global GPU quota (0 on new projects:
-        stop at once with the fix), image, zones offering the accelerator, then the quota
-        of every candidate region (all exhausted: stop; some: `create` skips them)."""
+        """Order: a retired GPU (no request needed), credentials file, project, sign-in,
+        global GPU quota (0 on new projects: stop at once with the fix), image, zones offering
+        the accelerator, then the quota of every candidate region (all exhausted: stop; some:
+        `create` skips them)."""
         options = _options(spec.options)
         check_retired(options)
         _, api = self.connect(options)
