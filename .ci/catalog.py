@@ -1,4 +1,5 @@
-"""Regenerate ``core/api/data/gpu_catalog.json`` from a snapshot of a public GPU catalog.
+"""Regenerate ``core/api/data/gpu_catalog.json`` from a snapshot of a public GPU catalog,
+and the prices it has in ``core/money/data/prices.toml`` (reference region of each section).
 
 Run by hand when the snapshot is refreshed; the generated file is committed, so a user's
 install never reads the network for it:
@@ -157,6 +158,84 @@ def aws(snapshot: Path) -> dict[str, Any]:
     return {"instance_types": types}
 
 
+PRICES = ROOT / "core" / "money" / "data" / "prices.toml"
+#: The reference region of each provider section of prices.toml.
+PRICE_REGIONS = {"gcp": "us-central1", "aws": "us-east-1"}
+_SECTION = re.compile(r'^\[(gcp|aws)(?:\.(machines|gpus)\.("?)([^"\]]+)\3)?\]\s*$')
+_KEY = re.compile(r"^(on_demand|spot|regions|date|source) = ")
+
+
+def _reference_prices(data: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(provider, kind, name) -> the prices.toml values the snapshot gives for it, in the
+    reference region (GCE: cheapest zone of the region; EC2: the region's row)."""
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    region = PRICE_REGIONS["gcp"]
+    gcp_data = data["gcp"]
+
+    def in_region(zones: dict[str, list[Any]]) -> tuple[Any, Any] | None:
+        rows = [v for z, v in zones.items() if z.rsplit("-", 1)[0] == region]
+        if not rows:
+            return None
+        spots = [r[1] for r in rows if r[1] is not None]
+        return min(r[0] for r in rows if r[0] is not None), (min(spots) if spots else None)
+
+    for name, entry in gcp_data["accelerators"].items():
+        values: dict[str, Any] = {
+            "regions": sorted(
+                {z.rsplit("-", 1)[0] for z in entry["zones"]}, key=lambda r: (r[:3] != "us-", r)
+            ),
+        }
+        price = in_region(entry["zones"])
+        if price:
+            values["on_demand"], values["spot"] = price
+        out[("gcp", "gpus", name)] = values
+    for name, entry in {**gcp_data["hosts"], **gcp_data["machine_types"]}.items():
+        price = in_region(entry["zones"])
+        if price:
+            out[("gcp", "machines", name)] = {"on_demand": price[0], "spot": price[1]}
+    for name, entry in data["aws"]["instance_types"].items():
+        row = entry["regions"].get(PRICE_REGIONS["aws"])
+        if row and row[0] is not None:
+            out[("aws", "machines", name)] = {"on_demand": row[0], "spot": row[1]}
+    return out
+
+
+def update_prices(data: dict[str, Any]) -> int:
+    """Rewrite the prices of core/money/data/prices.toml that the snapshot has, in place;
+    rows it lacks (other families, disks, retired types) keep their hand-written values."""
+    source = data["source"]
+    facts = _reference_prices(data)
+    current: tuple[str, str, str] | None = None
+    changed = 0
+    lines = PRICES.read_text().splitlines()
+    for index, line in enumerate(lines):
+        section = _SECTION.match(line)
+        if section:
+            current = (section.group(1), section.group(2) or "", section.group(4) or "")
+            continue
+        key = _KEY.match(line)
+        if current is None or key is None:
+            continue
+        provider, kind, name = current
+        value: Any = None
+        if not kind and key.group(1) == "date":
+            value = source["date"]
+        elif not kind and key.group(1) == "source":
+            value = (
+                f"{source['repository']}/blob/{source[provider + '_commit']}"
+                f"/catalogs/v7/{provider}/vms.csv"
+            )
+        elif kind:
+            value = facts.get(current, {}).get(key.group(1))
+        if value is None:
+            continue
+        text = json.dumps(value) if not isinstance(value, float) else f"{value:.4f}"
+        lines[index] = f"{key.group(1)} = {text}"
+        changed += 1
+    PRICES.write_text("\n".join(lines) + "\n")
+    return changed
+
+
 def main(argv: list[str]) -> int:
     args = [a for a in argv if not a.startswith("--")]
     snapshot = Path(args[0]) if args else ROOT.parent / "shared" / "catalog"
@@ -170,6 +249,7 @@ def main(argv: list[str]) -> int:
     }
     OUT.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)} ({OUT.stat().st_size} bytes)")
+    print(f"updated {update_prices(data)} values in {PRICES.relative_to(ROOT)}")
     return 0
 
 

@@ -41,7 +41,7 @@ def test_gcp_rows_have_generation_driver_memory_price_and_places(cli: Cli) -> No
     result = cli("gpus", "--provider", "gcp")
     lines = {line.split()[0]: line for line in result.out.splitlines() if line.startswith("nv")}
     t4 = lines["nvidia-tesla-t4"]
-    for expected in ("Tesla T4", "Turing", "R580 open", "16 GB", "$0.350", "$0.110", "us-central1"):
+    for expected in ("Tesla T4", "Turing", "R580 open", "16 GB", "$0.350", "$0.140", "us-central1"):
         assert expected in t4, (expected, t4)
     k80 = lines["nvidia-tesla-k80"]
     assert "Kepler" in k80 and "R470 proprietary" in k80 and "retired" in k80
