@@ -216,7 +216,7 @@ def update_prices(data: dict[str, Any]) -> int:
         key = _KEY.match(line)
         if current is None or key is None:
             continue
-        provider, kind, name = current
+        provider, kind, _ = current
         value: Any = None
         if not kind and key.group(1) == "date":
             value = source["date"]
