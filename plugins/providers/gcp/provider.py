@@ -190,6 +190,12 @@ class GcpProvider(Provider):
                 hint=quota_hint(api.project, metric),
             )
 
+    def gpu_locations(self, options: Any) -> Mapping[str, Sequence[str]]:
+        """`orchestrate gpus --refresh`: where each accelerator type is offered now, from
+        the project's aggregated ``acceleratorTypes`` listing."""
+        _, api = self.connect(_options(options))
+        return checks.accelerator_zones(api)
+
     # ------------------------------------------------------------------- zones
     def candidate_zones(self, spec: LaunchSpec) -> Sequence[str]:
         """The profile's zones as listed; else every zone offering the accelerator, cheapest
