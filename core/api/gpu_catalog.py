@@ -152,9 +152,11 @@ def gce_machine_types_for(accelerator: str) -> list[str]:
     entry = gce_accelerators().get(accelerator)
     families = [f"{family}-*" for family in (entry["attach_to"] if entry else [])]
     builtin = sorted(
-        (int(m["gpus"]), name) for name, m in gce_machine_types().items() if m["gpu"] == accelerator
+        (int(m["gpus"]), float(m["vcpus"]), name)
+        for name, m in gce_machine_types().items()
+        if m["gpu"] == accelerator
     )
-    return families + [name for _, name in builtin]
+    return families + [name for _, _, name in builtin]
 
 
 def gce_pair_error(machine_type: str, accelerator: str | None) -> str | None:

@@ -116,10 +116,10 @@ class AwsProvider(Provider):
         context = "listing GPU instance type offerings"
         for page in api.pages("DescribeInstanceTypeOfferings", params, context=context):
             for item in items(page, "instanceTypeOfferingSet"):
-                row = types.BY_NAME.get(text(item, "instanceType") or "")
+                offered = types.BY_NAME.get(text(item, "instanceType") or "")
                 zone = text(item, "location")
-                if row is not None and zone:
-                    found.setdefault(row.gpu, set()).add(zone)
+                if offered is not None and zone:
+                    found.setdefault(offered.gpu, set()).add(zone)
         return {gpu: sorted(zones) for gpu, zones in sorted(found.items())}
 
     @staticmethod
