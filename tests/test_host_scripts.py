@@ -170,14 +170,9 @@ def test_verify_needs_a_cuda_context_not_only_nvidia_smi(tmp_path: Path) -> None
     """nvidia-smi answers on an NVSwitch host without fabric manager, CUDA does not."""
     smi = FIXTURES / "t4.nvidia-smi"
     failed = "CUDA context: cuInit failed with CUDA error 802 (NVSwitch host: is nvidia-fab"
-    env = fake_bin(tmp_path, {"docker": f"""
+    proc = verify_at_deadline(tmp_path, f"""
 [ "$1" = info ] && exit 0
-cat "{smi}"; echo "{failed}"; exit 1"""})  # fmt: skip
-    context = StepContext(
-        instance="v", gpu=GpuRequest("nvidia-tesla-t4"), notebook_image="img",
-        extra={"verify_retry_s": 1, "verify_deadline_s": 1},
-    )  # fmt: skip
-    proc = run_script(step_named(context, "verify").script(context, Facts()), env, tmp_path)
+cat "{smi}"; echo "{failed}"; exit 1""")  # fmt: skip
     assert proc.returncode != 0
     assert "error 802" in proc.stderr and "no working GPU inside a container" in proc.stderr
 
@@ -193,13 +188,18 @@ def test_the_cuda_check_runs_as_python(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "libcuda.so.1" in proc.stderr
 
 
-def test_verify_gives_up_at_its_deadline(tmp_path: Path) -> None:
-    env = fake_bin(tmp_path, {"docker": '[ "$1" = info ] && exit 0; echo "no GPU"; exit 125'})
+def verify_at_deadline(tmp_path: Path, docker: str) -> subprocess.CompletedProcess[str]:
+    """The verify step with a one-second deadline, `docker` faked by the given bash body."""
+    env = fake_bin(tmp_path, {"docker": docker})
     context = StepContext(
         instance="v", gpu=GpuRequest("nvidia-tesla-t4"), notebook_image="img",
         extra={"verify_retry_s": 1, "verify_deadline_s": 1},
     )  # fmt: skip
-    proc = run_script(step_named(context, "verify").script(context, Facts()), env, tmp_path)
+    return run_script(step_named(context, "verify").script(context, Facts()), env, tmp_path)
+
+
+def test_verify_gives_up_at_its_deadline(tmp_path: Path) -> None:
+    proc = verify_at_deadline(tmp_path, '[ "$1" = info ] && exit 0; echo "no GPU"; exit 125')
     assert proc.returncode != 0
     assert "no working GPU inside a container after 1 s" in proc.stderr
 
