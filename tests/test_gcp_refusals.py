@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from orchestrate.core.api import gpu_catalog
-from orchestrate.core.api.errors import HostError
+from orchestrate.core.api.errors import CreateRefused, HostError
 from orchestrate.core.api.provider import LaunchSpec
 from orchestrate.core.ssh.session import Session
 from orchestrate.plugins.providers.gcp import resources
@@ -282,3 +282,47 @@ def test_report_discovery_revision_and_catalog_date(record_property: Any) -> Non
         f"compute v1 discovery revision {discovery.revision()}; GPU catalog "
         f"{gpu_catalog.source()['date']} ({gpu_catalog.source()['repository']})"
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda b: b["disks"][0].update(boot="yes"),
+            "Invalid value at 'resource.disks[0].boot' (TYPE_BOOL)",
+        ),
+        (lambda b: b.pop("name"), "Required field 'resource.name' not specified"),
+        (lambda b: b["scheduling"].update(onHostMaintenance="SOMETIMES"), "(TYPE_ENUM)"),
+        (
+            lambda b: b.update(guestAccelerator=[]),
+            "Unknown name \"guestAccelerator\" at 'resource'",
+        ),
+    ],
+)
+def test_wrong_type_missing_field_and_unknown_field_get_googles_400(
+    provider_spec: Callable[..., tuple[GcpProvider, LaunchSpec]],
+    gce_api: GceFake,
+    change: Callable[[dict[str, Any]], Any],
+    message: str,
+) -> None:
+    provider, spec = provider_spec(zones=["us-east1-c"])
+    _, api = provider.connect(spec.options)
+    body = resources.instance_body(spec, spec.options, "us-east1-c")
+    change(body)
+    with pytest.raises(CreateRefused) as caught:
+        api.request("POST", "/zones/us-east1-c/instances", body, context="creating nb")
+    assert message in caught.value.line() and "\n" not in caught.value.line()
+    assert gce_api.instances == {}
+
+
+def test_schema_errors_have_googles_shape(gce_api: GceFake) -> None:
+    """The body a client library reads: code, message, status and the field violated."""
+    from tests.bed.gce_fake import ApiError, _check_schema
+
+    with pytest.raises(ApiError) as caught:
+        _check_schema("compute.firewalls.insert", {"name": "x", "alowed": []})
+    error = caught.value.body()["error"]
+    assert error["code"] == 400 and error["status"] == "INVALID_ARGUMENT"
+    assert error["errors"][0]["reason"] == "invalid"
+    (violation,) = error["details"][0]["fieldViolations"]
+    assert violation["field"] == "resource" and "alowed" in violation["description"]
