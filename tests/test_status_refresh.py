@@ -45,9 +45,9 @@ def test_many_rows_cost_one_listing_and_a_deleted_one_shows_missing(
         before = len(gce_api.requests)
         (one,) = collect(runtime, "nb1", refresh=True)
         assert one["status"] == "running"
-        assert _reads(gce_api, before) == [f"{gce_api.project}/zones/us-east1-d/instances/nb1"], (
-            "one row is read directly"
-        )
+        assert _reads(gce_api, before) == [
+            f"{gce_api.project}/zones/us-east1-d/instances/nb1"
+        ], "one row is read directly"
     finally:
         runtime.close()
 
