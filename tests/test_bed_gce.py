@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from orchestrate.core.api import gpu_catalog
 
 from tests.bed.fixtures_gce import generate_rsa_key, write_service_account_file
 from tests.bed.gce_fake import GceFake, gpu_quota_metric
@@ -51,13 +52,13 @@ def ubuntu(driver: Any) -> Any:
     )
 
 
-def create_k80(driver: Any, name: str = "bed-1", zone: str = "us-east1-d") -> Any:
+def create_t4(driver: Any, name: str = "bed-1", zone: str = "us-east1-d") -> Any:
     return driver.create_node(
         name,
         "n1-standard-2",
         ubuntu(driver),
         location=zone,
-        ex_accelerator_type="nvidia-tesla-k80",
+        ex_accelerator_type="nvidia-tesla-t4",
         ex_accelerator_count=1,
         ex_on_host_maintenance="TERMINATE",
         ex_automatic_restart=True,
@@ -73,7 +74,7 @@ def test_libcloud_lists_zones_and_creates_an_instance(
     zones = {z.name for z in driver.list_locations()}
     assert {"us-east1-c", "us-east1-d", "us-central1-a", "europe-west1-b"} <= zones
 
-    node = create_k80(driver)
+    node = create_t4(driver)
 
     assert node.state == "running"
     assert node.public_ips == ["127.0.0.1"]
@@ -82,7 +83,7 @@ def test_libcloud_lists_zones_and_creates_an_instance(
     assert stored["selfLink"].startswith(
         "https://www.googleapis.com/compute/v1/projects/orchestrate-test/zones/us-east1-d/"
     )
-    assert stored["guestAccelerators"][0]["acceleratorType"].endswith("nvidia-tesla-k80")
+    assert stored["guestAccelerators"][0]["acceleratorType"].endswith("nvidia-tesla-t4")
     assert stored["scheduling"]["onHostMaintenance"] == "TERMINATE"
     (insert,) = gce_api.calls("POST", "/zones/us-east1-d/instances")
     assert insert.body["name"] == "bed-1"
@@ -94,20 +95,26 @@ def test_catalog_quotas_and_aggregated_lists(gce_api: GceFake, gce_credentials: 
     driver = make_driver(gce_api, gce_credentials)
     region = driver.ex_get_region("us-east1")
     metrics = {q["metric"]: q for q in region.quotas}
-    assert metrics["NVIDIA_K80_GPUS"]["limit"] > 0
+    assert metrics["NVIDIA_T4_GPUS"]["limit"] > 0
     project_quotas = {q["metric"] for q in driver.ex_get_project().quotas}
     assert "GPUS_ALL_REGIONS" in project_quotas
     assert driver.ex_get_size("g2-standard-4", "us-central1-a").extra["guestCpus"] == 4
     assert driver.ex_get_disktype("pd-balanced", "us-west1-b").name == "pd-balanced"
     offered = driver.connection.request_aggregated_items("acceleratorTypes")["items"]
-    k80_zones = sorted(
+    t4_zones = sorted(
         scope.split("/")[1]
         for scope, value in offered.items()
-        if any(a["name"] == "nvidia-tesla-k80" for a in value["acceleratorTypes"])
+        if any(a["name"] == "nvidia-tesla-t4" for a in value.get("acceleratorTypes", []))
     )
-    assert k80_zones == ["europe-west1-b", "us-central1-a", "us-east1-c", "us-east1-d"]
+    assert t4_zones == gpu_catalog.gce_offer_zones("nvidia-tesla-t4"), "offers follow the catalog"
+    assert {"europe-west1-b", "us-central1-a", "us-east1-c", "us-east1-d"} <= set(t4_zones)
+    assert not any(
+        a["name"] == "nvidia-tesla-k80"
+        for value in offered.values()
+        for a in value.get("acceleratorTypes", [])
+    ), "GCE retired the K80: no zone offers it"
     assert ubuntu(driver).extra["family"] == "ubuntu-2204-lts"
-    assert gpu_quota_metric("nvidia-tesla-k80") == "NVIDIA_K80_GPUS"
+    assert gpu_quota_metric("nvidia-tesla-t4") == "NVIDIA_T4_GPUS"
     assert gpu_quota_metric("nvidia-l4", preemptible=True) == "PREEMPTIBLE_NVIDIA_L4_GPUS"
 
 
@@ -121,7 +128,7 @@ def test_gpu_instance_without_terminate_is_refused(gce_api: GceFake, gce_credent
             "n1-standard-2",
             ubuntu(driver),
             location="us-east1-c",
-            ex_accelerator_type="nvidia-tesla-k80",
+            ex_accelerator_type="nvidia-tesla-t4",
             ex_accelerator_count=1,
         )
 
@@ -132,10 +139,10 @@ def test_stockout_in_a_zone_fails_the_operation(gce_api: GceFake, gce_credential
     driver = make_driver(gce_api, gce_credentials)
     gce_api.faults.stockout_zones.add("us-east1-d")
     with pytest.raises(GoogleBaseError) as caught:
-        create_k80(driver)
+        create_t4(driver)
     assert caught.value.code == "ZONE_RESOURCE_POOL_EXHAUSTED"
     assert "bed-1" not in gce_api.instances
-    assert create_k80(driver, zone="us-east1-c").extra["zone"].name == "us-east1-c"
+    assert create_t4(driver, zone="us-east1-c").extra["zone"].name == "us-east1-c"
 
 
 def test_stockout_on_insert_answers_503_with_details(
@@ -147,7 +154,7 @@ def test_stockout_on_insert_answers_503_with_details(
     gce_api.faults.stockout_zones.add("us-east1-d")
     gce_api.faults.stockout_on_insert = True
     with pytest.raises(GoogleBaseError) as caught:
-        create_k80(driver)
+        create_t4(driver)
     assert caught.value.http_code == 503
     assert caught.value.code == "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS"
 
@@ -158,23 +165,23 @@ def test_regional_and_global_gpu_quota(gce_api: GceFake, gce_credentials: Path) 
     driver = make_driver(gce_api, gce_credentials)
     gce_api.faults.exhausted_quota_regions.add("us-east1")
     region_quotas = {q["metric"]: q for q in driver.ex_get_region("us-east1").quotas}
-    k80 = region_quotas["NVIDIA_K80_GPUS"]
+    k80 = region_quotas["NVIDIA_T4_GPUS"]
     assert k80["limit"] - k80["usage"] == 0
-    with pytest.raises(QuotaExceededError, match=r"NVIDIA_K80_GPUS.*us-east1"):
-        create_k80(driver)
-    create_k80(driver, zone="us-central1-a")
+    with pytest.raises(QuotaExceededError, match=r"NVIDIA_T4_GPUS.*us-east1"):
+        create_t4(driver)
+    create_t4(driver, zone="us-central1-a")
 
     gce_api.faults.zero_global_gpu_quota = True
     quotas = {q["metric"]: q for q in driver.ex_get_project().quotas}
     assert quotas["GPUS_ALL_REGIONS"]["limit"] == 0
     with pytest.raises(QuotaExceededError, match="GPUS_ALL_REGIONS"):
-        create_k80(driver, name="bed-3", zone="europe-west1-b")
+        create_t4(driver, name="bed-3", zone="europe-west1-b")
 
 
 def test_operation_latency_and_wait(gce_api: GceFake, gce_credentials: Path) -> None:
     driver = make_driver(gce_api, gce_credentials)
     gce_api.faults.operation_latency = 0.2
-    node = create_k80(driver)
+    node = create_t4(driver)
     gce_api.faults.operation_latency = 0.3
     started = time.monotonic()
     op = driver.connection.request(
@@ -224,7 +231,7 @@ def test_changed_ip_after_stop_start(gce_api: GceFake, gce_credentials: Path) ->
     gce_api.instance_addresses = ["127.0.0.1", "127.0.0.2"]
     gce_api.faults.change_ip_on_start = True
     driver = make_driver(gce_api, gce_credentials)
-    node = create_k80(driver)
+    node = create_t4(driver)
     assert node.public_ips == ["127.0.0.1"]
     driver.ex_stop_node(node)
     assert [ip for ip in driver.ex_get_node(node.name, "us-east1-d").public_ips if ip] == []
@@ -239,8 +246,8 @@ def test_firewalls_filters_and_delete(gce_api: GceFake, gce_credentials: Path) -
     )
     assert firewall.allowed == [{"IPProtocol": "tcp", "ports": ["22"]}]
     assert gce_api.firewalls["bed-ssh"]["targetTags"] == ["bed-ssh"]
-    create_k80(driver)
-    create_k80(driver, name="other", zone="us-central1-a").extra["labels"]
+    create_t4(driver)
+    create_t4(driver, name="other", zone="us-central1-a").extra["labels"]
     labelled = driver.connection.request(
         "/aggregated/instances", params={"filter": 'labels.orchestrate = "1"'}
     ).object["items"]
@@ -286,7 +293,7 @@ def test_application_default_credentials_refresh_grant(
 
 def test_reset_forgets_everything(gce_api: GceFake, gce_credentials: Path) -> None:
     driver = make_driver(gce_api, gce_credentials)
-    create_k80(driver)
+    create_t4(driver)
     gce_api.faults.stockout_zones.add("us-east1-c")
     gce_api.reset()
     assert gce_api.instances == {} and gce_api.requests == []

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from orchestrate.core.api import gpu_catalog
 from orchestrate.core.api.errors import AuthError, NotFound, ProfileError, QuotaError
 from orchestrate.core.api.provider import RUNNING, STOPPED, LaunchSpec
 from orchestrate.core.cloud.failover import create_with_failover
@@ -73,7 +74,7 @@ def inserts(fake: GceFake, zone: str = "") -> list[Any]:
     return [r for r in fake.calls("POST", f"/zones/{zone}") if r.path.endswith("/instances")]
 
 
-def test_create_k80_sends_the_seed_instance(
+def test_create_t4_sends_the_seed_instance(
     provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
 ) -> None:
     spec = make_spec(provider, table, startup_script="#!/bin/bash\necho host setup\n")
@@ -84,7 +85,7 @@ def test_create_k80_sends_the_seed_instance(
     body = insert.body
     assert insert.path.endswith("/zones/us-east1-c/instances"), "nearest zone first"
     assert body["guestAccelerators"] == [
-        {"acceleratorType": "zones/us-east1-c/acceleratorTypes/nvidia-tesla-k80",
+        {"acceleratorType": "zones/us-east1-c/acceleratorTypes/nvidia-tesla-t4",
          "acceleratorCount": 1}
     ]  # fmt: skip
     assert body["scheduling"] == {"onHostMaintenance": "TERMINATE", "automaticRestart": True}
@@ -94,6 +95,7 @@ def test_create_k80_sends_the_seed_instance(
     assert init["sourceImage"] == "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts"
     metadata = {item["key"]: item["value"] for item in body["metadata"]["items"]}
     assert metadata["ssh-keys"] == f"orchestrate:{PUBLIC_KEY}"
+    assert metadata["enable-oslogin"] == "FALSE", "an OS Login project would ignore ssh-keys"
     assert metadata["startup-script"].startswith("#!/bin/bash")
     assert body["labels"]["orchestrate"] == "1"
     assert body["labels"]["orchestrate-name"] == "nb1"
@@ -169,7 +171,7 @@ def test_regional_quota_error_from_the_api_skips_the_region(
     assert record.zone == "us-central1-a"
     assert [r.path.split("/")[-2] for r in inserts(gce_api)] == ["us-east1-c", "us-central1-a"]
     quota_message = dict(events)["quota"]
-    assert "NVIDIA_K80_GPUS" in quota_message
+    assert "NVIDIA_T4_GPUS" in quota_message
 
 
 def test_zero_global_gpu_quota_stops_before_any_insert(
@@ -415,7 +417,7 @@ def test_defaults_are_the_seed_instance(provider: GcpProvider) -> None:
     assert isinstance(options, GcpOptions)
     assert (options.machine_type, options.accelerator, options.accelerator_count) == (
         "n1-standard-2",
-        "nvidia-tesla-k80",
+        "nvidia-tesla-t4",
         1,
     )
     assert (options.image_project, options.image_family, options.disk_gb) == (
@@ -424,15 +426,17 @@ def test_defaults_are_the_seed_instance(provider: GcpProvider) -> None:
         50,
     )
     shown = provider.redacted_options(options)
-    assert shown["accelerator"] == "nvidia-tesla-k80" and shown["zones"] == []
+    assert shown["accelerator"] == "nvidia-tesla-t4" and shown["zones"] == []
 
 
 def test_overrides_zone_and_gpu(provider: GcpProvider) -> None:
     options = provider.validate_options({"zones": ["us-east1-c", "us-east1-d"]}, WHERE)
-    changed = provider.apply_overrides(options, {"zone": "us-central1-b", "gpu": "nvidia-l4:2"})
+    changed = provider.apply_overrides(
+        options, {"zone": "us-central1-b", "gpu": "nvidia-tesla-v100:2"}
+    )
     assert changed.zones == ("us-central1-b",)
     gpu = provider.gpu_request(changed)
-    assert gpu is not None and (gpu.name, gpu.count) == ("nvidia-l4", 2)
+    assert gpu is not None and (gpu.name, gpu.count) == ("nvidia-tesla-v100", 2)
     assert provider.gpu_request(provider.apply_overrides(options, {"gpu": "none"})) is None
     assert provider.apply_overrides(options, {"zone": None, "gpu": None}) == options
     with pytest.raises(ProfileError, match="--image"):
@@ -441,12 +445,22 @@ def test_overrides_zone_and_gpu(provider: GcpProvider) -> None:
         provider.apply_overrides(options, {"gpu": "nvidia-tesla-t4:3"})
 
 
-def test_candidate_zones_nearest_region_first(provider: GcpProvider, table: dict[str, Any]) -> None:
-    assert provider.candidate_zones(make_spec(provider, table)) == [
-        "us-east1-c", "us-east1-d", "us-central1-a", "europe-west1-b",
+def test_candidate_zones_cheapest_then_nearest_region_first(
+    provider: GcpProvider, table: dict[str, Any]
+) -> None:
+    # n1-standard-2 + T4 lists at the same price in us-east1, us-central1 and us-west1 in the
+    # catalog snapshot, more in europe-west1: the home region leads the cheapest tier.
+    zones = provider.candidate_zones(make_spec(provider, table))
+    assert zones[:8] == [
+        "us-east1-c", "us-east1-d", "us-central1-a", "us-central1-b", "us-central1-c",
+        "us-central1-f", "us-west1-a", "us-west1-b",
     ]  # fmt: skip
+    assert zones.index("europe-west1-b") > zones.index("us-west1-b")
+    assert sorted(zones) == gpu_catalog.gce_offer_zones("nvidia-tesla-t4")
     europe = make_spec(provider, table, region="europe-west1")
-    assert provider.candidate_zones(europe)[0] == "europe-west1-b"
+    in_europe = provider.candidate_zones(europe)
+    assert in_europe[0] == "us-central1-a", "a cheaper region wins over the home region"
+    assert in_europe.index("europe-west1-b") < in_europe.index("asia-east1-a")
     listed = make_spec(provider, table, zones=["us-central1-a", "us-east1-d"])
     assert provider.candidate_zones(listed) == ["us-central1-a", "us-east1-d"]
     assert provider.region_of("europe-west1-b") == "europe-west1"
@@ -455,8 +469,8 @@ def test_candidate_zones_nearest_region_first(provider: GcpProvider, table: dict
 def test_preflight_rejects_a_zone_without_the_accelerator(
     provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
 ) -> None:
-    with pytest.raises(ProfileError, match="not offered in us-west1-b") as caught:
-        provider.preflight(make_spec(provider, table, zone="us-west1-b"))
+    with pytest.raises(ProfileError, match="not offered in us-east1-b") as caught:
+        provider.preflight(make_spec(provider, table, zone="us-east1-b"))
     assert "us-east1-c" in caught.value.line()
     with pytest.raises(ProfileError, match="image family ubuntu-9999"):
         provider.preflight(make_spec(provider, table, image_family="ubuntu-9999"))

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
+from orchestrate.core.api import gpu_catalog
 from orchestrate.core.api.errors import AuthError
 from orchestrate.core.api.provider import GpuLocations
 from orchestrate.core.app.commands.gpus import catalog_rows, provider_locations
@@ -42,7 +43,7 @@ def test_gcp_rows_have_generation_driver_memory_price_and_places(cli: Cli) -> No
     result = cli("gpus", "--provider", "gcp")
     lines = {line.split()[0]: line for line in result.out.splitlines() if line.startswith("nv")}
     t4 = lines["nvidia-tesla-t4"]
-    for expected in ("Tesla T4", "Turing", "R580 open", "16 GB", "$0.350", "$0.110", "us-central1"):
+    for expected in ("Tesla T4", "Turing", "R580 open", "16 GB", "$0.350", "$0.140", "us-central1"):
         assert expected in t4, (expected, t4)
     k80 = lines["nvidia-tesla-k80"]
     assert "Kepler" in k80 and "R470 proprietary" in k80 and "retired" in k80
@@ -110,3 +111,49 @@ def test_without_credentials_the_data_file_answers_and_says_why() -> None:
     locations, why = provider_locations(CloudWithLocations(fail=True), options=None)
     assert locations is None and why is not None and "no credentials" in why
     assert provider_locations(object(), None) == (None, None)
+
+
+def test_refresh_asks_the_fake_gce_api_and_caches_the_answer(
+    cli: Cli, gce_api: Any, gce_credentials: Any, write_profiles: Callable[[str], Any]
+) -> None:
+    write_profiles(
+        '[profiles.g]\nprovider = "gcp"\n[profiles.g.gcp]\n'
+        f'project = "{gce_api.project}"\ncredentials = "{gce_credentials}"\n'
+        f'api_endpoint = "{gce_api.endpoint}"\n'
+    )
+    result = cli("gpus", "--provider", "gcp", "--profile", "g", "--refresh", "--json")
+    assert result.code == 0, result.err
+    rows = {row["gpu"]: row for row in json.loads(result.out)["gcp"]["rows"]}
+    t4 = rows["nvidia-tesla-t4"]
+    assert t4["where_source"].startswith("provider API, 20")
+    assert t4["where"] == gpu_catalog.gce_offer_zones("nvidia-tesla-t4")
+    assert rows["nvidia-tesla-k80"]["where"] == [], "GCE lists no K80 anywhere"
+    assert gce_api.calls("GET", "/aggregated/acceleratorTypes")
+    # Later runs read the cache: no request, same places, same date.
+    gce_api.reset()
+    again = cli("gpus", "--provider", "gcp", "--json")
+    cached = {row["gpu"]: row for row in json.loads(again.out)["gcp"]["rows"]}
+    assert cached["nvidia-tesla-t4"]["where_source"] == t4["where_source"]
+    assert gce_api.requests == []
+
+
+def test_refresh_asks_ec2_instance_type_offerings_on_moto(
+    cli: Cli, write_profiles: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.moto_ec2 import start_moto_ec2
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREFRESHTEST00000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "refresh-secret")
+    moto = start_moto_ec2()
+    try:
+        write_profiles(
+            f'[profiles.a]\nprovider = "aws"\n[profiles.a.aws]\nendpoint = "{moto.endpoint}"\n'
+        )
+        result = cli("gpus", "--provider", "aws", "--profile", "a", "--refresh")
+        assert result.code == 0, result.err
+        assert "places: provider API, 20" in result.out
+        assert moto.sent("DescribeInstanceTypeOfferings")
+        line = next(x for x in result.out.splitlines() if x.startswith("nvidia-tesla-t4"))
+        assert "us-east-1a" in line
+    finally:
+        moto.stop()

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,7 +146,7 @@ case $1 in
     run)
         n=$(( $(cat "{tmp_path}/runs" 2>/dev/null || echo 0) + 1 )); echo $n >"{tmp_path}/runs"
         if [ $n -lt 3 ]; then echo "Failed to initialize NVML: Unknown Error"; exit 1; fi
-        cat "{smi}" ;;
+        cat "{smi}"; echo "CUDA context: ok on 1 GPU(s)" ;;
 esac"""})  # fmt: skip
     context = StepContext(
         instance="v", gpu=GpuRequest("nvidia-tesla-t4"), notebook_image="img",
@@ -156,22 +157,51 @@ esac"""})  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "runs").read_text().strip() == "3"
     assert "GPU not ready in a container yet (try 1)" in proc.stdout
-    assert "--gpus all -e NVIDIA_DISABLE_REQUIRE=1" in (tmp_path / "calls.log").read_text()
+    calls = (tmp_path / "calls.log").read_text()
+    assert "--gpus all -e NVIDIA_DISABLE_REQUIRE=1" in calls
+    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility img sh -c" in calls, "no CUDA image tag"
     assert step.summarize is not None
     assert step.summarize(proc.stdout, Facts()) == (
-        "GPU in a container: 1x Tesla T4, driver 535.129.03, CUDA 12.2"
+        "GPU in a container: 1x Tesla T4, driver 535.129.03, CUDA 12.2; CUDA context created"
     )
 
 
-def test_verify_gives_up_at_its_deadline(tmp_path: Path) -> None:
-    env = fake_bin(tmp_path, {"docker": '[ "$1" = info ] && exit 0; echo "no GPU"; exit 125'})
+def test_verify_needs_a_cuda_context_not_only_nvidia_smi(tmp_path: Path) -> None:
+    """nvidia-smi answers on an NVSwitch host without fabric manager, CUDA does not."""
+    smi = FIXTURES / "t4.nvidia-smi"
+    failed = "CUDA context: cuInit failed with CUDA error 802 (NVSwitch host: is nvidia-fab"
+    proc = verify_at_deadline(tmp_path, f"""
+[ "$1" = info ] && exit 0
+cat "{smi}"; echo "{failed}"; exit 1""")  # fmt: skip
+    assert proc.returncode != 0
+    assert "error 802" in proc.stderr and "no working GPU inside a container" in proc.stderr
+
+
+def test_the_cuda_check_runs_as_python(tmp_path: Path) -> None:
+    """The in-container check is valid Python that reaches libcuda; here there is none
+    (no GPU on this machine), so it must fail at loading it, not at a syntax error."""
+    from orchestrate.plugins.host.verify import CUDA_CHECK
+
+    proc = subprocess.run(
+        [sys.executable, "-c", CUDA_CHECK], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0 and "libcuda.so.1" in proc.stderr
+
+
+def verify_at_deadline(tmp_path: Path, docker: str) -> subprocess.CompletedProcess[str]:
+    """The verify step with a one-second deadline, `docker` faked by the given bash body."""
+    env = fake_bin(tmp_path, {"docker": docker})
     context = StepContext(
         instance="v", gpu=GpuRequest("nvidia-tesla-t4"), notebook_image="img",
         extra={"verify_retry_s": 1, "verify_deadline_s": 1},
     )  # fmt: skip
-    proc = run_script(step_named(context, "verify").script(context, Facts()), env, tmp_path)
+    return run_script(step_named(context, "verify").script(context, Facts()), env, tmp_path)
+
+
+def test_verify_gives_up_at_its_deadline(tmp_path: Path) -> None:
+    proc = verify_at_deadline(tmp_path, '[ "$1" = info ] && exit 0; echo "no GPU"; exit 125')
     assert proc.returncode != 0
-    assert "no GPU inside a container after 1 s" in proc.stderr
+    assert "no working GPU inside a container after 1 s" in proc.stderr
 
 
 def ubuntu_release(tmp_path: Path) -> str:
@@ -281,3 +311,47 @@ grep -q nvidia "{daemon_json}" && echo "$cg nvidia runc " || echo "$cg runc " ""
     (tmp_path / "calls.log").unlink()
     proc = run_script(step.script(context, fresh_gpu_facts("t4")), env, tmp_path)
     assert proc.returncode == 0 and "restart" not in (tmp_path / "calls.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("gpu", "count", "wanted"),
+    [
+        ("nvidia-tesla-a100", 8, True),  # a2-highgpu-8g, p4d
+        ("nvidia-tesla-a100", 16, True),  # a2-megagpu-16g
+        ("nvidia-h100-80gb", 8, True),  # a3-highgpu-8g, p5
+        ("nvidia-tesla-a100", 4, False),
+        ("nvidia-l4", 8, False),  # g2-standard-96: PCIe, no NVSwitch
+        ("nvidia-tesla-t4", 4, False),
+    ],
+)
+def test_fabric_manager_only_for_nvswitch_shapes(gpu: str, count: int, wanted: bool) -> None:
+    context = StepContext(instance="x", gpu=GpuRequest(gpu, count), notebook_image="img")
+    names = [s.name for s in all_steps(context)]
+    assert ("nvidia-fabricmanager" in names) == wanted
+    if wanted:
+        assert names.index("nvidia-driver") < names.index("nvidia-fabricmanager")
+        assert names.index("nvidia-fabricmanager") < names.index("verify")
+
+
+def test_fabric_manager_matches_the_driver_branch_and_starts(tmp_path: Path) -> None:
+    env = fake_bin(tmp_path, {
+        "nvidia-smi": 'echo "550.127.05"',
+        "apt-get": "exit 0",
+        "apt-cache": """
+case $2 in
+    nvidia-fabricmanager-550) echo "  Candidate: 550.127.05-0ubuntu1" ;;
+    *) echo "  Candidate: (none)" ;;
+esac""",
+        "systemctl": '[ "$1 $2" = "is-active --quiet" ] && [ ! -e "$HOME/started" ] && exit 3\n'
+        'case $* in *"enable --now"*) touch "$HOME/started" ;; esac; exit 0',
+    })  # fmt: skip
+    context = StepContext(instance="x", gpu=GpuRequest("nvidia-h100-80gb", 8), notebook_image="img")
+    script = step_named(context, "nvidia-fabricmanager").script(context, Facts())
+    shellcheck({"fabric": script}, "bash", tmp_path)
+    proc = run_script(script, env, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = (tmp_path / "calls.log").read_text()
+    install = next(line for line in calls.splitlines() if " install " in line)
+    assert install.endswith("nvidia-fabricmanager-550")
+    assert "systemctl enable --now nvidia-fabricmanager" in calls
+    assert "nvidia-fabricmanager running" in proc.stdout

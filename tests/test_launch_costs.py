@@ -15,12 +15,12 @@ from orchestrate.core.wiring.registry import build_manager
 from orchestrate.core.wiring.runtime import Runtime
 
 PROFILE = """
-[profiles.k80]
+[profiles.t4]
 provider = "gcp"
 autostop = "60m"
 confirm_above = {threshold}
 
-[profiles.k80.gcp]
+[profiles.t4.gcp]
 project = "{project}"
 credentials = "{credentials}"
 api_endpoint = "{endpoint}"
@@ -29,7 +29,7 @@ zones = ["us-east1-d"]
 
 
 @pytest.fixture
-def k80(gce_api, gce_credentials: Path, write_profiles):
+def t4(gce_api, gce_credentials: Path, write_profiles):
     def write(threshold: float) -> None:
         write_profiles(
             PROFILE.format(
@@ -43,14 +43,14 @@ def k80(gce_api, gce_credentials: Path, write_profiles):
     return write
 
 
-def test_price_above_threshold_stops_launch_before_any_request(k80, cli, gce_api) -> None:
-    k80(0.05)
-    result = cli("launch", "nb", "--profile", "k80", "--no-browser")
+def test_price_above_threshold_stops_launch_before_any_request(t4, cli, gce_api) -> None:
+    t4(0.05)
+    result = cli("launch", "nb", "--profile", "t4", "--no-browser")
     assert result.code == 2
     from orchestrate.core.money import billing, prices
 
     expected = prices.hourly(
-        "gcp", "n1-standard-2", "nvidia-tesla-k80", 1, False, disk_type="pd-balanced", disk_gb=50
+        "gcp", "n1-standard-2", "nvidia-tesla-t4", 1, False, disk_type="pd-balanced", disk_gb=50
     )
     lines = result.err.strip().splitlines()
     assert lines[0] == prices.price_line(expected)
@@ -60,16 +60,16 @@ def test_price_above_threshold_stops_launch_before_any_request(k80, cli, gce_api
     assert gce_api.requests == [], "nothing may reach the cloud before the user agrees"
 
 
-def test_dry_run_shows_the_price_and_asks_nothing(k80, cli) -> None:
-    k80(0.05)
-    result = cli("launch", "nb", "--profile", "k80", "--dry-run")
+def test_dry_run_shows_the_price_and_asks_nothing(t4, cli) -> None:
+    t4(0.05)
+    result = cli("launch", "nb", "--profile", "t4", "--dry-run")
     assert result.code == 0, result.err
     assert "/h" in result.err
     assert "POST /compute/v1/projects/" in result.out
 
 
 def test_status_names_autostop_and_disk_cost_for_a_stopped_instance(
-    k80, gce_api, orch_home: Path
+    t4, gce_api, orch_home: Path
 ) -> None:
     """The agent powers the host off from inside; a test cannot power this machine off, so
     the fake's stop call stands in for the agent's shutdown (the cloud sees the same)."""
@@ -77,9 +77,9 @@ def test_status_names_autostop_and_disk_cost_for_a_stopped_instance(
 
     from tests.support.gce_rows import launched
 
-    k80(50)
+    t4(50)
     runtime = Runtime(pm=build_manager())
-    record = launched(runtime, ("nb",), profile="k80")["nb"]
+    record = launched(runtime, ("nb",), profile="t4")["nb"]
     state = runtime.state()
     state.update("nb", started_at=time.time() - 7200)
 
@@ -114,11 +114,11 @@ def test_status_offline_prices_launched_rows_without_loading_a_provider(
         credentials=gce_credentials,
         endpoint=gce_api.endpoint,
     )
-    write_profiles(table + table.replace("k80", "open").replace('"60m"', '"off"'))
+    write_profiles(table + table.replace("t4", "open").replace('"60m"', '"off"'))
     runtime = Runtime(pm=build_manager())
     state = runtime.state()
     launched(runtime, ("nb1",), profile="open")
-    record = launched(runtime, ("nb2",), profile="k80")["nb2"]
+    record = launched(runtime, ("nb2",), profile="t4")["nb2"]
     for name in ("nb1", "nb2"):
         row = state.get(name)
         assert row is not None and row.extra["price_per_hour"] > 0

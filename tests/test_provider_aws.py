@@ -21,6 +21,7 @@ from orchestrate.core.api import provider as p
 from orchestrate.core.api.errors import (
     AuthError,
     NotFound,
+    OrchestrateError,
     ProfileError,
     QuotaError,
 )
@@ -67,10 +68,10 @@ def test_empty_table_launches_the_seed_machine() -> None:
     assert options == AwsOptions()
     assert (options.region, options.instance_type, options.disk_gb) == (
         "us-east-1",
-        "p2.xlarge",
+        "g4dn.xlarge",
         50,
     )
-    assert options.gpu == p.GpuRequest("nvidia-tesla-k80", 1)
+    assert options.gpu == p.GpuRequest("nvidia-tesla-t4", 1)
     assert (options.ami_owner, options.ssh_user, options.ssh_port) == (CANONICAL, "ubuntu", 22)
     assert "ubuntu-jammy-22.04" in options.ami_name
 
@@ -78,9 +79,6 @@ def test_empty_table_launches_the_seed_machine() -> None:
 @pytest.mark.parametrize(
     ("instance_type", "gpu"),
     [
-        ("p2.xlarge", ("nvidia-tesla-k80", 1)),
-        ("p2.8xlarge", ("nvidia-tesla-k80", 8)),
-        ("p3.2xlarge", ("nvidia-tesla-v100", 1)),
         ("g4dn.xlarge", ("nvidia-tesla-t4", 1)),
         ("g4dn.12xlarge", ("nvidia-tesla-t4", 4)),
         ("g5.xlarge", ("nvidia-a10g", 1)),
@@ -110,6 +108,11 @@ def test_graviton_types_boot_arm64_images() -> None:
         ({"instance_type": "g4ad.xlarge"}, "no GPU data"),
         ({"instance_type": "g5.3xlarge"}, "no GPU data"),
         ({"instance_type": "p2"}, "not an instance type"),
+        ({"instance_type": "p2.xlarge"}, "EC2 retired p2 instances in 2024; use g4dn.xlarge"),
+        ({"instance_type": "p3.2xlarge"}, "EC2 retired p3 instances in 2025; use g5.xlarge"),
+        ({"instance_type": "p3dn.24xlarge"}, "retired p3dn instances in 2025; use p4d"),
+        ({"instance_type": "g3.4xlarge"}, "EC2 retired g3 instances in 2025; use g4dn.xlarge"),
+        ({"instance_type": "g3s.xlarge"}, "EC2 retired g3s instances in 2025; use g4dn"),
         ({"zones": ["us-west-2a"]}, "not in region 'us-east-1'"),
         ({"region": "us-east1"}, "not a region"),
         ({"zone": "us-east-1a", "zones": ["us-east-1b"]}, "zone or zones"),
@@ -135,8 +138,6 @@ def test_bad_tables_name_file_table_and_key(table: dict[str, Any], fragment: str
 @pytest.mark.parametrize(
     ("gpu", "instance_type"),
     [
-        ("nvidia-tesla-k80", "p2.xlarge"),
-        ("k80:8", "p2.8xlarge"),
         ("t4", "g4dn.xlarge"),
         ("nvidia-tesla-t4:4", "g4dn.12xlarge"),
         ("a10g", "g5.xlarge"),
@@ -160,7 +161,11 @@ def test_overrides_zone_and_refuse_what_aws_does_not_take() -> None:
     with pytest.raises(ProfileError, match="not in region"):
         provider.apply_overrides(base, {"zone": "eu-west-1a"})
     with pytest.raises(ProfileError, match="no EC2 instance type has 3"):
-        provider.apply_overrides(base, {"gpu": "k80:3"})
+        provider.apply_overrides(base, {"gpu": "t4:3"})
+    with pytest.raises(ProfileError, match="--gpu k80: EC2 retired p2 instances in 2024"):
+        provider.apply_overrides(base, {"gpu": "k80"})
+    with pytest.raises(ProfileError, match="--gpu v100: EC2 retired p3 instances in 2025"):
+        provider.apply_overrides(base, {"gpu": "v100:8"})
     with pytest.raises(ProfileError, match="no GPU called 'rtx-4090'"):
         provider.apply_overrides(base, {"gpu": "rtx-4090"})
     with pytest.raises(ProfileError, match="does not take --host"):
@@ -190,7 +195,7 @@ def test_plan_lists_the_api_actions_without_secrets(monkeypatch: pytest.MonkeyPa
     ]
     run = plan[actions.index("RunInstances")].body
     assert run is not None
-    assert run["InstanceType"] == "p2.xlarge"
+    assert run["InstanceType"] == "g4dn.xlarge"
     assert run["NetworkInterface.1.SubnetId"] == "<default subnet of us-east-1b>"
     assert run["BlockDeviceMapping.1.Ebs.VolumeSize"] == "50"
     assert run["InstanceMarketOptions.SpotOptions.InstanceInterruptionBehavior"] == "stop"
@@ -314,7 +319,7 @@ def provider_and_options(moto: MotoEc2, **table: Any) -> tuple[AwsProvider, AwsO
     return provider, provider.validate_options({"endpoint": moto.endpoint, **table}, WHERE)
 
 
-def test_create_p2_xlarge_with_key_group_and_user_data(moto: MotoEc2) -> None:
+def test_create_g4dn_xlarge_with_key_group_and_user_data(moto: MotoEc2) -> None:
     provider, options = provider_and_options(moto, zones=["us-east-1c"])
     script = "#!/bin/sh\necho orchestrate\n"
     record = provider.create(spec_for(options, script=script), "us-east-1c")
@@ -326,7 +331,7 @@ def test_create_p2_xlarge_with_key_group_and_user_data(moto: MotoEc2) -> None:
     instance = ec2.describe_instances(InstanceIds=[record.cloud_id])["Reservations"][0][
         "Instances"
     ][0]
-    assert instance["InstanceType"] == "p2.xlarge"
+    assert instance["InstanceType"] == "g4dn.xlarge"
     assert instance["PublicIpAddress"] == record.address
     newest_canonical = ec2.describe_images(
         Owners=[CANONICAL], Filters=[{"Name": "name", "Values": ["*amd64-server-20240301"]}]
@@ -401,7 +406,7 @@ def test_capacity_error_moves_to_the_next_zone(moto: MotoEc2) -> None:
         Fault(
             "RunInstances",
             "InsufficientInstanceCapacity",
-            "We currently do not have sufficient p2.xlarge capacity in the Availability Zone "
+            "We currently do not have sufficient g4dn.xlarge capacity in the Availability Zone "
             "you requested (us-east-1a).",
             status=500,
             when=lambda params: (
@@ -442,8 +447,8 @@ def test_vcpu_limit_is_explained_and_ends_the_failover(moto: MotoEc2) -> None:
         create_with_failover(provider, spec_for(options), lambda *event: None)
     error = caught.value
     assert error.scope == "cloud" and error.region == "us-east-1"
-    assert "Running On-Demand P instances" in error.message and "4 vCPUs" in error.message
-    assert error.hint and "L-417A185B" in error.hint
+    assert "Running On-Demand G and VT instances" in error.message and "4 vCPUs" in error.message
+    assert error.hint and "L-DB2E81BA" in error.hint
     assert len(moto.sent("RunInstances")) == 1
 
 
@@ -530,3 +535,23 @@ def test_subnet_id_pins_the_zone(moto: MotoEc2) -> None:
     provider, options = provider_and_options(moto, subnet_id=subnet, zones=["us-east-1a"])
     with pytest.raises(ProfileError, match="is in us-east-1d"):
         provider.candidate_zones(spec_for(options))
+
+
+def test_moto_refuses_what_ec2_refuses(moto: MotoEc2) -> None:
+    """moto runs any instance type; EC2 refuses retired families and unknown types. The
+    bed closes that gap (tests/support/moto_ec2.py) so a request that slipped past the
+    profile checks fails as it would on EC2, and nothing runs."""
+    provider, options = provider_and_options(moto, zones=["us-east-1c"])
+    for instance_type, code in (("p2.xlarge", "Unsupported"), ("g5.3xlarge", "InvalidParameter")):
+        sneaked = dataclasses.replace(options, instance_type=instance_type)
+        with pytest.raises(OrchestrateError, match=code):
+            provider.create(spec_for(sneaked), "us-east-1c")
+    assert boto(moto).describe_instances()["Reservations"] == []
+
+
+def test_retired_type_fails_before_any_request(moto: MotoEc2) -> None:
+    with pytest.raises(ProfileError) as caught:
+        provider_and_options(moto, instance_type="p3.8xlarge")
+    line = caught.value.line()
+    assert "\n" not in line and "retired p3" in line and "g5.xlarge" in line
+    assert moto.actions == []

@@ -82,6 +82,11 @@ class AuthError(ProviderError):
     """Credentials are missing, unreadable or refused: nothing else will work, stop."""
 
 
+class CreateRefused(ProviderError):
+    """The cloud refused the create request itself (a 4xx answer to the insert, before any
+    operation started): nothing exists, so `launch` keeps no row for it."""
+
+
 class NotFound(ProviderError):
     """The instance is gone on the cloud side."""
 

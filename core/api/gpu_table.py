@@ -421,3 +421,25 @@ def table_rows() -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+#: SXM GPUs that come eight (or sixteen) to a board behind NVSwitch: a2-highgpu-8g,
+#: a2-megagpu-16g, a2-ultragpu-8g, the 8-GPU a3 types, p4d/p4de, p5/p5e/p5en. Smaller shapes
+#: of the same GPUs and 8-GPU PCIe shapes (g2-standard-96, g6.48xlarge) have no NVSwitch.
+NVSWITCH_GPUS = frozenset(
+    {
+        "nvidia-tesla-a100",
+        "nvidia-a100-80gb",
+        "nvidia-h100-80gb",
+        "nvidia-h100-mega-80gb",
+        "nvidia-h200-141gb",
+        "nvidia-b200",
+    }
+)
+
+
+def needs_fabric_manager(gpu: str, count: int) -> bool:
+    """Whether an 8+ GPU NVSwitch shape needs ``nvidia-fabricmanager``: without it
+    nvidia-smi works but CUDA fails (error 802, "system not yet initialized").
+    Source: https://docs.nvidia.com/datacenter/tesla/fabric-manager-user-guide/"""
+    return gpu in NVSWITCH_GPUS and count >= 8

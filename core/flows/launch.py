@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrate.core.api import provider as p
-from orchestrate.core.api.errors import HostError, Interrupted, OrchestrateError, UsageError
+from orchestrate.core.api.errors import (
+    CreateRefused,
+    HostError,
+    Interrupted,
+    OrchestrateError,
+    UsageError,
+)
 from orchestrate.core.api.hoststeps import StepContext
 from orchestrate.core.flows.crashpoints import crash_point
 from orchestrate.core.flows.rows import connect
@@ -258,19 +264,21 @@ def refuse_a_move(row: InstanceRow, plan: LaunchPlan) -> None:
         )
 
 
-def forget_if_never_sent(state: Any, name: str) -> None:
+def forget_if_never_sent(state: Any, name: str, error: BaseException | None = None) -> None:
     """Drop the intent row of a launch that failed before its first create call.
 
     Refused credentials, an exhausted quota or a bad zone stop a launch in preflight: nothing
     can exist on the cloud, and the row would only be a ghost that `status` lists and `down`
     cannot clear while the cloud refuses the credentials. Once a create was tried (a "try"
-    event) the row stays, since the cloud may have the instance.
+    event) the row stays, since the cloud may have the instance, unless the cloud refused the
+    create request itself (`CreateRefused`: a bad field, a missing role), which proves it has
+    none.
     """
     row = state.get(name)
     if row is None or row.cloud_id:
         return
     tried = [e for e in state.events(name) if e.ts >= row.created_at and e.kind == "try"]
-    if not tried:
+    if not tried or isinstance(error, CreateRefused):
         state.delete(name)
 
 
@@ -313,7 +321,7 @@ def bring_up(
         record = ensure_running(state, plan.provider, plan.spec, progress)
     except BaseException as exc:
         if fresh:
-            forget_if_never_sent(state, name)
+            forget_if_never_sent(state, name, exc)
         # The cloud may have made the instance before the wait for it failed.
         note = still_running_note(state, name, armed=False)
         if note and isinstance(exc, OrchestrateError):

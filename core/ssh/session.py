@@ -384,7 +384,11 @@ def _connect_with_retry(
                     raise HostError(
                         f"{user}@{address}:{port} refused the SSH key {pkey.get_name()} "
                         f"({fingerprint(pkey.get_name() + ' ' + pkey.get_base64())})",
-                        hint="the instance was not given this key, or the login user is wrong",
+                        hint="the instance was not given this key, or the login user is wrong; "
+                        "on GCE, OS Login ignores ssh-keys metadata: set enable-oslogin=FALSE on "
+                        "the instance (orchestrate's default), or set os_login = true and "
+                        "ssh_user to your OS Login user after `gcloud compute os-login "
+                        "ssh-keys add`",
                     ) from exc
             elif now + delay >= deadline:
                 raise HostError(

@@ -6,6 +6,10 @@ packages are Ubuntu's server-branch builds: Canonical's prebuilt, signed kernel 
 the archive has them for the running kernel (no compiler on the host, and they load under
 Secure Boot), DKMS otherwise. A freshly installed module that cannot load (nouveau or an older
 nvidia module holds the GPU) asks for a reboot, which ends the stage.
+
+NVSwitch shapes (8+ A100/H100/H200/B200: a2-highgpu-8g, a2-megagpu-16g, a3 8-GPU, p4d, p5)
+also get ``nvidia-fabricmanager`` of the same branch, installed and started: without it
+nvidia-smi works and CUDA does not.
 """
 
 from __future__ import annotations
@@ -87,6 +91,60 @@ request_reboot "the NVIDIA $flavour kernel module loads at the next boot"
 """
 
 
+FABRIC_NAME = "nvidia-fabricmanager"
+
+_FABRIC_BODY = r"""
+need_root
+if systemctl is-active --quiet nvidia-fabricmanager 2>/dev/null; then
+    log "nvidia-fabricmanager already running"
+    exit 0
+fi
+has nvidia-smi || die "no nvidia-smi: the driver must be installed before the fabric manager"
+version=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n 1)
+branch=${version%%.*}
+require_apt "the NVIDIA fabric manager"
+apt_update
+pkg=''
+for candidate in "nvidia-fabricmanager-$branch" "nvidia-fabricmanager-$branch-server"; do
+    if apt_has "$candidate"; then
+        pkg=$candidate
+        break
+    fi
+done
+if [ -z "$pkg" ]; then
+    die "no nvidia-fabricmanager package for driver R$branch in this host's apt sources; \
+this $GPU_COUNT-GPU NVSwitch shape needs it for CUDA"
+fi
+log "installing $pkg (driver $version): NVSwitch shapes need it for CUDA"
+apt_get install --no-install-recommends "$pkg"
+systemctl enable --now nvidia-fabricmanager
+systemctl is-active --quiet nvidia-fabricmanager || die "nvidia-fabricmanager did not start; \
+see journalctl -u nvidia-fabricmanager"
+log "nvidia-fabricmanager running"
+"""
+
+
+def fabric_manager_step(context: StepContext) -> list[HostStep]:
+    """The fabric-manager step for an NVSwitch shape; nothing for any other GPU count."""
+    gpu = context.gpu
+    if gpu is None or not gpu_table.needs_fabric_manager(gpu.name, gpu.count):
+        return []
+
+    def script(ctx: StepContext, facts: Facts) -> str:
+        return step_script(_FABRIC_BODY, {"GPU_COUNT": gpu.count})
+
+    return [
+        HostStep(
+            name=FABRIC_NAME,
+            description="install and start nvidia-fabricmanager (NVSwitch: CUDA needs it)",
+            needed=lambda facts: facts.has_nvidia_gpu,
+            script=script,
+            after_optional=("nvidia-driver",),
+            stage=15,
+        )
+    ]
+
+
 def decision_for(facts: Facts) -> gpu_table.DriverDecision | None:
     """The table's decision for the host's GPUs (None on a host without one)."""
     return gpu_table.decide(facts.gpus)
@@ -136,4 +194,4 @@ def steps_for(context: StepContext) -> list[HostStep]:
 
 @hookimpl
 def orchestrate_host_steps(context: StepContext) -> Sequence[HostStep]:
-    return steps_for(context)
+    return [*steps_for(context), *fabric_manager_step(context)]

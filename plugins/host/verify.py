@@ -1,9 +1,14 @@
-"""verify: a throw-away CUDA container runs nvidia-smi with `--gpus all`.
+"""verify: the GPU works inside a throw-away container: nvidia-smi, then a CUDA context.
 
 The driver is not ready the instant a VM boots, so the check is retried until it passes or a
-deadline does. The container's nvidia-smi is the host driver's, mounted in by the toolkit;
-`NVIDIA_DISABLE_REQUIRE=1` lets one small CUDA base image serve every driver branch (an R470
-host could not start a CUDA 12 image otherwise). The output is parsed for the summary line.
+deadline does. No CUDA image: NVIDIA deletes CUDA image tags once their driver branch is out
+of support, and the toolkit mounts the host driver's nvidia-smi and libcuda into any image
+(NVIDIA's own sample workload runs plain ``ubuntu``). So the container is the notebook image,
+which the image step has pulled already and which has python3: ``nvidia-smi`` proves the
+device is visible, and ``cuInit`` + ``cuCtxCreate`` on each GPU through ctypes proves CUDA
+works (on NVSwitch shapes nvidia-smi works while CUDA fails until nvidia-fabricmanager runs).
+`NVIDIA_DISABLE_REQUIRE=1` keeps an image's CUDA requirement from refusing an older driver
+branch (an R470 host). An image without python3 gets the nvidia-smi check only, and says so.
 ``context.extra`` may set ``verify_image``, ``verify_deadline_s`` and ``verify_retry_s``.
 """
 
@@ -17,9 +22,29 @@ from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext
 from orchestrate.plugins.host.shell import step_script
 
 NAME = "verify"
-DEFAULT_IMAGE = "nvidia/cuda:12.2.2-base-ubuntu22.04"
 DEADLINE_S = 600
 RETRY_S = 10
+CONTEXT_OK = "CUDA context: ok"
+CONTEXT_SKIPPED = "CUDA context: not checked (no python3 in the image)"
+
+#: Runs in the container with python3 and the libcuda the toolkit mounts: no CUDA toolkit.
+CUDA_CHECK = f"""
+import ctypes
+cuda = ctypes.CDLL("libcuda.so.1")
+def check(result, what):
+    if result:
+        hint = " (NVSwitch host: is nvidia-fabricmanager running?)" if result == 802 else ""
+        raise SystemExit(f"CUDA context: {{what}} failed with CUDA error {{result}}{{hint}}")
+check(cuda.cuInit(0), "cuInit")
+count = ctypes.c_int()
+check(cuda.cuDeviceGetCount(ctypes.byref(count)), "cuDeviceGetCount")
+for index in range(count.value):
+    device, context = ctypes.c_int(), ctypes.c_void_p()
+    check(cuda.cuDeviceGet(ctypes.byref(device), index), "cuDeviceGet")
+    check(cuda.cuCtxCreate_v2(ctypes.byref(context), 0, device), "cuCtxCreate")
+    check(cuda.cuCtxDestroy_v2(context), "cuCtxDestroy")
+print(f"{CONTEXT_OK} on {{count.value}} GPU(s)")
+"""
 
 _BODY = r"""
 need_root
@@ -28,20 +53,27 @@ deadline=$((SECONDS + DEADLINE_S))
 attempt=0
 while :; do
     attempt=$((attempt + 1))
-    out=$(docker run --rm --gpus all -e NVIDIA_DISABLE_REQUIRE=1 "$IMAGE" nvidia-smi 2>&1) ||
-        true
+    # $0 of the inner sh is the CUDA check, passed as an argument: never re-quoted.
+    # shellcheck disable=SC2016
+    out=$(docker run --rm --gpus all -e NVIDIA_DISABLE_REQUIRE=1 \
+        -e NVIDIA_DRIVER_CAPABILITIES=compute,utility "$IMAGE" \
+        sh -c 'nvidia-smi && if command -v python3 >/dev/null; then python3 -c "$0";
+            else echo "$1"; fi' "$CUDA_CHECK" "$SKIPPED" 2>&1) || true
     case $out in
-        *"Driver Version"*)
-            printf '%s\n' "$out"
+        *"Driver Version"*"CUDA context: "[on]*)
+            printf '%s
+' "$out"
             log "the GPU works inside a container ($IMAGE)"
             exit 0
             ;;
     esac
     if [ "$SECONDS" -ge "$deadline" ]; then
-        printf '%s\n' "$out" >&2
-        die "no GPU inside a container after ${DEADLINE_S} s ($attempt tries)"
+        printf '%s
+' "$out" >&2
+        die "no working GPU inside a container after ${DEADLINE_S} s ($attempt tries)"
     fi
-    log "GPU not ready in a container yet (try $attempt): $(printf '%s\n' "$out" | tail -n 1)"
+    log "GPU not ready in a container yet (try $attempt): $(printf '%s
+' "$out" | tail -n 1)"
     sleep "$RETRY_S"
 done
 """
@@ -53,27 +85,40 @@ def needed(facts: Facts) -> bool:
 
 def summarize(output: str, facts: Facts) -> str | None:
     report = gpu_table.parse_nvidia_smi(output)
-    return f"GPU in a container: {report.summary()}" if report.gpus else None
+    if not report.gpus:
+        return None
+    cuda = "CUDA context created" if CONTEXT_OK in output else "CUDA context not checked"
+    return f"GPU in a container: {report.summary()}; {cuda}"
 
 
 def steps_for(context: StepContext) -> list[HostStep]:
     if context.gpu is None:
         return []
-    image = str(context.extra.get("verify_image", DEFAULT_IMAGE))
+    image = str(context.extra.get("verify_image", context.notebook_image))
     deadline_s = int(context.extra.get("verify_deadline_s", DEADLINE_S))
     retry_s = int(context.extra.get("verify_retry_s", RETRY_S))
 
     def script(ctx: StepContext, facts: Facts) -> str:
-        return step_script(_BODY, {"IMAGE": image, "DEADLINE_S": deadline_s, "RETRY_S": retry_s})
+        return step_script(
+            _BODY,
+            {
+                "IMAGE": image,
+                "DEADLINE_S": deadline_s,
+                "RETRY_S": retry_s,
+                "SKIPPED": CONTEXT_SKIPPED,
+                "CUDA_CHECK": CUDA_CHECK,
+            },
+        )
 
     return [
         HostStep(
             name=NAME,
-            description=f"run nvidia-smi in a throw-away CUDA container ({image}) with --gpus all",
+            description=f"run nvidia-smi and create a CUDA context in a throw-away container "
+            f"({image}) with --gpus all",
             needed=needed,
             script=script,
             after=("container-toolkit",),
-            after_optional=("nvidia-driver", "docker"),
+            after_optional=("nvidia-driver", "nvidia-fabricmanager", "docker", "image"),
             follows_changes=True,
             stage=40,
             summarize=summarize,

@@ -6,6 +6,23 @@ requests, operation polling, error bodies) are what the real API would see and s
 The fake keeps state between requests (instances, disks, firewalls, operations, quota usage)
 and offers switches to inject the failures the provider must survive.
 
+What is offered where comes from orchestrate's GPU catalog snapshot
+(``orchestrate.core.api.gpu_catalog``, generated from a public catalog): accelerator types per
+zone (no K80 anywhere: GCE retired it), N1 machine types where the catalog prices them, and the
+accelerator-optimized types (g2, a2, a3) that carry their GPUs. Like the real API, it refuses:
+
+- a body that does not match Google's published Compute v1 discovery document (unknown
+  field, wrong type, missing required field: 400 INVALID_ARGUMENT, see `tests.bed.discovery`);
+- a GPU on a machine type it does not run on ("features are not compatible"), and
+  ``guestAccelerators`` on a type that carries its own;
+- with ``faults.missing_service_account_user``, attaching a service account (the caller lacks
+  ``iam.serviceAccountUser``).
+
+OS Login: with ``enable-oslogin=TRUE`` in project metadata (`set_project_metadata`) and not
+overridden by the instance's own metadata, ``ssh-keys`` are ignored. With
+``authorized_keys_file`` set, the fake writes there the keys a running instance would accept,
+so the bed's real sshd refuses a key that OS Login would ignore.
+
 What it serves, under ``/compute/v1/projects/{project}``: the project (with
 ``GPUS_ALL_REGIONS`` in ``quotas``), zones, regions (with GPU quotas), machine/disk/accelerator
 types, image families (in ``ubuntu-os-cloud`` and ``debian-cloud``), networks, firewalls,
@@ -31,29 +48,49 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+from orchestrate.core.api import gpu_catalog
+
+from tests.bed import discovery
 
 API_HOST = "https://www.googleapis.com"
 API_ROOT = API_HOST + "/compute/v1"
 DEFAULT_PROJECT = "orchestrate-test"
 DEFAULT_ADDRESSES = ("127.0.0.1",)
 
-#: zone -> accelerator types offered there (a small, realistic slice of GCE).
-ZONE_ACCELERATORS: dict[str, tuple[str, ...]] = {
-    "us-east1-c": ("nvidia-tesla-k80", "nvidia-tesla-p100", "nvidia-tesla-t4"),
-    "us-east1-d": ("nvidia-tesla-k80", "nvidia-tesla-t4"),
-    "us-central1-a": ("nvidia-tesla-k80", "nvidia-tesla-t4", "nvidia-tesla-v100", "nvidia-l4"),
-    "us-central1-b": ("nvidia-tesla-t4", "nvidia-l4"),
-    "us-west1-b": ("nvidia-tesla-t4", "nvidia-tesla-v100"),
-    "europe-west1-b": ("nvidia-tesla-k80", "nvidia-tesla-t4"),
-}
 
-#: machine type -> (vCPUs, memory MB, built-in accelerator or None).
-MACHINE_TYPES: dict[str, tuple[int, int, str | None]] = {
-    "n1-standard-2": (2, 7680, None),
-    "n1-standard-4": (4, 15360, None),
-    "n1-standard-8": (8, 30720, None),
-    "g2-standard-4": (4, 16384, "nvidia-l4"),
+#: (vCPUs, memory MB, accelerator the type carries or None, how many)
+MachineShape = tuple[int, int, str | None, int]
+
+
+def _catalog_zones() -> tuple[dict[str, tuple[str, ...]], dict[str, MachineShape]]:
+    """Zones and machine types from the catalog snapshot: accelerator types per zone, and
+    machine type -> (vCPUs, memory MB, accelerator it carries or None, how many)."""
+    offers: dict[str, set[str]] = {}
+    for accelerator, entry in gpu_catalog.gce_accelerators().items():
+        for zone in entry["zones"]:
+            offers.setdefault(zone, set()).add(accelerator)
+    machines: dict[str, MachineShape] = {}
+    for name, entry in {**gpu_catalog.gce_hosts(), **gpu_catalog.gce_machine_types()}.items():
+        machines[name] = (
+            int(entry["vcpus"]),
+            int(float(entry["memory_gib"]) * 1024),
+            entry.get("gpu"),
+            int(entry.get("gpus", 0)),
+        )
+        for zone in entry["zones"]:
+            offers.setdefault(zone, set())
+    return {z: tuple(sorted(a)) for z, a in sorted(offers.items())}, machines
+
+
+#: zone -> accelerator types offered there; machine type -> (vCPUs, MB, built-in GPU, count).
+ZONE_ACCELERATORS, MACHINE_TYPES = _catalog_zones()
+#: machine type -> the zones that have it (N1 hosts and accelerator-optimized types).
+MACHINE_ZONES: dict[str, frozenset[str]] = {
+    name: frozenset(entry["zones"])
+    for name, entry in {**gpu_catalog.gce_hosts(), **gpu_catalog.gce_machine_types()}.items()
 }
 
 DISK_TYPES: dict[str, str] = {
@@ -91,7 +128,7 @@ def region_of(zone: str) -> str:
 
 
 def gpu_quota_metric(accelerator: str, *, preemptible: bool = False) -> str:
-    """The regional quota metric GCE charges an accelerator to (``NVIDIA_K80_GPUS``)."""
+    """The regional quota metric GCE charges an accelerator to (``NVIDIA_T4_GPUS``)."""
     core_name = accelerator.removeprefix("nvidia-").removeprefix("tesla-")
     metric = "NVIDIA_" + core_name.upper().replace("-", "_") + "_GPUS"
     return ("PREEMPTIBLE_" + metric) if preemptible else metric
@@ -103,10 +140,18 @@ for _zone in ZONE_ACCELERATORS:
     REGIONS[region_of(_zone)] += (_zone,)
 GPU_METRICS = tuple(
     sorted(
-        {gpu_quota_metric(a) for accels in ZONE_ACCELERATORS.values() for a in accels}
-        | {gpu_quota_metric(a, preemptible=True) for a in ZONE_ACCELERATORS["us-central1-a"]}
-        | {gpu_quota_metric(a, preemptible=True) for a in ZONE_ACCELERATORS["us-east1-c"]}
+        {
+            gpu_quota_metric(a, preemptible=p)
+            for a in gpu_catalog.gce_accelerators()
+            for p in (False, True)
+        }
     )
+)
+#: What GCE answers an insert that attaches a service account the caller may not act as.
+SERVICE_ACCOUNT_USER_MESSAGE = (
+    "The user does not have access to service account '{email}'.  User: "
+    "'orchestrate-test@orchestrate-test.iam.gserviceaccount.com'.  Ask a project owner to "
+    "grant you the iam.serviceAccountUser role on the service account"
 )
 
 
@@ -130,20 +175,28 @@ def _zone_in(url: str) -> str | None:
 class ApiError(Exception):
     """Raised inside a handler to answer with a GCE-shaped error body."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, *, field: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
+        self.field = field
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "code": self.status,
-                "message": self.message,
-                "errors": [{"domain": "global", "reason": self.reason, "message": self.message}],
-            }
+        error: dict[str, Any] = {
+            "code": self.status,
+            "message": self.message,
+            "errors": [{"domain": "global", "reason": self.reason, "message": self.message}],
         }
+        if self.field:  # a schema violation: Google adds the status and the field
+            error["status"] = "INVALID_ARGUMENT"
+            error["details"] = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": [{"field": self.field, "description": self.message}],
+                }
+            ]
+        return {"error": error}
 
 
 @dataclass
@@ -164,7 +217,7 @@ class GceFaults:
       operation (as GCE usually does), or, with ``stockout_on_insert``, synchronously with
       HTTP 503 ``ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS``.
     - ``exhausted_quota_regions``: GPU quota limits in these regions read 0 and GPU inserts
-      there fail with ``QUOTA_EXCEEDED`` on the regional metric (``NVIDIA_K80_GPUS``).
+      there fail with ``QUOTA_EXCEEDED`` on the regional metric (``NVIDIA_T4_GPUS``).
     - ``zero_global_gpu_quota``: the project's ``GPUS_ALL_REGIONS`` limit reads 0 (the default
       of a new project) and every GPU insert fails with ``QUOTA_EXCEEDED``.
     - ``operation_latency``: seconds before an operation is DONE (PENDING, then RUNNING).
@@ -173,6 +226,8 @@ class GceFaults:
     - ``auth_failure``: the token endpoint refuses every grant and the API answers 401.
     - ``change_ip_on_start``: a started instance gets the next address of
       ``instance_addresses`` (ephemeral IPs change on stop/start on the real cloud).
+    - ``missing_service_account_user``: the caller lacks ``iam.serviceAccountUser``, so an
+      insert that attaches a service account is refused (400).
     """
 
     stockout_zones: set[str] = field(default_factory=set)
@@ -185,6 +240,7 @@ class GceFaults:
     server_error_path: str | None = None
     auth_failure: bool = False
     change_ip_on_start: bool = False
+    missing_service_account_user: bool = False
 
 
 @dataclass
@@ -272,6 +328,8 @@ class GceFake:
             self._tokens: dict[str, str] = {}
             self._released_ips: dict[tuple[str, str], str] = {}
             self._requests: list[RecordedRequest] = []
+            self.project_metadata: dict[str, str] = {}
+            self.authorized_keys_file: Path | None = None
 
     # ------------------------------------------------------------ credentials
     def register_service_account(self, email: str, public_key: Any) -> None:
@@ -283,6 +341,27 @@ class GceFake:
         """Accept a refresh-token grant (application-default credentials)."""
         with self.lock:
             self._refresh_tokens[token] = (client_id, client_secret)
+
+    def set_project_metadata(self, key: str, value: str) -> None:
+        """Project-wide metadata, as ``gcloud compute project-info add-metadata`` sets it
+        (``enable-oslogin=TRUE`` is what an OS Login project has)."""
+        with self.lock:
+            self.project_metadata[key] = value
+
+    def accepted_keys(self, instance: dict[str, Any]) -> list[str]:
+        """The public keys the guest would install: ``ssh-keys`` lines, unless OS Login is
+        on for the instance (its metadata, else the project's), which ignores them."""
+        items = {i["key"]: i.get("value", "") for i in instance["metadata"].get("items", [])}
+        os_login = items.get("enable-oslogin", self.project_metadata.get("enable-oslogin", ""))
+        if os_login.upper() == "TRUE":
+            return []
+        lines = items.get("ssh-keys", "").splitlines()
+        return [line.split(":", 1)[1] for line in lines if ":" in line]
+
+    def _publish_keys(self, instance: dict[str, Any]) -> None:
+        if self.authorized_keys_file is not None:
+            keys = self.accepted_keys(instance)
+            self.authorized_keys_file.write_text("".join(k.strip() + "\n" for k in keys))
 
     # ------------------------------------------------------------- inspection
     @property
@@ -416,7 +495,7 @@ class GceFake:
             "commonInstanceMetadata": {
                 "kind": "compute#metadata",
                 "fingerprint": "zzzzzzzzzzz=",
-                "items": [],
+                "items": [{"key": k, "value": v} for k, v in self.project_metadata.items()],
             },
             "quotas": [
                 {"metric": "GPUS_ALL_REGIONS", "limit": global_limit, "usage": float(gpus_in_use)},
@@ -517,7 +596,7 @@ class GceFake:
 
     # ------------------------------------------------------------ catalog types
     def _machine_type(self, zone: str, name: str) -> dict[str, Any]:
-        cpus, memory, builtin = MACHINE_TYPES[name]
+        cpus, memory, builtin, count = MACHINE_TYPES[name]
         resource: dict[str, Any] = {
             "kind": "compute#machineType",
             "id": self._stable_id("mt", zone, name),
@@ -535,13 +614,12 @@ class GceFake:
         }
         if builtin:
             resource["accelerators"] = [
-                {"guestAcceleratorType": builtin, "guestAcceleratorCount": 1}
+                {"guestAcceleratorType": builtin, "guestAcceleratorCount": count}
             ]
         return resource
 
     def _zone_machine_types(self, zone: str) -> list[str]:
-        accels = ZONE_ACCELERATORS[zone]
-        return [n for n, (_, _, b) in MACHINE_TYPES.items() if b is None or b in accels]
+        return [n for n in MACHINE_TYPES if zone in MACHINE_ZONES[n]]
 
     def _disk_type(self, zone: str, name: str) -> dict[str, Any]:
         return {
@@ -566,7 +644,7 @@ class GceFake:
             "description": pretty,
             "zone": self._link(f"zones/{zone}"),
             "selfLink": self._link(f"zones/{zone}/acceleratorTypes/{name}"),
-            "maximumCardsPerInstance": 8 if name != "nvidia-l4" else 1,
+            "maximumCardsPerInstance": max(gpu_catalog.gce_accelerators()[name]["counts"]),
         }
 
     def _catalog(self, kind: str, zone: str) -> list[dict[str, Any]]:
@@ -708,6 +786,8 @@ class GceFake:
         return self._firewalls[name]
 
     def _insert_firewall(self, body: Any, **_: Any) -> dict[str, Any]:
+        if isinstance(body, dict):
+            _check_schema("compute.firewalls.insert", body)
         if not isinstance(body, dict) or not NAME_RE.match(str(body.get("name", ""))):
             raise ApiError(400, "invalid", "Invalid value for field 'resource.name'")
         name = body["name"]
@@ -868,6 +948,7 @@ class GceFake:
         self._check_zone(zone)
         if not isinstance(body, dict):
             raise ApiError(400, "required", "Required field 'resource' not specified")
+        _check_schema("compute.instances.insert", body)
         name = str(body.get("name", ""))
         if not NAME_RE.match(name):
             raise ApiError(
@@ -894,6 +975,15 @@ class GceFake:
                 f"Machine type with name '{machine}' does not exist in zone '{zone}'.",
             )
         accelerators = body.get("guestAccelerators") or []
+        self._check_pair(machine, accelerators)
+        if self.faults.missing_service_account_user and body.get("serviceAccounts"):
+            email = str(body["serviceAccounts"][0].get("email", "default"))
+            if email == "default":
+                email = self._project()["defaultServiceAccount"]
+            raise ApiError(400, "badRequest", SERVICE_ACCOUNT_USER_MESSAGE.format(email=email))
+        builtin = MACHINE_TYPES[machine]
+        if builtin[2] is not None:  # the type carries its GPUs; the instance lists them
+            accelerators = [{"acceleratorType": builtin[2], "acceleratorCount": builtin[3]}]
         scheduling = dict(body.get("scheduling") or {})
         gpu_count = 0
         for index, acc in enumerate(accelerators):
@@ -1047,9 +1137,25 @@ class GceFake:
                 return error
             instance["status"] = "RUNNING"
             self._disks[(zone, disk_name)] = disk
+            self._publish_keys(instance)
             return None
 
         return self._operation("insert", instance_link, instance["id"], zone, finish)
+
+    def _check_pair(self, machine: str, accelerators: list[dict[str, Any]]) -> None:
+        """GCE's machine-type/GPU rule: T4, V100, P100 and P4 attach to N1 types; g2, a2 and
+        a3 types carry their GPUs and take no ``guestAccelerators``."""
+        for acc in accelerators:
+            name = _last(str(acc.get("acceleratorType", "")))
+            builtin = MACHINE_TYPES[machine][2]
+            family = machine.split("-", 1)[0]
+            attach_to = gpu_catalog.gce_accelerators().get(name, {}).get("attach_to", [])
+            if builtin is not None or family not in attach_to:
+                raise ApiError(
+                    400,
+                    "badRequest",
+                    f"[{machine}, {name}] features are not compatible for creating instance.",
+                )
 
     def _insert_error(
         self, zone: str, instance: dict[str, Any], gpu_count: int
@@ -1279,6 +1385,14 @@ class GceFake:
         ("GET", _Z + r"/operations/" + _N, _get_operation),
         ("POST", _Z + r"/operations/" + _N + "/wait", _wait_operation),
     )
+
+
+def _check_schema(method_id: str, body: dict[str, Any]) -> None:
+    """400 INVALID_ARGUMENT, as Google answers a body that breaks the discovery document."""
+    try:
+        discovery.validate(method_id, body)
+    except discovery.SchemaViolation as exc:
+        raise ApiError(400, "invalid", exc.message, field=exc.field) from None
 
 
 def _op_error(

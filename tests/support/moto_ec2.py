@@ -6,7 +6,10 @@ WSGI layer in front adds, for tests only:
 
 - fault injection: answer a matching action with an EC2 error document (moto never runs out
   of capacity or vCPU quota);
-- a log of the actions received, to assert what was (or was not) sent.
+- a log of the actions received, to assert what was (or was not) sent;
+- refusals where moto is more permissive than EC2 for what the AWS provider sends
+  (`ec2_refusal`): moto runs any instance type, even one EC2 retired (p2, p3, g3) or never
+  had; EC2 answers ``Unsupported`` and ``InvalidParameterValue``.
 
 - the response shim for moto's XML namespace, for error documents: real EC2 sends
   ``<Response><Errors><Error><Code>...`` without a namespace, moto adds
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from orchestrate.core.api import gpu_catalog
 from werkzeug.serving import make_server
 
 ACCOUNT = "123456789012"
@@ -113,6 +117,27 @@ class MotoEc2:
         self._thread.join(timeout=10)
 
 
+#: Families EC2 no longer runs (p2 in 2024; p3, p3dn, g3, g3s in 2025).
+RETIRED_FAMILIES = frozenset({"p2", "p3", "p3dn", "g3", "g3s"})
+
+
+def ec2_refusal(action: str, params: dict[str, str]) -> tuple[str, str] | None:
+    """The (code, message) EC2 answers where moto would accept, else None."""
+    if action != "RunInstances":
+        return None
+    instance_type = params.get("InstanceType", "")
+    family = instance_type.split(".", 1)[0]
+    if family in RETIRED_FAMILIES:
+        return (
+            "Unsupported",
+            "The requested configuration is currently not supported. Please check the "
+            "documentation for supported configurations.",
+        )
+    if re.match(r"^[pg]\d", family) and instance_type not in gpu_catalog.ec2_instance_types():
+        return "InvalidParameterValue", f"Invalid value '{instance_type}' for InstanceType."
+    return None
+
+
 def _error_document(code: str, message: str) -> bytes:
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -157,15 +182,20 @@ def start_moto_ec2(region: str = "us-east-1") -> MotoEc2:
         moto = holder["moto"]
         if action:
             moto.actions.append((action, params))
+        refused = ec2_refusal(action, params)
+        answer = None if refused is None else (*refused, 400)
         for fault in moto.faults:
             if fault.action == action and fault.hits < fault.times and fault.when(params):
                 fault.hits += 1
-                body = _error_document(fault.code, fault.message)
-                start_response(
-                    f"{fault.status} Fault",
-                    [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))],
-                )
-                return [body]
+                answer = (fault.code, fault.message, fault.status)
+                break
+        if answer is not None:
+            body = _error_document(answer[0], answer[1])
+            start_response(
+                f"{answer[2]} Fault",
+                [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
         return _real_ec2_errors(moto_app, environ, start_response)
 
     server = make_server("127.0.0.1", 0, app, threaded=True)

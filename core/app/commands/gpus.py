@@ -4,12 +4,15 @@ For each provider: every GPU it rents, its architecture generation and the drive
 orchestrate installs for it (both from `orchestrate.core.api.gpu_table`, the table the driver step
 uses), its memory, its price per hour on demand and spot, and where it is offered.
 
-Prices and places come from the price file (`orchestrate.core.money.pricefile`), dated and
-sourced, because the providers' pricing APIs need credentials and differ per cloud. Where a
-provider can list its GPUs' locations itself it may implement ``gpu_locations(options)`` (see
-`GpuLocations` in the provider contract); the catalog then asks it when its credentials work,
-and says which source each row's places came from. No built-in provider implements it yet,
-so today every row says "data file".
+Prices and places come from the price file (`orchestrate.core.money.pricefile`), dated and sourced,
+because the providers' pricing APIs need credentials and differ per cloud; the price file's GPU
+rows are generated from a dated catalog snapshot (`orchestrate.core.api.gpu_catalog`). Where a
+provider can list its GPUs' locations itself it implements ``gpu_locations(options)`` (see
+`GpuLocations`; GCE's aggregated ``acceleratorTypes``, EC2's
+``DescribeInstanceTypeOfferings``): ``orchestrate gpus --refresh`` asks it with the profile's
+credentials and caches the answer with its date (``gpu_locations.json`` in the state folder),
+so later runs show the live places without asking again. Each row says where its places came
+from.
 
 A provider without a price list (one that uses a host you already have) still gets the
 generation/driver table: which driver each GPU generation gets on any host.
@@ -17,7 +20,9 @@ generation/driver table: which driver each GPU generation gets on any host.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
@@ -86,7 +91,9 @@ def gpu_row(
 
 
 def catalog_rows(
-    table: ProviderPrices, locations: Mapping[str, Sequence[str]] | None = None
+    table: ProviderPrices,
+    locations: Mapping[str, Sequence[str]] | None = None,
+    locations_source: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every GPU in the provider's price list, oldest generation first. `locations` (from
     the provider's API) replace the price file's places for the GPUs it names."""
@@ -96,7 +103,7 @@ def catalog_rows(
     keyed = []
     for gpu in table.gpus.values():
         if locations is not None and gpu.name in locations:
-            places, source = list(locations[gpu.name]), "provider API"
+            places, source = list(locations[gpu.name]), locations_source or "provider API"
         else:
             places, source = list(gpu.regions), f"data file, {table.date}"
         generation = gpu_table.generation_of(gpu.pci_id, gpu.model)
@@ -117,6 +124,35 @@ def provider_locations(
         return provider.gpu_locations(options), None
     except OrchestrateError as exc:
         return None, exc.line()
+
+
+def cache_file() -> Path:
+    from orchestrate.core.store import paths
+
+    return paths.state_dir() / "gpu_locations.json"
+
+
+def read_cache() -> dict[str, Any]:
+    """Provider -> {date, locations} from the last ``--refresh``; {} when none or unreadable
+    (the cache only saves a request: the data file is the fallback)."""
+    try:
+        data = json.loads(cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_cache(provider: str, locations: Mapping[str, Sequence[str]]) -> str:
+    """Store `provider`'s live answer with today's date; return that date."""
+    from datetime import date
+
+    today = date.today().isoformat()
+    data = read_cache()
+    data[provider] = {"date": today, "locations": {k: list(v) for k, v in locations.items()}}
+    path = cache_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    return today
 
 
 def _where(row: Mapping[str, Any]) -> str:
@@ -177,6 +213,9 @@ def register(app: typer.Typer) -> None:
             None, "--profile", help="Profile whose provider options (credentials) to use."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        refresh: bool = typer.Option(
+            False, "--refresh", help="Ask the providers' APIs where GPUs are (credentials)."
+        ),
     ) -> None:
         """The GPU catalog: generation, driver branch, memory, price per hour, where offered."""
         from orchestrate.core.api.errors import UsageError
@@ -193,15 +232,19 @@ def register(app: typer.Typer) -> None:
             )
         names = [provider] if provider else known
         chosen_profile = runtime.profile(profile) if profile else None
+        cached = read_cache()
         result: dict[str, Any] = {}
         for name in names:
             table = prices.get(name)
             if table is None:
                 result[name] = {"prices": None, "rows": []}
                 continue
-            locations, why_not = None, None
+            locations, why_not, source = None, None, None
+            if name in cached:
+                locations = cached[name]["locations"]
+                source = f"provider API, {cached[name]['date']}"
             plugin = registered.get(name)
-            if plugin is not None and isinstance(plugin, GpuLocations):
+            if refresh and plugin is not None and isinstance(plugin, GpuLocations):
                 use_table: Mapping[str, Any] = (
                     chosen_profile.provider_table()
                     if chosen_profile is not None and chosen_profile.provider == name
@@ -212,7 +255,9 @@ def register(app: typer.Typer) -> None:
                 except UsageError as exc:
                     locations, why_not = None, exc.line()
                 else:
-                    locations, why_not = provider_locations(plugin, options)
+                    fresh, why_not = provider_locations(plugin, options)
+                    if fresh is not None:
+                        locations, source = fresh, f"provider API, {write_cache(name, fresh)}"
             result[name] = {
                 "prices": {
                     "date": table.date,
@@ -228,7 +273,7 @@ def register(app: typer.Typer) -> None:
                     ),
                 },
                 "locations_error": why_not,
-                "rows": catalog_rows(table, locations),
+                "rows": catalog_rows(table, locations, source),
             }
         if as_json:
             echo_json(result)
@@ -251,6 +296,9 @@ def register(app: typer.Typer) -> None:
                 f"as of {meta['date']} ({meta['note']})"
             )
             echo(f"  sources: {' '.join(meta['sources'])}")
+            live = {r["where_source"] for r in entry["rows"]} - {f"data file, {meta['date']}"}
+            if live:
+                echo(f"  places: {', '.join(sorted(live))} (orchestrate gpus --refresh)")
             echo(f"  prices: {meta['basis']}")
             if entry["locations_error"]:
                 echo(f"  places from the data file: {entry['locations_error']}")

@@ -173,6 +173,11 @@ def _price_gate(plan: Any, threshold: float | None, *, yes: bool) -> None:
     if estimate is None:
         return
     _progress(prices.price_line(estimate))
+    from orchestrate.core.api.gpu_catalog import stale_note
+
+    stale = stale_note()
+    if stale is not None:
+        _progress(stale)
     if yes or not confirm_needed(estimate.per_hour, threshold):
         return
     assert threshold is not None

@@ -1,7 +1,7 @@
 """EC2 instance types as data: which NVIDIA GPU each one carries, and which vCPU quota it eats.
 
 On EC2 the GPU is not a separate request as on GCE: it comes with the instance type
-(``p2.xlarge`` is one Tesla K80). So the GPU a profile asks for is derived from
+(``g4dn.xlarge`` is one Tesla T4). So the GPU a profile asks for is derived from
 ``instance_type`` through this table, and ``--gpu`` maps the other way, to the smallest type
 carrying that GPU and count.
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 #: NVIDIA model (canonical name) -> accepted short forms for ``--gpu``.
 GPU_NAMES: dict[str, tuple[str, ...]] = {
     "nvidia-tesla-k80": ("k80", "tesla-k80"),
+    "nvidia-tesla-m60": ("m60", "tesla-m60"),
     "nvidia-tesla-v100": ("v100", "tesla-v100"),
     "nvidia-tesla-t4": ("t4", "tesla-t4"),
     "nvidia-a10g": ("a10g",),
@@ -48,8 +49,6 @@ def _family(gpu: str, rows: tuple[tuple[str, int, int], ...], family: str) -> li
     return [InstanceType(f"{family}.{size}", gpu, gpus, vcpus) for size, gpus, vcpus in rows]
 
 
-_K80 = (("xlarge", 1, 4), ("8xlarge", 8, 32), ("16xlarge", 16, 64))
-_V100 = (("2xlarge", 1, 8), ("8xlarge", 4, 32), ("16xlarge", 8, 64))
 _T4 = (
     ("xlarge", 1, 4),
     ("2xlarge", 1, 8),
@@ -73,9 +72,6 @@ _SIZES_1_4_8 = (
 #: Every GPU type orchestrate knows, smallest first within a family (the order `--gpu` uses).
 GPU_TYPES: tuple[InstanceType, ...] = tuple(
     [
-        *_family("nvidia-tesla-k80", _K80, "p2"),
-        *_family("nvidia-tesla-v100", _V100, "p3"),
-        InstanceType("p3dn.24xlarge", "nvidia-tesla-v100", 8, 96),
         *_family("nvidia-tesla-t4", _T4, "g4dn"),
         *_family("nvidia-a10g", _SIZES_1_4_8, "g5"),
         *_family("nvidia-l4", _SIZES_1_4_8, "g6"),
@@ -86,6 +82,34 @@ GPU_TYPES: tuple[InstanceType, ...] = tuple(
     ]
 )
 BY_NAME: dict[str, InstanceType] = {t.name: t for t in GPU_TYPES}
+
+#: Families EC2 retired: P2 (K80) in 2024, P3 (V100) and G3 (M60) in 2025; by mid-2026
+#: DescribeInstanceTypes no longer lists p3. Each names the family to use instead.
+#: Source: https://aws.amazon.com/ec2/previous-generation/ and the EC2 retirement notices.
+RETIRED_FAMILIES: dict[str, tuple[str, str]] = {
+    "p2": ("2024", "g4dn.xlarge (T4), or g5/g6 (A10G, L4)"),
+    "p3": ("2025", "g5.xlarge (A10G) or g6.xlarge (L4); p4d/p5 for 8 GPUs"),
+    "p3dn": ("2025", "p4d.24xlarge (8 x A100)"),
+    "g3": ("2025", "g4dn.xlarge (T4)"),
+    "g3s": ("2025", "g4dn.xlarge (T4)"),
+}
+#: GPUs only retired families carried, and the family that carried them.
+RETIRED_GPUS: dict[str, str] = {
+    "nvidia-tesla-k80": "p2",
+    "nvidia-tesla-v100": "p3",
+    "nvidia-tesla-m60": "g3",
+}
+
+
+def retired_message(instance_type: str, where: str) -> str | None:
+    """One line naming the retirement and the successor, or None for a current type."""
+    family = family_of(instance_type)
+    if family not in RETIRED_FAMILIES:
+        return None
+    year, instead = RETIRED_FAMILIES[family]
+    return f"{where}: EC2 retired {family} instances in {year}; use {instead}"
+
+
 GPU_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(t.name.split(".")[0] for t in GPU_TYPES))
 #: What `--gpu none` picks: a small general-purpose type for a CPU notebook host.
 CPU_DEFAULT = "t3.large"

@@ -1,6 +1,7 @@
 """The keys of a profile's ``[profiles.NAME.aws]`` table, validated once into `AwsOptions`.
 
-Defaults launch the seed's machine on EC2: one Tesla K80 (``p2.xlarge``) in ``us-east-1``,
+Defaults launch the seed's machine on EC2 with a GPU that can still be had: one Tesla T4
+(``g4dn.xlarge``; the seed's K80 type, p2, was retired in 2024) in ``us-east-1``,
 Ubuntu 22.04 from Canonical's own account, a 50 GB root volume, login ``ubuntu``. Validation
 happens here, before any network call, so a typo fails with file, table and key instead of an
 EC2 error half-way through a launch.
@@ -47,7 +48,7 @@ class AwsOptions:
 
     region: str = "us-east-1"
     zones: tuple[str, ...] = ()
-    instance_type: str = "p2.xlarge"
+    instance_type: str = "g4dn.xlarge"
     ami: str | None = None
     ami_owner: str = CANONICAL_OWNER
     ami_name: str = UBUNTU_2204_NAME
@@ -96,7 +97,10 @@ def _zones(value: Any, where: str) -> tuple[str, ...]:
 def _instance_type(value: Any, where: str) -> str:
     text = str(_string()(value, where))
     if not types.is_instance_type(text):
-        raise ProfileError(f"{where}: {text!r} is not an instance type like p2.xlarge")
+        raise ProfileError(f"{where}: {text!r} is not an instance type like g4dn.xlarge")
+    retired = types.retired_message(text, where)
+    if retired is not None:
+        raise ProfileError(retired)
     try:
         types.gpu_of(text)
     except KeyError:
@@ -175,6 +179,10 @@ def parse_gpu(text: str, where: str = "--gpu") -> str:
     count = int(count_text) if count_text else 1
     if count == 0:
         return types.CPU_DEFAULT
+    if gpu in types.RETIRED_GPUS:
+        raise ProfileError(
+            str(types.retired_message(types.RETIRED_GPUS[gpu] + ".xlarge", f"{where} {name}"))
+        )
     row = types.smallest_type(gpu, count)
     if row is None:
         counts = ", ".join(map(str, types.counts_for(gpu)))

@@ -27,6 +27,7 @@ from orchestrate.core.api.provider import (
     PriceQuery,
     Provider,
 )
+from orchestrate.plugins.providers.aws import instance_types as types
 from orchestrate.plugins.providers.aws import resources as r
 from orchestrate.plugins.providers.aws.api import Ec2Api, items, text
 from orchestrate.plugins.providers.aws.credentials import describe_credentials, load_credentials
@@ -49,7 +50,7 @@ class AwsProvider(Provider):
     """Amazon EC2 through libcloud's ``EC2NodeDriver`` (imported on the first API call)."""
 
     name = "aws"
-    description = "Amazon EC2: GPU instance types (p2 K80, g4dn T4, g5 A10G, g6 L4, p3, p4d, p5)"
+    description = "Amazon EC2: GPU instance types (g4dn T4, g5 A10G, g6 L4, g6e L40S, p4d, p5)"
     default_ssh_user = "ubuntu"
 
     def __init__(
@@ -113,6 +114,24 @@ class AwsProvider(Provider):
             api = Ec2Api(driver, region, retry_deadline_s=self.retry_deadline_s, sleep=self._sleep)
             self._apis[key] = api
         return api
+
+    def gpu_locations(self, options: Any) -> Mapping[str, Sequence[str]]:
+        """`orchestrate gpus --refresh`: GPU -> the zones of the profile's region where a
+        type carrying it is offered now (``DescribeInstanceTypeOfferings``)."""
+        opts = _options(options)
+        api = self._api(self._key(opts))
+        params = {"LocationType": "availability-zone", "Filter.1.Name": "instance-type"}
+        for index, row in enumerate(types.GPU_TYPES, start=1):
+            params[f"Filter.1.Value.{index}"] = row.name
+        found: dict[str, set[str]] = {}
+        context = "listing GPU instance type offerings"
+        for page in api.pages("DescribeInstanceTypeOfferings", params, context=context):
+            for item in items(page, "instanceTypeOfferingSet"):
+                offered = types.BY_NAME.get(text(item, "instanceType") or "")
+                zone = text(item, "location")
+                if offered is not None and zone:
+                    found.setdefault(offered.gpu, set()).add(zone)
+        return {gpu: sorted(zones) for gpu, zones in sorted(found.items())}
 
     @staticmethod
     def _key(options: AwsOptions) -> SessionKey:

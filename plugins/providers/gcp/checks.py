@@ -70,17 +70,26 @@ def check_image(api: GceApi, options: GcpOptions) -> None:
         ) from None
 
 
+def accelerator_zones(api: GceApi, accelerator: str | None = None) -> dict[str, list[str]]:
+    """Accelerator type -> the zones offering it, from one aggregated listing (only
+    `accelerator` when given); deprecated types are left out."""
+    params = {"filter": f'name = "{accelerator}"'} if accelerator else {}
+    found: dict[str, set[str]] = {}
+    for page in api.pages("/aggregated/acceleratorTypes", params, context="listing GPUs"):
+        for scope, value in (page.get("items") or {}).items():
+            for item in value.get("acceleratorTypes", []):
+                name = str(item.get("name"))
+                if (accelerator is None or name == accelerator) and not item.get("deprecated"):
+                    found.setdefault(name, set()).add(scope.split("/", 1)[-1])
+    return {name: sorted(zones) for name, zones in sorted(found.items())}
+
+
 def offering_zones(api: GceApi, accelerator: str | None) -> list[str]:
     """Zones that offer `accelerator` (one aggregated listing), or every UP zone for a CPU
     host; sorted by name."""
     zones: set[str] = set()
     if accelerator:
-        params = {"filter": f'name = "{accelerator}"'}
-        for page in api.pages("/aggregated/acceleratorTypes", params, context="listing GPUs"):
-            for scope, value in (page.get("items") or {}).items():
-                for item in value.get("acceleratorTypes", []):
-                    if item.get("name") == accelerator and not item.get("deprecated"):
-                        zones.add(scope.split("/", 1)[-1])
+        zones = set(accelerator_zones(api, accelerator).get(accelerator, []))
     else:
         for page in api.pages("/zones", context="listing zones"):
             zones |= {z["name"] for z in page.get("items", []) if z.get("status") == "UP"}

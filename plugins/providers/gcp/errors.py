@@ -17,6 +17,7 @@ import re
 from orchestrate.core.api.errors import (
     AuthError,
     CapacityError,
+    CreateRefused,
     NotFound,
     OrchestrateError,
     ProviderError,
@@ -31,6 +32,12 @@ RETRYABLE_REASONS = frozenset(
 AUTH_HINT = (
     "check the key file and that its service account may use Compute Engine in the project "
     "(role Compute Admin), or run `gcloud auth application-default login` again"
+)
+#: GCE answers an insert that attaches a service account the caller may not "act as" with
+#: 400 "... does not have access to service account ... iam.serviceAccountUser role".
+SERVICE_ACCOUNT_HINT = (
+    "grant the caller roles/iam.serviceAccountUser on that service account (gcloud iam "
+    "service-accounts add-iam-policy-binding), or set scopes = [] in the profile to attach none"
 )
 _PEM = re.compile(r"-----BEGIN[^-]*-----.*?(?:-----END[^-]*-----|$)", re.S)
 _LONG_TOKEN = re.compile(r"[A-Za-z0-9+/=_\-.]{60,}")
@@ -106,6 +113,11 @@ def map_error(
         )
     if code in ("QUOTA_EXCEEDED", "quotaExceeded"):
         return quota_error(message, project=project, zone=zone)
+    if "serviceAccountUser" in message or "does not have access to service account" in message:
+        return CreateRefused(
+            f"gcp: the caller may not attach the instance's service account while {context}",
+            hint=SERVICE_ACCOUNT_HINT,
+        )
     if code in ("alreadyExists", "RESOURCE_ALREADY_EXISTS") or http == 409:
         return AlreadyExists(f"{context}: already exists")
     if http == 401 or type(exc).__name__ == "GoogleAuthError":
@@ -120,6 +132,8 @@ def map_error(
             hint="check the network or api_endpoint",
         )
     label = f"HTTP {http}" if http else type(exc).__name__
+    if http == 400:  # the request itself was refused: nothing was done
+        return CreateRefused(f"gcp refused the request while {context}: {message}")
     return ProviderError(
         f"gcp error while {context} ({label} {code}): {message}".replace(" )", ")")
     )

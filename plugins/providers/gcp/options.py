@@ -1,7 +1,8 @@
 """The keys of a profile's ``[profiles.NAME.gcp]`` table, validated once into `GcpOptions`.
 
-Defaults reproduce the seed's instance (n1-standard-2, one Tesla K80, Ubuntu LTS from
-``ubuntu-os-cloud`` by family, a 50 GB boot disk) so an empty table launches what the blog
+Defaults reproduce the seed's instance with a GPU that can still be had (n1-standard-2 with
+one Tesla T4, where the seed had a K80, retired on GCE in May 2024; Ubuntu LTS from
+``ubuntu-os-cloud`` by family, a 50 GB boot disk), so an empty table launches what the blog
 post launches by hand. Validation happens here, before any network call, so a typo fails with
 the file, table and key instead of a 400 from the API half-way through a launch.
 
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from orchestrate.core.api import gpu_catalog
 from orchestrate.core.api.errors import ProfileError
 from orchestrate.core.api.optionchecks import Check, check_table, merge_zones
 from orchestrate.core.api.optionchecks import boolean as _boolean
@@ -29,6 +31,8 @@ DEFAULT_API_ENDPOINT = "https://www.googleapis.com"
 #: The seed's zone (us-east1-d) is in this region: auto-selected zones start here.
 DEFAULT_REGION = "us-east1"
 NO_GPU = "none"
+#: A GPU GCE sells today on the seed's machine family (N1), in the most zones of any GPU.
+DEFAULT_ACCELERATOR = "nvidia-tesla-t4"
 AUTH_SCOPE_PREFIX = "https://www.googleapis.com/auth/"
 #: gcloud's short scope names, as `gcloud compute instances create --scopes` takes them.
 SCOPE_ALIASES: Mapping[str, str] = {
@@ -69,7 +73,7 @@ class GcpOptions:
     zones: tuple[str, ...] = ()
     region: str | None = None
     machine_type: str = "n1-standard-2"
-    accelerator: str | None = "nvidia-tesla-k80"
+    accelerator: str | None = DEFAULT_ACCELERATOR
     accelerator_count: int = 1
     image_family: str = "ubuntu-2204-lts"
     image_project: str = "ubuntu-os-cloud"
@@ -85,12 +89,23 @@ class GcpOptions:
     api_endpoint: str = DEFAULT_API_ENDPOINT
     ssh_user: str = "orchestrate"
     ssh_port: int = 22
+    os_login: bool = False
 
     @property
     def gpu(self) -> GpuRequest | None:
+        """The GPUs the instance has: those an accelerator-optimized type (g2, a2, a3) carries,
+        else the ones attached to it."""
+        builtin = gpu_catalog.gce_builtin_gpu(self.machine_type)
+        if builtin is not None:
+            return GpuRequest(*builtin)
         if self.accelerator is None or self.accelerator_count == 0:
             return None
         return GpuRequest(self.accelerator, self.accelerator_count)
+
+    @property
+    def attaches_gpu(self) -> bool:
+        """Whether the insert sends ``guestAccelerators``: not for types that carry theirs."""
+        return self.gpu is not None and gpu_catalog.gce_builtin_gpu(self.machine_type) is None
 
     @property
     def preferred_region(self) -> str:
@@ -129,7 +144,7 @@ def parse_gpu(text: str, where: str = "--gpu") -> tuple[str | None, int]:
         return None, 0
     name, _, count_text = value.partition(":")
     if not _SLUG.match(name):
-        raise ProfileError(f"{where}: {text!r} is not an accelerator name like nvidia-tesla-k80")
+        raise ProfileError(f"{where}: {text!r} is not an accelerator name like nvidia-tesla-t4")
     count = 1
     if count_text:
         if not count_text.isdigit():
@@ -193,7 +208,7 @@ _CHECKS: dict[str, Check] = {
     "machine_type": _string(_SLUG, "a machine type like n1-standard-2"),
     "accelerator": _string(
         re.compile(r"^(?:none|[a-z0-9]+(?:-[a-z0-9]+)*)$"),
-        "an accelerator type like nvidia-tesla-k80, or none",
+        "an accelerator type like nvidia-tesla-t4, or none",
     ),
     "accelerator_count": _integer(0, 16),
     "image_family": _string(_NAME, "an image family like ubuntu-2204-lts"),
@@ -212,6 +227,7 @@ _CHECKS: dict[str, Check] = {
     "api_endpoint": _endpoint,
     "ssh_user": _string(_USER, "a login name like orchestrate"),
     "ssh_port": _integer(1, 65535),
+    "os_login": _boolean,
 }
 
 
@@ -219,6 +235,9 @@ def parse_options(table: Mapping[str, Any], where: str) -> GcpOptions:
     """Validate a ``[profiles.NAME.gcp]`` table; every error names `where` and the key."""
     values = check_table(table, _CHECKS, where)
     merge_zones(values, where)
+    builtin = gpu_catalog.gce_builtin_gpu(values.get("machine_type", GcpOptions.machine_type))
+    if builtin is not None and "accelerator" not in values:  # g2/a2/a3 bring their own GPUs
+        values["accelerator"], values["accelerator_count"] = builtin
     if values.get("accelerator") == NO_GPU:
         values["accelerator"] = None
         values.setdefault("accelerator_count", 0)
@@ -235,7 +254,31 @@ def parse_options(table: Mapping[str, Any], where: str) -> GcpOptions:
         )
     if options.accelerator_count == 0 and options.accelerator is not None:
         options = replace(options, accelerator=None)
+    check_pair(options, where)
     return options
+
+
+def check_pair(options: GcpOptions, where: str) -> None:
+    """GCE accepts a GPU only on its machine family (T4 on N1, L4 on G2, A100 on A2, H100 on
+    A3) and answers "features are not compatible" otherwise: say so before any request."""
+    problem = gpu_catalog.gce_pair_error(options.machine_type, options.accelerator)
+    if problem is not None:
+        raise ProfileError(f"{where}: {problem}")
+    entry = gpu_catalog.gce_accelerators().get(options.accelerator or "")
+    if entry and options.attaches_gpu and options.accelerator_count not in entry["counts"]:
+        counts = ", ".join(map(str, entry["counts"]))
+        raise ProfileError(
+            f"{where}: {options.accelerator} comes {counts} per instance, "
+            f"not {options.accelerator_count}"
+        )
+
+
+def check_retired(options: GcpOptions) -> None:
+    """A retired accelerator (the seed's K80) fails at once, naming the date and a successor:
+    GCE would answer 400, and a quota request for it could never be granted."""
+    retired = gpu_catalog.GCE_RETIRED.get(options.accelerator or "")
+    if retired is not None and options.attaches_gpu:
+        raise ProfileError(retired.message("gcp"))
 
 
 def with_overrides(options: GcpOptions, overrides: Mapping[str, Any]) -> GcpOptions:
@@ -253,4 +296,5 @@ def with_overrides(options: GcpOptions, overrides: Mapping[str, Any]) -> GcpOpti
     if "gpu" in given:
         accelerator, count = parse_gpu(str(given["gpu"]))
         options = replace(options, accelerator=accelerator, accelerator_count=count)
+        check_pair(options, "--gpu")
     return options

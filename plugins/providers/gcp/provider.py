@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from orchestrate.core.api import gpu_catalog
 from orchestrate.core.api.errors import NotFound, ProfileError, QuotaError
 from orchestrate.core.api.provider import (
     GpuRequest,
@@ -44,11 +45,17 @@ from orchestrate.plugins.providers.gcp.firewall import (
     managed_instances,
     release_firewall,
 )
-from orchestrate.plugins.providers.gcp.options import GcpOptions, parse_options, with_overrides
+from orchestrate.plugins.providers.gcp.options import (
+    GcpOptions,
+    check_retired,
+    parse_options,
+    with_overrides,
+)
 from orchestrate.plugins.providers.gcp.plan import plan_requests
 from orchestrate.plugins.providers.gcp.records import locate_record, to_record
 from orchestrate.plugins.providers.gcp.zones import (
     gpu_quota_metric,
+    order_cheapest,
     order_nearest,
     quota_hint,
     region_of,
@@ -148,10 +155,12 @@ class GcpProvider(Provider):
 
     # --------------------------------------------------------------- preflight
     def preflight(self, spec: LaunchSpec) -> None:
-        """Order: credentials file, project, sign-in, global GPU quota (0 on new projects:
-        stop at once with the fix), image, zones offering the accelerator, then the quota
-        of every candidate region (all exhausted: stop; some: `create` skips them)."""
+        """Order: a retired GPU (no request needed), credentials file, project, sign-in,
+        global GPU quota (0 on new projects: stop at once with the fix), image, zones offering
+        the accelerator, then the quota of every candidate region (all exhausted: stop; some:
+        `create` skips them)."""
         options = _options(spec.options)
+        check_retired(options)
         _, api = self.connect(options)
         gpu = options.gpu
         if gpu is not None:
@@ -196,16 +205,30 @@ class GcpProvider(Provider):
                 hint=quota_hint(api.project, metric),
             )
 
+    def gpu_locations(self, options: Any) -> Mapping[str, Sequence[str]]:
+        """`orchestrate gpus --refresh`: where each accelerator type is offered now, from
+        the project's aggregated ``acceleratorTypes`` listing."""
+        _, api = self.connect(_options(options))
+        return checks.accelerator_zones(api)
+
     # ------------------------------------------------------------------- zones
     def candidate_zones(self, spec: LaunchSpec) -> Sequence[str]:
-        """The profile's zones as listed; else every zone offering the accelerator, nearest
-        region first (the rule is in `zones.order_nearest`)."""
+        """The profile's zones as listed; else every zone offering the accelerator, cheapest
+        first, then nearest region first (the rule is in `zones`)."""
         options = _options(spec.options)
         if options.zones:
             return list(options.zones)
         _, api = self.connect(options)
         offered = self._offering_zones(api, options.accelerator)
-        return order_nearest(offered, options.preferred_region)
+        gpu = options.gpu
+        pair = None if gpu is None else (gpu.name, gpu.count)
+        return order_cheapest(
+            offered,
+            options.preferred_region,
+            lambda zone: gpu_catalog.gce_zone_price(
+                options.machine_type, pair, zone, spot=options.interruptible
+            ),
+        )
 
     def region_of(self, zone: str) -> str:
         return region_of(zone)

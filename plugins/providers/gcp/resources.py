@@ -12,6 +12,11 @@ Choices the seed workflow implies, written down once:
   newest image at insert time;
 - the user's public key goes in the ``ssh-keys`` metadata (a public key is not a secret),
   the host script in ``startup-script`` when the profile asks for startup-script mode;
+- ``enable-oslogin=FALSE`` on the instance, because a project with OS Login on ignores
+  ``ssh-keys`` and the key would be refused; with ``os_login = true`` the instance asks for
+  OS Login instead and gets no ``ssh-keys`` (the user's key is then their OS Login key);
+- accelerator-optimized types (g2, a2, a3) carry their GPUs, so their insert sends no
+  ``guestAccelerators`` (GCE refuses the pair otherwise);
 - one ephemeral external IP (``ONE_TO_ONE_NAT``), and the network tag that the SSH firewall
   rule targets;
 - labels mark the instance as orchestrate's so `list` and `destroy` never touch others.
@@ -87,7 +92,13 @@ def scheduling(options: GcpOptions) -> dict[str, Any]:
 
 
 def metadata(spec: LaunchSpec, options: GcpOptions) -> dict[str, Any]:
-    items = [{"key": "ssh-keys", "value": f"{options.ssh_user}:{spec.ssh_public_key.strip()}"}]
+    if options.os_login:
+        items = [{"key": "enable-oslogin", "value": "TRUE"}]
+    else:
+        items = [
+            {"key": "enable-oslogin", "value": "FALSE"},
+            {"key": "ssh-keys", "value": f"{options.ssh_user}:{spec.ssh_public_key.strip()}"},
+        ]
     if spec.startup_script:
         items.append({"key": "startup-script", "value": spec.startup_script})
     return {"items": items}
@@ -134,7 +145,7 @@ def instance_body(spec: LaunchSpec, options: GcpOptions, zone: str) -> dict[str,
         ),
     }
     gpu = options.gpu
-    if gpu is not None:
+    if gpu is not None and options.attaches_gpu:
         body["guestAccelerators"] = [
             {
                 "acceleratorType": f"zones/{zone}/acceleratorTypes/{gpu.name}",

@@ -1,7 +1,9 @@
 """Zone order and quota names: the pure part of GCP failover.
 
-"Nearest region first" has no API on GCE (zones carry no coordinates), so it is a preference
-order, documented and testable:
+Zones are tried cheapest first, by the catalog snapshot's list price of the machine and its
+GPUs there (`orchestrate.core.api.gpu_catalog`); a zone the snapshot does not price comes after
+the priced ones. Among zones of the same price, "nearest region first" decides. It has no API
+on GCE (zones carry no coordinates), so it is a preference order, documented and testable:
 
 1. the preferred region (the ``region`` key, else the first listed zone's region, else
    ``us-east1``, the seed's);
@@ -15,7 +17,8 @@ are sorted by name. An explicit ``zones`` list in the profile is never reordered
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 
 GLOBAL_GPU_METRIC = "GPUS_ALL_REGIONS"
 
@@ -51,6 +54,20 @@ def order_nearest(zones: Iterable[str], preferred_region: str) -> list[str]:
         return rank, region, zone
 
     return sorted(set(zones), key=key)
+
+
+def order_cheapest(
+    zones: Iterable[str], preferred_region: str, price: Callable[[str], float | None]
+) -> list[str]:
+    """`zones` by `price` (to the cent; unpriced last), then by `order_nearest`."""
+    nearest = order_nearest(zones, preferred_region)
+    rank = {zone: index for index, zone in enumerate(nearest)}
+
+    def key(zone: str) -> tuple[float, int]:
+        value = price(zone)
+        return (math.inf if value is None else round(value, 2), rank[zone])
+
+    return sorted(nearest, key=key)
 
 
 def gpu_quota_metric(accelerator: str, *, interruptible: bool = False) -> str:
