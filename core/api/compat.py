@@ -1,0 +1,79 @@
+"""Every use of a library's private internals, each with its fallback, in one place.
+
+A library may rename or drop a private name in any release. Kept together, an upgrade is
+checked in one file, and ``tests/test_compat.py`` fails when a name below no longer exists
+in the installed version (rather than the fallback quietly making orchestrate slower).
+Each function here says what it reaches for, why, and what happens without it: always a
+slower or plainer path, never a different result.
+
+It lives in ``api``, the lowest layer, so that every layer that needs one may import it;
+plugins do not use it (they keep to the public API). Libraries are imported inside the
+functions: ``orchestrate --help`` must not load paramiko.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    import paramiko
+
+#: paramiko's Packetizer keeps its socket in a name-mangled private attribute.
+PACKETIZER_SOCKET = "_Packetizer__socket"
+#: paramiko's Transport method that queues one message without waiting for a reply.
+SEND_USER_MESSAGE = "_send_user_message"
+#: pluggy's PluginManager method every hook call goes through.
+PLUGGY_HOOKEXEC = "_hookexec"
+#: typer's module with the per-parameter converter class (`RuntimeParam`).
+TYPER_COERCION = "typer._coercion"
+
+
+def packetizer_socket(transport: paramiko.Transport) -> Any | None:
+    """The socket paramiko's packet reader reads from, or None where the shape differs."""
+    packetizer = getattr(transport, "packetizer", None)
+    return getattr(packetizer, PACKETIZER_SOCKET, None) if packetizer is not None else None
+
+
+def replace_packetizer_socket(transport: paramiko.Transport, sock: object) -> bool:
+    """Make paramiko's packet reader read from ``sock``; False (nothing done) without the
+    private attribute. Used to read ahead under paramiko (`tunnel_link.ReadAheadSocket`);
+    without it the tunnel's first seconds on a slow link are slower."""
+    packetizer = getattr(transport, "packetizer", None)
+    if packetizer is None or not hasattr(packetizer, PACKETIZER_SOCKET):
+        return False
+    setattr(packetizer, PACKETIZER_SOCKET, sock)
+    return True
+
+
+def send_without_reply(chan: paramiko.Channel, message: paramiko.Message) -> bool:
+    """Queue ``message`` on the channel's transport without waiting for an answer; False
+    (nothing sent) without paramiko's private sender, and the caller takes the public,
+    waiting call (`channelio.exec_pipelined`: one round trip more per command)."""
+    send = getattr(chan.transport, SEND_USER_MESSAGE, None)
+    if send is None:
+        return False
+    send(message)
+    return True
+
+
+def typer_runtime_param() -> type[Any] | None:
+    """typer's ``RuntimeParam`` and its ``BadParameter``, or None where this typer has no
+    such slot: the CLI then lets typer convert every value itself (slower start-up, same
+    result). See `orchestrate.core.app.cli._plain_values`."""
+    import importlib
+
+    try:
+        module = importlib.import_module(TYPER_COERCION)
+    except ImportError:
+        return None
+    runtime: type[Any] | None = getattr(module, "RuntimeParam", None)
+    return runtime
+
+
+def pluggy_has_hookexec() -> bool:
+    """Whether pluggy still routes every hook call through ``PluginManager._hookexec``,
+    which the registry overrides to import built-in plugins on their first hook call.
+    Without it the registry loads every built-in up front (slower, same hooks)."""
+    import pluggy
+
+    return callable(getattr(pluggy.PluginManager, PLUGGY_HOOKEXEC, None))
