@@ -24,7 +24,7 @@ from typing import Any
 import pluggy
 import pytest
 from orchestrate.core.api import hooks
-from orchestrate.core.api.errors import HostError, HostKeyMismatch
+from orchestrate.core.api.errors import HostError, HostKeyMismatch, StepFailed
 from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext, StepResult, collect_steps
 from orchestrate.core.api.provider import GpuRequest
 from orchestrate.core.host.probe import probe
@@ -142,6 +142,8 @@ def test_gpu_requested_on_a_host_without_one_is_a_clear_error(
     assert "host step 'gpu-check' failed" in text
     assert "no NVIDIA GPU on this host, but the profile asks for nvidia-tesla-t4:1" in text
     assert str(log) in text and log.exists()
+    assert isinstance(failure.value, StepFailed)
+    assert (failure.value.step, failure.value.log_path) == ("gpu-check", log)
     # it stopped there: no driver, toolkit or verify step was started
     assert recorder.calls == [("before", "gpu-check", None), ("after", "gpu-check", False)]
 

@@ -32,7 +32,8 @@ def _uses_secret(step: Any, context: StepContext, facts: Any) -> bool:
 
 def startup_script(hook: Any, context: StepContext) -> str:
     """The startup script: the secret-free steps for a fresh host, then the marker."""
-    from orchestrate.core.host.runner import assumed_facts, stage_script
+    from orchestrate.core.host.runner import assumed_facts
+    from orchestrate.core.host.stagescript import stage_script
 
     facts = assumed_facts(context)
     steps = [s for s in collect_steps(hook, context) if not _uses_secret(s, context, facts)]
