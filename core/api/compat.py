@@ -13,6 +13,7 @@ functions: ``orchestrate --help`` must not load paramiko.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -26,6 +27,8 @@ SEND_USER_MESSAGE = "_send_user_message"
 PLUGGY_HOOKEXEC = "_hookexec"
 #: typer's module with the per-parameter converter class (`RuntimeParam`).
 TYPER_COERCION = "typer._coercion"
+#: typer's vendored click exceptions, where its ``BadParameter`` lives next to ``RuntimeParam``.
+TYPER_EXCEPTIONS = "typer._click.exceptions"
 
 
 def packetizer_socket(transport: paramiko.Transport) -> Any | None:
@@ -56,24 +59,41 @@ def send_without_reply(chan: paramiko.Channel, message: paramiko.Message) -> boo
     return True
 
 
-def typer_runtime_param() -> type[Any] | None:
-    """typer's ``RuntimeParam`` and its ``BadParameter``, or None where this typer has no
-    such slot: the CLI then lets typer convert every value itself (slower start-up, same
-    result). See `orchestrate.core.app.cli._plain_values`."""
+def typer_runtime_param() -> tuple[type[Any], type[Any]] | None:
+    """typer's ``RuntimeParam`` (the per-parameter converter typer fills in lazily) and its
+    ``BadParameter``, or None where this typer has no such slot: the CLI then lets typer
+    convert every value itself (slower start-up, same result). See
+    `orchestrate.core.app.cli._plain_values`."""
     import importlib
 
     try:
-        module = importlib.import_module(TYPER_COERCION)
+        coercion = importlib.import_module(TYPER_COERCION)
+        exceptions = importlib.import_module(TYPER_EXCEPTIONS)
     except ImportError:
         return None
-    runtime: type[Any] | None = getattr(module, "RuntimeParam", None)
-    return runtime
+    runtime = getattr(coercion, "RuntimeParam", None)
+    bad = getattr(exceptions, "BadParameter", None)
+    if not isinstance(runtime, type) or not isinstance(bad, type):
+        return None
+    return runtime, bad
 
 
-def pluggy_has_hookexec() -> bool:
-    """Whether pluggy still routes every hook call through ``PluginManager._hookexec``,
-    which the registry overrides to import built-in plugins on their first hook call.
-    Without it the registry loads every built-in up front (slower, same hooks)."""
-    import pluggy
+def before_each_hook_call(pm: Any, before: Callable[[str], Sequence[Any] | None]) -> bool:
+    """Run ``before(hook name)`` ahead of every hook call of pluggy manager ``pm``; when it
+    returns implementations, the call runs those instead (they were just registered).
 
-    return callable(getattr(pluggy.PluginManager, PLUGGY_HOOKEXEC, None))
+    pluggy routes every hook call through the private ``PluginManager._hookexec``, which hook
+    callers look up when they are made: call this before ``add_hookspecs``. Returns False
+    (nothing done) where pluggy has no such method; the registry then loads every built-in
+    up front (slower start-up, same hooks). See `orchestrate.core.wiring.registry`.
+    """
+    original = getattr(pm, PLUGGY_HOOKEXEC, None)
+    if not callable(original):
+        return False
+
+    def hookexec(name: str, methods: Sequence[Any], kwargs: Any, firstresult: bool) -> Any:
+        fresh = before(name)
+        return original(name, methods if fresh is None else fresh, kwargs, firstresult)
+
+    setattr(pm, PLUGGY_HOOKEXEC, hookexec)
+    return True

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from orchestrate.core.api import compat
 from orchestrate.core.api.errors import OrchestrateError
 from orchestrate.core.wiring.runtime import Runtime, echo
 
@@ -94,14 +95,13 @@ def _plain_values(command: Any) -> None:
     files, lists or path checks keep Typer's. Where a Typer release has no such slot, this
     does nothing and Typer converts as before: slower, never different.
     """
-    try:
-        from typer._click.exceptions import BadParameter  # type: ignore[import-not-found,unused-ignore]
-        from typer._coercion import RuntimeParam  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+    found = compat.typer_runtime_param()
+    if found is None:
         return
+    RuntimeParam, BadParameter = found
 
     @dataclasses.dataclass(frozen=True)
-    class PlainParam(RuntimeParam):
+    class PlainParam(RuntimeParam):  # type: ignore[misc,valid-type]
         convert: Any = None
 
         def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
