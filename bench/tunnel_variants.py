@@ -12,8 +12,9 @@ import select
 from typing import TYPE_CHECKING, Any
 
 from orchestrate.core.ssh.tunnel import Tunnel
+from orchestrate.core.ssh.tunnel_link import LinkCare
 from orchestrate.core.ssh.tunnel_pump import Connection
-from orchestrate.core.ssh.tunnel_tuning import RECV_SIZE, SOCK_RECV_SIZE
+from orchestrate.core.ssh.tunnel_tuning import RECV_SIZE, SOCK_RECV_SIZE, TunnelTuning
 
 if TYPE_CHECKING:
     import paramiko
@@ -37,16 +38,7 @@ class BenchTunnel(Tunnel):
             raise ValueError(f"pump must be 'threads' or 'select', not {pump!r}")
         super().__init__(*args, **kwargs)
         self.pump = pump
-        self.nudge_nodelay = nudge_nodelay
-        self.read_ahead = read_ahead
-
-    def _tune_reader(self, transport: paramiko.Transport) -> None:
-        if self.read_ahead:
-            super()._tune_reader(transport)
-
-    def _nudge_sshd(self, transport: paramiko.Transport) -> None:
-        if self.nudge_nodelay:
-            super()._nudge_sshd(transport)
+        self.link = BenchLinkCare(self.tuning, nudge_nodelay, read_ahead)
 
     def _serve(self, conn: Connection) -> None:
         if self.pump == "threads":
@@ -56,6 +48,23 @@ class BenchTunnel(Tunnel):
             pump_select(conn)
         finally:
             self._conns.release(conn)
+
+
+class BenchLinkCare(LinkCare):
+    """Core's `LinkCare` with the sshd nudge and the read-ahead switchable."""
+
+    def __init__(self, tuning: TunnelTuning, nudge_nodelay: bool, read_ahead: bool) -> None:
+        super().__init__(tuning)
+        self.nudge_nodelay = nudge_nodelay
+        self.read_ahead = read_ahead
+
+    def tune_reader(self, transport: paramiko.Transport) -> None:
+        if self.read_ahead:
+            super().tune_reader(transport)
+
+    def nudge_sshd(self, transport: paramiko.Transport) -> None:
+        if self.nudge_nodelay:
+            super().nudge_sshd(transport)
 
 
 def pump_select(conn: Connection) -> None:

@@ -118,8 +118,7 @@ class Tunnel:
         self.port_explicit = port_explicit
         self.tuning = tuning
         self._reconnect = reconnect
-        self._aead = tuning.prefer_aead  # False after a failed re-key: never try again
-        self._nudged: paramiko.Transport | None = None
+        self.link = link.LinkCare(tuning)
         self.error: HostError | None = None
         self._lock = threading.Lock()
         self._reconnects = 0
@@ -163,7 +162,7 @@ class Tunnel:
         self._listener = listener
         self.local_port = int(listener.getsockname()[1])
         assert self._transport is not None
-        self._prepare_transport(self._transport)
+        self.link.prepare(self._transport)
         self._started = time.monotonic()
         self._state = "up"
         self._up.set()
@@ -252,38 +251,11 @@ class Tunnel:
 
     # -- transport care ----------------------------------------------------------------
 
-    def _prepare_transport(self, transport: paramiko.Transport) -> None:
-        """Keepalives, read-ahead, then the re-key to AES-GCM while no channel of ours is open.
-
-        The re-key comes first on purpose: paramiko deadlocks its reader thread when a
-        channel closes during a key exchange (paramiko issue #822: the reply to the close
-        waits for the new keys, which only that thread can read). A failed re-key ends the
-        transport, so after one failure the tunnel does not try again.
-        """
-        link.keep_alive(transport, self.tuning.keepalive_s)
-        self._tune_reader(transport)
-        if self._aead:
-            self._aead = link.rekey_to_aead(transport)
-
-    def _tune_reader(self, transport: paramiko.Transport) -> None:
-        """Read ahead under paramiko's packet reader (`tunnel_link.ReadAheadSocket`)."""
-        link.install_read_ahead(transport)
-
-    def _nudge_sshd(self, transport: paramiko.Transport) -> None:
-        """Nudge sshd into TCP_NODELAY (`tunnel_link.nudge_sshd_nodelay`)."""
-        link.nudge_sshd_nodelay(transport, self.tuning.open_timeout_s)
-
     def _nudge_once(self) -> None:
-        """Once per transport: nudge sshd, then time a round trip, so that even the first
-        channel gets the window for its link."""
-        with self._lock:
-            current = self._transport
-            if current is None or current is self._nudged:
-                return
-            self._nudged = current
-        self._nudge_sshd(current)
-        rtt = link.round_trip_s(current)
-        if current is self._transport:
+        """Nudge sshd and time the link, once per transport (`LinkCare.nudge_once`)."""
+        current = self._transport
+        rtt = None if current is None else self.link.nudge_once(current)
+        if rtt is not None and current is self._transport:
             self._channels.timed(rtt)
 
     def _monitor_loop(self) -> None:
@@ -327,7 +299,7 @@ class Tunnel:
                     f"attempts failed (last: {last})"
                 )
             return False
-        self._prepare_transport(fresh)
+        self.link.prepare(fresh)
         if self._closing.is_set():
             return False
         with self._lock:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 from orchestrate.core.api import compat
 from orchestrate.core.api.errors import HostError
 from orchestrate.core.api.retry import Retry
+from orchestrate.core.ssh.tunnel_tuning import TunnelTuning
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     import paramiko
@@ -227,3 +228,42 @@ def reconnect_with(
         retry_if=lambda _exc: not closing.is_set(),
         on_retry=lambda n, _s, exc, _d: log.debug("tunnel reconnect %d failed: %s", n, exc),
     )
+
+
+class LinkCare:
+    """What the tunnel does to each transport it forwards over, once per transport.
+
+    `prepare` before any channel: keepalives, read-ahead, then the re-key to AES-GCM while
+    no channel of ours is open (paramiko deadlocks its reader thread when a channel closes
+    during a key exchange, paramiko issue #822). A failed re-key ends the transport, so after
+    one failure no other is tried. `nudge_once` later, off the connection's path: sshd's
+    TCP_NODELAY, then a timed round trip, so that even the first channel gets the window for
+    its link. The benchmark subclasses it to leave extras out.
+    """
+
+    def __init__(self, tuning: TunnelTuning) -> None:
+        self._tuning = tuning
+        self._aead = tuning.prefer_aead
+        self._lock = threading.Lock()
+        self._nudged: paramiko.Transport | None = None
+
+    def prepare(self, transport: paramiko.Transport) -> None:
+        keep_alive(transport, self._tuning.keepalive_s)
+        self.tune_reader(transport)
+        if self._aead:
+            self._aead = rekey_to_aead(transport)
+
+    def tune_reader(self, transport: paramiko.Transport) -> None:
+        install_read_ahead(transport)
+
+    def nudge_sshd(self, transport: paramiko.Transport) -> None:
+        nudge_sshd_nodelay(transport, self._tuning.open_timeout_s)
+
+    def nudge_once(self, transport: paramiko.Transport) -> float | None:
+        """The link's round trip after the nudge; None when this transport had its nudge."""
+        with self._lock:
+            if transport is self._nudged:
+                return None
+            self._nudged = transport
+        self.nudge_sshd(transport)
+        return round_trip_s(transport)
