@@ -38,6 +38,7 @@ from orchestrate.core.api.hoststeps import (
     collect_steps,
     plan,
 )
+from orchestrate.core.api.retry import Retry
 from orchestrate.core.host.probe import probe, probe_script
 from orchestrate.core.host.stagescript import MARKER, parse_marker, stage_command, stage_script
 
@@ -372,27 +373,28 @@ class Runner:
             self._default_reboot(facts)
             # Wait for the old connection to drop, so we do not reconnect to the host
             # before it went down.
-            drop_deadline = time.monotonic() + 120
-            while self.session.active and time.monotonic() < drop_deadline:
-                time.sleep(0.5)
+            every_half_second = Retry(deadline_s=120, first_s=0.5, max_s=0.5)
+            every_half_second.poll(lambda: self.session.active, lambda active: not active)
 
         def on_wait(attempt: int, elapsed: float, reason: str) -> None:
             self._emit("wait-ssh", f"waiting for SSH ({elapsed:.0f} s): {reason}", by, elapsed)
 
         deadline = started + self.ssh_deadline_s
-        while True:
+
+        def back_on_a_new_boot() -> bool:
             self.session.reconnect(
                 deadline_s=max(1.0, deadline - time.monotonic()), on_wait=on_wait
             )
             if self.reboot is not None or not facts.os.boot_id:
-                break
+                return True
             # The default reboot must show a new boot id, or we reached the old system.
             boot_id = self.session.run("cat /proc/sys/kernel/random/boot_id", timeout=30)
-            if boot_id.stdout.strip() != facts.os.boot_id:
-                break
-            if time.monotonic() > deadline:
-                raise HostError(f"the host did not reboot within {self.ssh_deadline_s:.0f} s")
-            time.sleep(2)
+            return bool(boot_id.stdout.strip() != facts.os.boot_id)
+
+        every_two_seconds = Retry(deadline_s=deadline - time.monotonic(), first_s=2, max_s=2)
+        _, rebooted = every_two_seconds.poll(back_on_a_new_boot, bool)
+        if not rebooted:
+            raise HostError(f"the host did not reboot within {self.ssh_deadline_s:.0f} s")
         elapsed = time.monotonic() - started
         self._emit("wait-ssh", f"SSH is back after {elapsed:.0f} s", by, elapsed)
 
