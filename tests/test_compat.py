@@ -117,3 +117,18 @@ def test_with_or_without_typers_converter_slot_a_bad_value_reads_the_same(
     assert cli.main(["logs", "nb", "--tail", "x"]) == 2
     err = capsys.readouterr().err
     assert "Invalid value for '--tail'" in err and "integer" in err  # wording is typer's
+
+
+def test_the_click_typer_runs_on_is_the_one_the_cli_catches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whichever click typer uses (its private copy, or the standalone one where it has
+    none), its exceptions are what the CLI catches."""
+    import importlib.util
+
+    click = compat.typer_click()
+    vendored = importlib.util.find_spec(compat.TYPER_CLICK) is not None
+    assert click.__name__ == (compat.TYPER_CLICK if vendored else "click")
+    assert issubclass(click.ClickException, Exception)
+    monkeypatch.setattr(compat, "TYPER_CLICK", "typer._no_such_click")
+    assert compat.typer_click().__name__ == "click"

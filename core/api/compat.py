@@ -27,6 +27,8 @@ SEND_USER_MESSAGE = "_send_user_message"
 PLUGGY_HOOKEXEC = "_hookexec"
 #: typer's module with the per-parameter converter class (`RuntimeParam`).
 TYPER_COERCION = "typer._coercion"
+#: typer's vendored click (recent typer releases carry their own copy of click).
+TYPER_CLICK = "typer._click"
 #: typer's vendored click exceptions, where its ``BadParameter`` lives next to ``RuntimeParam``.
 TYPER_EXCEPTIONS = "typer._click.exceptions"
 
@@ -57,6 +59,19 @@ def send_without_reply(chan: paramiko.Channel, message: paramiko.Message) -> boo
         return False
     send(message)
     return True
+
+
+def typer_click() -> Any:
+    """The click typer runs on: its vendored private copy where it has one, else the
+    standalone click that older typer releases depend on. Importing the standalone click
+    next to a vendored one would cost start-up time for nothing, and its exceptions would
+    not be the ones typer raises."""
+    import importlib
+
+    try:
+        return importlib.import_module(TYPER_CLICK)
+    except ImportError:
+        return importlib.import_module("click")
 
 
 def typer_runtime_param() -> tuple[type[Any], type[Any]] | None:

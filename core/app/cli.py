@@ -52,19 +52,6 @@ def make_app() -> typer.Typer:
     return app
 
 
-def _click_module() -> Any:
-    """The click that Typer runs on. Recent Typer vendors click as `typer._click`; importing
-    the standalone click as well would cost start-up time for nothing."""
-    try:
-        import typer._click as vendored  # type: ignore[import-not-found,unused-ignore]
-
-        return vendored
-    except ImportError:  # older Typer runs on the standalone click
-        import click
-
-        return click
-
-
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"", "0", "false", "f", "no", "n", "off"})
 
@@ -169,7 +156,7 @@ def one_line(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    click = _click_module()
+    click = compat.typer_click()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
     runtime: Runtime | None = None
