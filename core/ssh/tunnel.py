@@ -50,6 +50,7 @@ from orchestrate.core.ssh.tunnel_tuning import (
     Backoff,
     TunnelTuning,
 )
+from orchestrate.core.ssh.tunnel_watch import TransportWatch
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     import paramiko
@@ -117,7 +118,6 @@ class Tunnel:
         self.bind = bind
         self.port_explicit = port_explicit
         self.tuning = tuning
-        self._reconnect = reconnect
         self.link = link.LinkCare(tuning)
         self.error: HostError | None = None
         self._lock = threading.Lock()
@@ -129,18 +129,27 @@ class Tunnel:
         self._closing = threading.Event()
         self._stopped = threading.Event()
         self._up = threading.Event()
-        self._wake = threading.Event()
         self._warmed = threading.Event()
         self._threads: list[threading.Thread] = []
         self._eofs = EofBatcher()
         self._channels = ChannelOpener(remote_host, remote_port, tuning, self._eofs)
         self._workers = Workers(f"tunnel-{local_port}-conn")
+        self._watch = TransportWatch(
+            current=lambda: self._transport,
+            reconnect=reconnect,
+            backoff=tuning.backoff,
+            closing=self._closing,
+            alive=self._alive,
+            lost=self._lost,
+            replaced=self._replaced,
+            failed=self._fail,
+        )
         self._spare = SpareChannel(
             open_channel=lambda t: self._channels.open(t, ("127.0.0.1", 0)),
             current=lambda: self._transport if self._state == "up" else None,
             prepare=self._nudge_once,
             worth_it=lambda: tuning.prewarm is True or self._channels.open_s >= FAST_OPEN_S,
-            on_link_error=self._wake.set,
+            on_link_error=self._watch.wake,
             on_settled=self._warmed.set,
             open_timeout_s=tuning.open_timeout_s,
         )
@@ -166,7 +175,7 @@ class Tunnel:
         self._started = time.monotonic()
         self._state = "up"
         self._up.set()
-        loops = [("accept", self._accept_loop), ("monitor", self._monitor_loop)]
+        loops = [("accept", self._accept_loop), ("monitor", self._watch.run)]
         if self.tuning.prewarm is not False:
             loops.append(("spare", self._spare.run))
             self._spare.want()
@@ -189,7 +198,7 @@ class Tunnel:
             return
         self._closing.set()
         self._warmed.set()
-        self._wake.set()
+        self._watch.wake()
         self._spare.close()
         self._up.set()  # release connections waiting for a reconnect
         listener = self._listener
@@ -258,47 +267,17 @@ class Tunnel:
         if rtt is not None and current is self._transport:
             self._channels.timed(rtt)
 
-    def _monitor_loop(self) -> None:
-        """Watch the transport; when it dies, reconnect with backoff or fail for good.
+    def _alive(self) -> None:
+        if self.tuning.prewarm is False:
+            self._nudge_once()  # else the spare thread does it, before its first open
+            self._warmed.set()
 
-        Polls ``is_active()`` twice a second (paramiko has no death callback) and at once
-        when a channel open failed with a transport error.
-        """
-        while not self._closing.is_set():
-            self._wake.wait(timeout=0.5)
-            self._wake.clear()
-            if self._closing.is_set():
-                return
-            transport = self._transport
-            if transport is not None and transport.is_active():
-                if self.tuning.prewarm is False:
-                    self._nudge_once()  # else the spare thread does it, before its first open
-                    self._warmed.set()
-                continue
-            self._up.clear()
-            with self._lock:
-                self._state = "reconnecting"
-            if transport is not None:
-                with contextlib.suppress(Exception):
-                    transport.close()
-            if not self._reconnect_with_backoff():
-                return
+    def _lost(self) -> None:
+        self._up.clear()  # new connections wait (bounded) for the reconnect
+        with self._lock:
+            self._state = "reconnecting"
 
-    def _reconnect_with_backoff(self) -> bool:
-        """Try ``reconnect`` as the backoff allows; False when the tunnel gave up."""
-        if self._reconnect is None:
-            self._fail("the ssh connection under the tunnel closed and no reconnect was given")
-            return False
-        backoff = self.tuning.backoff
-        try:
-            fresh = link.reconnect_with(self._reconnect, backoff, self._closing)
-        except Exception as last:  # any failure is one failed attempt; the last is shown
-            if not self._closing.is_set():
-                self._fail(
-                    f"the tunnel lost its ssh connection and {backoff.attempts} reconnect "
-                    f"attempts failed (last: {last})"
-                )
-            return False
+    def _replaced(self, fresh: paramiko.Transport) -> bool:
         self.link.prepare(fresh)
         if self._closing.is_set():
             return False
@@ -408,7 +387,7 @@ class Tunnel:
             return None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             log.debug("channel open failed: %s", exc)
-            self._wake.set()  # the transport may be dead: let the monitor look now
+            self._watch.wake()  # the transport may be dead: let the watch look now
             return None
         self._spare.unblock()
         return chan
