@@ -14,8 +14,9 @@ copies, EOFs sent together with the next open), `tunnel_spare` (a pre-opened cha
 
 And well behaved: a forward the remote refuses (Jupyter still starting) closes the local
 socket at once; keepalives (SSH and TCP) notice a dead link and a ``reconnect`` callable
-brings a new transport with bounded backoff; `close` leaves the session (and the instance)
-alone. paramiko is imported only for type checking: ``orchestrate --help`` must not load it.
+brings a new transport with bounded backoff (`tunnel_watch`); `close` leaves the session
+(and the instance) alone. paramiko is imported only for type checking: ``orchestrate --help``
+must not load it.
 """
 
 from __future__ import annotations
