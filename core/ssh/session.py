@@ -368,13 +368,15 @@ def _connect_with_retry(
             socket_factory=socket_factory,
         )
 
-    def on_retry(attempt: int, elapsed: float, exc: Exception, delay: float) -> None:
+    def on_retry(failures: int, elapsed: float, exc: Exception, delay: float) -> None:
+        # A refused key is retried for a grace period only: a fresh VM's agent installs it
+        # a little after sshd starts, but a wrong key should not wait the whole deadline.
         if str(exc).startswith("key refused"):
             first_refusal.append(elapsed)
             if elapsed - first_refusal[0] >= AUTH_GRACE_S:
                 raise refused() from exc
         if on_wait is not None:
-            on_wait(attempt, elapsed, str(exc))
+            on_wait(failures, elapsed, str(exc))
 
     policy = Retry(deadline_s=deadline_s, first_s=0.5, max_s=5.0)
     try:
