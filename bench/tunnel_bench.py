@@ -125,7 +125,9 @@ def role_ours(args: argparse.Namespace) -> None:
     import base64
 
     import paramiko
-    from orchestrate.core.ssh.tunnel import Tunnel
+    from orchestrate.core.ssh.tunnel import TunnelTuning
+
+    from bench.tunnel_variants import BenchTunnel
 
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
@@ -140,18 +142,21 @@ def role_ours(args: argparse.Namespace) -> None:
         raise SystemExit("host key mismatch")
     transport.auth_publickey(args.user, paramiko.Ed25519Key.from_private_key_file(args.key))
     t_host, t_port = args.target.rsplit(":", 1)
-    tunnel = Tunnel(
+    tuning = TunnelTuning(
+        window_size=args.window,
+        max_packet_size=args.packet,
+        prewarm=False if args.no_prewarm else None,
+        prefer_aead=not args.no_aead,
+    )
+    tunnel = BenchTunnel(
         transport,
         0,
         t_host,
         int(t_port),
-        window_size=args.window,
-        max_packet_size=args.packet,
+        tuning=tuning,
         pump=args.pump,
-        prewarm=False if args.no_prewarm else None,
         nudge_nodelay=not args.no_nudge,
         read_ahead=not args.no_read_ahead,
-        prefer_aead=not args.no_aead,
     ).start()
     tunnel.warm(30)  # like ssh -N -L, ready once its own set-up is done
     cipher = getattr(transport, "remote_cipher", "?")

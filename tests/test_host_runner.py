@@ -13,7 +13,9 @@ a real reboot. The GPU steps themselves are covered by tests/test_host_scripts.p
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -24,7 +26,7 @@ from typing import Any
 import pluggy
 import pytest
 from orchestrate.core.api import hooks
-from orchestrate.core.api.errors import HostError, HostKeyMismatch
+from orchestrate.core.api.errors import HostError, HostKeyMismatch, StepFailed
 from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext, StepResult, collect_steps
 from orchestrate.core.api.provider import GpuRequest
 from orchestrate.core.host.probe import probe
@@ -142,6 +144,8 @@ def test_gpu_requested_on_a_host_without_one_is_a_clear_error(
     assert "host step 'gpu-check' failed" in text
     assert "no NVIDIA GPU on this host, but the profile asks for nvidia-tesla-t4:1" in text
     assert str(log) in text and log.exists()
+    assert isinstance(failure.value, StepFailed)
+    assert (failure.value.step, failure.value.log_path) == ("gpu-check", log)
     # it stopped there: no driver, toolkit or verify step was started
     assert recorder.calls == [("before", "gpu-check", None), ("after", "gpu-check", False)]
 
@@ -310,12 +314,22 @@ def test_reboot_ends_the_stage_then_ssh_reprobe_and_the_second_run_applies_nothi
                     pinned_host_key=pinned, name="bed",
                 )  # fmt: skip
             assert "run `orchestrate forget-host-key bed`" in refused.value.line()
-            time.sleep(0.2)
+            # sshd logs the end of the refused connection; by then it logged all of it
+            _wait_for_log(rebuilt, r"Connection (closed|reset) by|Disconnected from")
             assert "Accepted publickey" not in rebuilt.log(), "refused before authenticating"
         finally:
             rebuilt.stop()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _wait_for_log(server: Any, pattern: str, timeout: float = 15.0) -> None:
+    """Until sshd's log has a line matching `pattern` (an event, not a pause); the bound
+    only turns a hang into a failure."""
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, server.log()):
+        assert time.monotonic() < deadline, f"sshd never logged {pattern!r}"
+        time.sleep(0.05)
 
 
 def test_first_contact_pins_and_a_wrong_pin_refuses(ssh_host: Any, tmp_path: Path) -> None:
@@ -338,14 +352,24 @@ def test_ssh_wait_retries_until_the_deadline(tmp_path: Path, ssh_host: Any) -> N
     from tests.bed.sshd import free_port
 
     waits: list[tuple[int, float, str]] = []
-    started = time.monotonic()
+    tries: list[int] = []
+
+    def counting(address: str, port: int, timeout: float) -> socket.socket:
+        tries.append(port)
+        return socket.create_connection((address, port), timeout=timeout)
+
     with pytest.raises(HostError, match="did not answer within 2 s"):
         Session.connect(
             "127.0.0.1", free_port(), ssh_host.user, ssh_host.key_path,
             pinned_host_key=None, deadline_s=2, on_wait=lambda *w: waits.append(w),
+            socket_factory=counting,
         )  # fmt: skip
-    assert 1.5 < time.monotonic() - started < 6
     assert len(waits) >= 2 and "ConnectionRefusedError" in waits[0][2]
+    # Every retry was announced, in order, and each one began before the deadline; the try
+    # after the last announcement was the last one: it stopped at the deadline.
+    assert [w[0] for w in waits] == list(range(1, len(waits) + 1))
+    assert all(elapsed < 2 for _, elapsed, _ in waits)
+    assert len(tries) == len(waits) + 1
 
 
 # -- speed: connect + probe + nothing to do over a 50 ms link --------------------------

@@ -31,6 +31,7 @@ from orchestrate.core.ssh.tunnel import (
     ReadAheadSocket,
     Tunnel,
     TunnelStats,
+    TunnelTuning,
     as_transport,
     live_line,
     open_default_tunnel,
@@ -138,8 +139,8 @@ def make_tunnel() -> Iterator[Callable[..., Tunnel]]:
     """Start tunnels that are closed after the test whatever happens."""
     made: list[Tunnel] = []
 
-    def make(*args: Any, **kwargs: Any) -> Tunnel:
-        tunnel = Tunnel(*args, **kwargs).start()
+    def make(*args: Any, cls: type[Tunnel] = Tunnel, **kwargs: Any) -> Tunnel:
+        tunnel = cls(*args, **kwargs).start()
         made.append(tunnel)
         return tunnel
 
@@ -187,7 +188,13 @@ def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S)
 def test_bytes_round_trip_both_ways(
     transport: Any, http_port: int, make_tunnel: Callable[..., Tunnel], pump: str
 ) -> None:
-    tunnel = make_tunnel(transport, 0, "127.0.0.1", http_port, pump=pump)
+    """Core's threads pump, and the select() pump the benchmark compares it with."""
+    if pump == "threads":
+        tunnel = make_tunnel(transport, 0, "127.0.0.1", http_port)
+    else:
+        from bench.tunnel_variants import BenchTunnel
+
+        tunnel = make_tunnel(transport, 0, "127.0.0.1", http_port, pump=pump, cls=BenchTunnel)
 
     down = _get(tunnel.local_port, "/blob")
     assert hashlib.sha256(down).hexdigest() == hashlib.sha256(BLOB).hexdigest()
@@ -331,7 +338,9 @@ def test_a_spare_the_remote_closed_is_not_handed_out(
 
     server = _TcpServer(impatient_pong)
     try:
-        tunnel = make_tunnel(transport, 0, "127.0.0.1", server.port, prewarm=True)
+        tunnel = make_tunnel(
+            transport, 0, "127.0.0.1", server.port, tuning=TunnelTuning(prewarm=True)
+        )
         _wait_for(lambda: server.accepted >= 1, "the spare to be opened")
         for _ in range(3):
             time.sleep(0.4)  # longer than the server's patience: the spare is dead by now
@@ -352,8 +361,7 @@ def test_no_spare_on_a_fast_link_by_default(
     server = _TcpServer(lambda conn: conn.sendall(conn.recv(100)))
     try:
         tunnel = make_tunnel(transport, 0, "127.0.0.1", server.port)
-        assert tunnel.warm(WAIT_S)
-        time.sleep(0.2)
+        assert tunnel.warm(WAIT_S)  # set once the spare thread decided: no spare here
         assert server.accepted == 0
     finally:
         server.close()
@@ -365,8 +373,10 @@ def test_without_prewarm_nothing_is_opened_ahead(
 ) -> None:
     server = _TcpServer(lambda conn: conn.sendall(conn.recv(100)))
     try:
-        tunnel = make_tunnel(transport, 0, "127.0.0.1", server.port, prewarm=False)
-        time.sleep(0.3)
+        tunnel = make_tunnel(
+            transport, 0, "127.0.0.1", server.port, tuning=TunnelTuning(prewarm=False)
+        )
+        assert tunnel.warm(WAIT_S)  # start-up done, and without prewarm no spare thread runs
         assert server.accepted == 0
         with socket.create_connection(("127.0.0.1", tunnel.local_port), timeout=WAIT_S) as c:
             c.settimeout(WAIT_S)
@@ -387,7 +397,9 @@ def test_window_follows_the_link_unless_given(
     assert auto.warm(WAIT_S)
     assert auto.channel_window() == LAN_WINDOW_SIZE  # loopback counts as fast
     assert _get(auto.local_port, "/ping") == b"pong\n"
-    fixed = make_tunnel(transport, 0, "127.0.0.1", http_port, window_size=3_000_000)
+    fixed = make_tunnel(
+        transport, 0, "127.0.0.1", http_port, tuning=TunnelTuning(window_size=3_000_000)
+    )
     assert _get(fixed.local_port, "/ping") == b"pong\n"
     assert fixed.channel_window() == 3_000_000
 
@@ -408,7 +420,9 @@ def test_no_rekey_when_asked_not_to(
     transport: Any, http_port: int, make_tunnel: Callable[..., Tunnel]
 ) -> None:
     cipher = transport.remote_cipher
-    tunnel = make_tunnel(transport, 0, "127.0.0.1", http_port, prefer_aead=False)
+    tunnel = make_tunnel(
+        transport, 0, "127.0.0.1", http_port, tuning=TunnelTuning(prefer_aead=False)
+    )
     assert tunnel.warm(WAIT_S)
     assert _get(tunnel.local_port, "/ping") == b"pong\n"
     assert transport.remote_cipher == cipher
@@ -525,7 +539,7 @@ def test_reconnects_after_the_transport_dies(
 
     tunnel = make_tunnel(
         first, 0, "127.0.0.1", http_port, reconnect=reconnect,
-        backoff=Backoff(attempts=5, first_s=0.1, max_s=0.5),
+        tuning=TunnelTuning(backoff=Backoff(attempts=5, first_s=0.1, max_s=0.5)),
     )  # fmt: skip
     assert _get(tunnel.local_port, "/ping") == b"pong\n"
 
@@ -561,7 +575,7 @@ def test_reconnect_retries_with_backoff_then_works(
 
     tunnel = make_tunnel(
         first, 0, "127.0.0.1", http_port, reconnect=reconnect,
-        backoff=Backoff(attempts=5, first_s=0.05, max_s=0.2),
+        tuning=TunnelTuning(backoff=Backoff(attempts=5, first_s=0.05, max_s=0.2)),
     )  # fmt: skip
     first.close()
     _wait_for(lambda: tunnel.stats().reconnects == 1, "the reconnect")
@@ -583,7 +597,7 @@ def test_gives_up_after_bounded_attempts(ssh_host: SshHost, http_port: int) -> N
 
     tunnel = Tunnel(
         first, 0, "127.0.0.1", http_port, reconnect=reconnect,
-        backoff=Backoff(attempts=3, first_s=0.01, max_s=0.02),
+        tuning=TunnelTuning(backoff=Backoff(attempts=3, first_s=0.01, max_s=0.02)),
     ).start()  # fmt: skip
     port = tunnel.local_port
     first.close()

@@ -7,6 +7,8 @@ every provider.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class OrchestrateError(Exception):
     """Base of every error the CLI prints as one line (no traceback without --debug)."""
@@ -97,3 +99,18 @@ class HostError(OrchestrateError):
 
 class HostKeyMismatch(HostError):
     """The host presented a key other than the pinned one: refuse before running anything."""
+
+
+class StepFailed(HostError):
+    """A host step exited non-zero: which step, and the log with its whole output.
+
+    Typed fields rather than attributes patched onto a `HostError`, so a caller (a plugin's
+    ``orchestrate_after_step``, a retry of one step) can read them with a type checker's help.
+    """
+
+    def __init__(
+        self, message: str, *, step: str, log_path: Path | None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.step = step
+        self.log_path = log_path

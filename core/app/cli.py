@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from orchestrate.core.api import compat
 from orchestrate.core.api.errors import OrchestrateError
 from orchestrate.core.wiring.runtime import Runtime, echo
 
@@ -51,19 +52,6 @@ def make_app() -> typer.Typer:
     return app
 
 
-def _click_module() -> Any:
-    """The click that Typer runs on. Recent Typer vendors click as `typer._click`; importing
-    the standalone click as well would cost start-up time for nothing."""
-    try:
-        import typer._click as vendored  # type: ignore[import-not-found,unused-ignore]
-
-        return vendored
-    except ImportError:  # older Typer runs on the standalone click
-        import click
-
-        return click
-
-
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"", "0", "false", "f", "no", "n", "off"})
 
@@ -94,14 +82,13 @@ def _plain_values(command: Any) -> None:
     files, lists or path checks keep Typer's. Where a Typer release has no such slot, this
     does nothing and Typer converts as before: slower, never different.
     """
-    try:
-        from typer._click.exceptions import BadParameter  # type: ignore[import-not-found,unused-ignore]
-        from typer._coercion import RuntimeParam  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+    found = compat.typer_runtime_param()
+    if found is None:
         return
+    RuntimeParam, BadParameter = found
 
     @dataclasses.dataclass(frozen=True)
-    class PlainParam(RuntimeParam):
+    class PlainParam(RuntimeParam):  # type: ignore[misc,valid-type]
         convert: Any = None
 
         def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
@@ -180,7 +167,7 @@ def one_line(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    click = _click_module()
+    click = compat.typer_click()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
     runtime: Runtime | None = None

@@ -14,6 +14,7 @@ from typing import Any
 from orchestrate.core.api import provider as p
 from orchestrate.core.api.errors import NotFound, ProviderError
 from orchestrate.core.api.grammar import address
+from orchestrate.core.api.retry import Retry
 from orchestrate.core.cloud.failover import create_with_failover
 from orchestrate.core.store.state import InstanceRow, State
 
@@ -121,20 +122,18 @@ def settle(
     refuses to start an instance that is still stopping) instead of failing or creating a
     second one.
     """
-    deadline = time.monotonic() + deadline_s
-    delay = 0.25
-    said = False
-    while record.status in (p.PENDING, p.STOPPING):
-        if not said:
-            on_event("waiting", f"{record.name} is {record.status} on {provider.name}; waiting", {})
-            said = True
-        if time.monotonic() > deadline:
-            raise ProviderError(
-                f"{record.name} is still {record.status} on {provider.name} after "
-                f"{deadline_s:.0f} s",
-                hint="check it in the cloud console, then run `launch` again or `down`",
-            )
-        time.sleep(delay)
-        delay = min(delay * 1.5, 5.0)
-        record = provider.get(record)
+    if record.status not in (p.PENDING, p.STOPPING):
+        return record
+    on_event("waiting", f"{record.name} is {record.status} on {provider.name}; waiting", {})
+    reads = iter([record])  # the first read is the record in hand, then the cloud's answer
+    policy = Retry(deadline_s=deadline_s, first_s=0.25, max_s=5.0, factor=1.5)
+    record, settled = policy.poll(
+        lambda: next(reads, None) or provider.get(record),
+        lambda r: r.status not in (p.PENDING, p.STOPPING),
+    )
+    if not settled:
+        raise ProviderError(
+            f"{record.name} is still {record.status} on {provider.name} after {deadline_s:.0f} s",
+            hint="check it in the cloud console, then run `launch` again or `down`",
+        )
     return record

@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestrate.core.api.errors import HostError
 from orchestrate.core.api.hoststeps import StepContext, collect_steps, require_autostop
+from orchestrate.core.api.retry import Retry
 from orchestrate.core.api.templates import heredoc_delimiter
 
 DONE_FILE = "/var/lib/orchestrate/bootstrap.done"
@@ -33,7 +34,8 @@ def _uses_secret(step: Any, context: StepContext, facts: Any) -> bool:
 
 def startup_script(hook: Any, context: StepContext) -> str:
     """The startup script: the secret-free steps for a fresh host, then the marker."""
-    from orchestrate.core.host.runner import assumed_facts, stage_script
+    from orchestrate.core.host.runner import assumed_facts
+    from orchestrate.core.host.stagescript import stage_script
 
     facts = assumed_facts(context)
     every = collect_steps(hook, context)
@@ -70,22 +72,28 @@ def wait_done(
     session to use afterwards (a new one after a reboot)."""
     start = time.monotonic()
     said = False
-    while True:
+
+    def finished() -> bool:
+        nonlocal session, said
         try:
             result = session.run(f"test -e {DONE_FILE} && cat {DONE_FILE}", timeout=30)
             if result.rc == 0:
                 progress(f"startup script finished at {result.stdout.strip()}")
-                return session
+                return True
         except HostError:
             session = session.reconnect(
                 deadline_s=max(60.0, deadline_s - (time.monotonic() - start))
             )
-        if time.monotonic() - start > deadline_s:
-            raise HostError(
-                f"the startup script did not finish within {deadline_s / 60:.0f} min",
-                hint=f"see {LOG_FILE} on the host (`orchestrate ssh NAME -- sudo tail {LOG_FILE}`)",
-            )
         if not said:
             progress("waiting for the startup script to set the host up")
             said = True
-        time.sleep(interval_s)
+        return False
+
+    every_interval = Retry(deadline_s=deadline_s, first_s=interval_s, max_s=interval_s)
+    _, done = every_interval.poll(finished, bool)
+    if not done:
+        raise HostError(
+            f"the startup script did not finish within {deadline_s / 60:.0f} min",
+            hint=f"see {LOG_FILE} on the host (`orchestrate ssh NAME -- sudo tail {LOG_FILE}`)",
+        )
+    return session

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from orchestrate.core.api.errors import HostError
+from orchestrate.core.api.retry import Retry
 
 _TOKEN_IN_LOGS = re.compile(r"[?&]token=([0-9a-zA-Z_-]{16,})")
 
@@ -43,10 +44,13 @@ def wait_ready(
     logs (`read_logs`), as a person would with `docker logs`.
     """
     start = time.monotonic()
-    delay = 0.2
     said = False
-    while True:
+    codes: list[int | None] = []
+
+    def working_token() -> str | None:
+        nonlocal said
         code = status_code(port, token)
+        codes.append(code)
         if code == 200:
             return token
         if code == 403 and read_logs is not None:
@@ -55,14 +59,17 @@ def wait_ready(
                 if progress:
                     progress("the image ignored the generated token; using the one it printed")
                 return str(found[-1])
-        if time.monotonic() - start > deadline_s:
-            raise HostError(
-                f"jupyter did not answer through the tunnel within {deadline_s:.0f}s"
-                f" (last status: {code or 'no answer'})",
-                hint="see `orchestrate logs NAME`",
-            )
         if not said and progress and time.monotonic() - start > 2:
             progress("waiting for jupyter to answer")
             said = True
-        time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
+        return None
+
+    policy = Retry(deadline_s=deadline_s, first_s=0.2, max_s=2.0, factor=1.5)
+    working, _ = policy.poll(working_token, lambda found: found is not None)
+    if working is None:
+        raise HostError(
+            f"jupyter did not answer through the tunnel within {deadline_s:.0f}s"
+            f" (last status: {codes[-1] or 'no answer'})",
+            hint="see `orchestrate logs NAME`",
+        )
+    return working

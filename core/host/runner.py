@@ -14,14 +14,13 @@ How a setup goes:
    (`Session.reconnect`), probes again and plans the rest from the new facts.
 
 Full output goes to a per-host log file, with the context's secrets (the notebook token)
-replaced; a failing step raises `HostError` with its last lines and the log path.
+replaced; a failing step raises `StepFailed` with its last lines and the log path.
 """
 
 from __future__ import annotations
 
 import collections
 import json
-import secrets
 import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from orchestrate.core.api.errors import HostError
+from orchestrate.core.api.errors import HostError, StepFailed
 from orchestrate.core.api.gpu_table import PciGpu
 from orchestrate.core.api.hoststeps import (
     Facts,
@@ -39,12 +38,13 @@ from orchestrate.core.api.hoststeps import (
     collect_steps,
     plan,
 )
+from orchestrate.core.api.retry import Retry
 from orchestrate.core.host.probe import probe, probe_script
+from orchestrate.core.host.stagescript import MARKER, parse_marker, stage_command, stage_script
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from orchestrate.core.ssh.session import Session
 
-MARKER = "##orchestrate "
 TAIL_LINES = 15
 #: Output kept per step for its `summarize` (the tail; apt can print thousands of lines).
 KEEP_LINES = 400
@@ -106,84 +106,6 @@ class Redactor:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return text
-
-
-# -- the stage script ---------------------------------------------------------------------
-
-_STAGE_HEAD = r"""#!/usr/bin/env bash
-# orchestrate stage: runs each step from its own file, prints progress markers.
-set -uo pipefail
-ORCHESTRATE_WORKDIR=$(mktemp -d /tmp/orchestrate-stage.XXXXXX) || exit 90
-trap 'rm -rf "$ORCHESTRATE_WORKDIR"' EXIT
-ORCHESTRATE_REBOOT_FILE=$ORCHESTRATE_WORKDIR/reboot-required
-ORCHESTRATE_LOGIN_USER=${SUDO_USER:-$(id -un)}
-ORCHESTRATE_LOGIN_HOME=$(getent passwd "$ORCHESTRATE_LOGIN_USER" | cut -d: -f6)
-export ORCHESTRATE_WORKDIR ORCHESTRATE_REBOOT_FILE ORCHESTRATE_LOGIN_USER ORCHESTRATE_LOGIN_HOME
-
-run_step() {
-    local name=$1 file=$2 rc=0
-    printf '\n##orchestrate step=%s event=start\n' "$name"
-    bash "$file" </dev/null 2>&1 || rc=$?
-    if [ "$rc" -ne 0 ]; then
-        printf '\n##orchestrate step=%s event=fail rc=%d\n' "$name" "$rc"
-        exit "$rc"
-    fi
-    printf '\n##orchestrate step=%s event=done rc=0\n' "$name"
-    if [ -e "$ORCHESTRATE_REBOOT_FILE" ]; then
-        printf '##orchestrate step=%s event=reboot\n' "$name"
-        exit 0
-    fi
-}
-"""
-
-# The stage is sent on stdin; it is saved to a file first and run from there with stdin
-# closed, so no command in it can read the rest of the script as its input.
-_STAGE_RUNNER = (
-    "f=$(mktemp /tmp/orchestrate-stage-script.XXXXXX) || exit 90; trap 'rm -f \"$f\"' EXIT; "
-    'cat >"$f" && bash "$f" </dev/null'
-)
-
-
-def stage_script(scripts: Sequence[tuple[str, str]]) -> str:
-    """One bash script running each (step name, step script) in order with markers."""
-    parts = [_STAGE_HEAD]
-    for i, (name, script) in enumerate(scripts, 1):
-        delimiter = f"ORCHESTRATE_STEP_{secrets.token_hex(6)}"
-        if not script.endswith("\n"):
-            script += "\n"
-        parts.append(
-            f"cat >\"$ORCHESTRATE_WORKDIR/step-{i}.sh\" <<'{delimiter}'\n{script}{delimiter}\n"
-            f'run_step {shlex.quote(name)} "$ORCHESTRATE_WORKDIR/step-{i}.sh"\n'
-        )
-    parts.append("printf '##orchestrate event=stage-done\\n'\n")
-    return "\n".join(parts)
-
-
-def stage_command(facts: Facts) -> str:
-    """The exec request for a stage: bash as root, through `sudo -n` for a non-root login."""
-    command = "bash -c " + shlex.quote(_STAGE_RUNNER)
-    if facts.user.privilege == "root":
-        return command
-    if facts.user.privilege == "sudo":
-        return "sudo -n " + command
-    raise HostError(
-        f"{facts.user.name or 'the login user'} cannot run sudo without a password, and host "
-        "setup needs root",
-        hint="use the image's default login user (passwordless sudo), or set the host up as root",
-    )
-
-
-def _parse_marker(line: str) -> dict[str, str] | None:
-    """{"step": ..., "event": ..., "rc": ...} for a marker line, {"warning": text} for a
-    step's warning, None for ordinary output."""
-    at = line.find(MARKER)
-    if at < 0:
-        return None
-    body = line[at + len(MARKER) :]
-    if body.startswith("warning "):
-        return {"warning": body[len("warning ") :].strip()}
-    fields = dict(part.split("=", 1) for part in body.split() if "=" in part)
-    return fields if "event" in fields else None
 
 
 # -- the runner ---------------------------------------------------------------------------
@@ -369,7 +291,7 @@ class Runner:
             if stream == "stderr":
                 stderr_tail.append(line)
                 return
-            marker = _parse_marker(line)
+            marker = parse_marker(line)
             if marker is None:
                 if current and line:
                     current[-1].lines.append(line)
@@ -414,13 +336,12 @@ class Runner:
         if failed:
             bad = failed[0]
             tail = "\n".join(f"    {x}" for x in bad.output_tail) or "    (no output)"
-            error = HostError(
+            raise StepFailed(
                 f"host step {bad.name!r} failed with exit status {bad.rc}; last lines:\n{tail}\n",
+                step=bad.name,
+                log_path=self.log_path,
                 hint=f"full output in {self.log_path}",
             )
-            error.step = bad.name  # type: ignore[attr-defined]
-            error.log_path = self.log_path  # type: ignore[attr-defined]
-            raise error
         if reboot_by:
             return _StageOutcome(results, reboot_by[0])
         if result.rc != 0 or len(results) != len(steps):
@@ -452,27 +373,28 @@ class Runner:
             self._default_reboot(facts)
             # Wait for the old connection to drop, so we do not reconnect to the host
             # before it went down.
-            drop_deadline = time.monotonic() + 120
-            while self.session.active and time.monotonic() < drop_deadline:
-                time.sleep(0.5)
+            every_half_second = Retry(deadline_s=120, first_s=0.5, max_s=0.5)
+            every_half_second.poll(lambda: self.session.active, lambda active: not active)
 
         def on_wait(attempt: int, elapsed: float, reason: str) -> None:
             self._emit("wait-ssh", f"waiting for SSH ({elapsed:.0f} s): {reason}", by, elapsed)
 
         deadline = started + self.ssh_deadline_s
-        while True:
+
+        def back_on_a_new_boot() -> bool:
             self.session.reconnect(
                 deadline_s=max(1.0, deadline - time.monotonic()), on_wait=on_wait
             )
             if self.reboot is not None or not facts.os.boot_id:
-                break
+                return True
             # The default reboot must show a new boot id, or we reached the old system.
             boot_id = self.session.run("cat /proc/sys/kernel/random/boot_id", timeout=30)
-            if boot_id.stdout.strip() != facts.os.boot_id:
-                break
-            if time.monotonic() > deadline:
-                raise HostError(f"the host did not reboot within {self.ssh_deadline_s:.0f} s")
-            time.sleep(2)
+            return bool(boot_id.stdout.strip() != facts.os.boot_id)
+
+        every_two_seconds = Retry(deadline_s=deadline - time.monotonic(), first_s=2, max_s=2)
+        _, rebooted = every_two_seconds.poll(back_on_a_new_boot, bool)
+        if not rebooted:
+            raise HostError(f"the host did not reboot within {self.ssh_deadline_s:.0f} s")
         elapsed = time.monotonic() - started
         self._emit("wait-ssh", f"SSH is back after {elapsed:.0f} s", by, elapsed)
 

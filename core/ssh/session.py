@@ -21,24 +21,22 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import select
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from orchestrate.core.api.errors import HostError, HostKeyMismatch
+from orchestrate.core.api.retry import Retry
+from orchestrate.core.ssh.channelio import CommandResult, OnLine, collect, exec_pipelined
 
 if TYPE_CHECKING:  # pragma: no cover - types only, keeps start-up light
     import paramiko
 
 #: on_wait(attempt, elapsed seconds, why the last try failed): "waiting for SSH" progress.
 OnWait = Callable[[int, float, str], None]
-#: on_line(line, stream) with stream "stdout" or "stderr", for live command output.
-OnLine = Callable[[str, str], None]
 #: socket_factory(address, port, timeout) -> a connected socket (a jump host, a test
 #: network namespace); the session still sets TCP_NODELAY and keepalive on it.
 SocketFactory = Callable[[str, int, float], socket.socket]
@@ -55,15 +53,6 @@ AUTH_GRACE_S = 60.0
 _KEY_TYPES = {
     "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
 }
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """Exit status (-1 when the connection closed without one) and the whole output."""
-
-    rc: int
-    stdout: str
-    stderr: str
 
 
 def normalize_key(line: str) -> str:
@@ -273,11 +262,11 @@ class Session:
                 hint="the host may be rebooting; run the command again",
             ) from exc
         try:
-            _exec_pipelined(chan, command)
+            exec_pipelined(chan, command)
             if stdin is not None:
                 chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
             chan.shutdown_write()
-            return _collect(chan, timeout, on_line, command, done_when)
+            return collect(chan, timeout, on_line, command, done_when)
         except dropped as exc:
             raise HostError(
                 f"the SSH connection to {self.address}:{self.port} dropped mid-command: {exc}",
@@ -355,51 +344,55 @@ def _connect_with_retry(
     keepalive_s: int,
     socket_factory: SocketFactory | None,
 ) -> tuple[paramiko.Transport, str]:
-    start = time.monotonic()
-    deadline = start + deadline_s
-    first_auth_refusal: float | None = None
-    attempt = 0
-    delay = 0.5
-    while True:
-        attempt += 1
-        remaining = deadline - time.monotonic()
-        try:
-            return _connect_once(
-                address,
-                port,
-                user,
-                pkey,
-                pinned_host_key=pinned_host_key,
-                timeout=max(1.0, min(connect_timeout_s, remaining)),
-                name=name,
-                keepalive_s=keepalive_s,
-                socket_factory=socket_factory,
-            )
-        except _Retry as exc:
-            reason = str(exc)
-            now = time.monotonic()
-            if reason.startswith("key refused"):
-                first_auth_refusal = first_auth_refusal or now
-                if now - first_auth_refusal >= AUTH_GRACE_S or now + delay >= deadline:
-                    raise HostError(
-                        f"{user}@{address}:{port} refused the SSH key {pkey.get_name()} "
-                        f"({fingerprint(pkey.get_name() + ' ' + pkey.get_base64())})",
-                        hint="the instance was not given this key, or the login user is wrong; "
-                        "on GCE, OS Login ignores ssh-keys metadata: set enable-oslogin=FALSE on "
-                        "the instance (orchestrate's default), or set os_login = true and "
-                        "ssh_user to your OS Login user after `gcloud compute os-login "
-                        "ssh-keys add`",
-                    ) from exc
-            elif now + delay >= deadline:
-                raise HostError(
-                    f"SSH on {address}:{port} did not answer within {deadline_s:.0f} s ({reason})",
-                    hint="the host may still be booting or its firewall blocks tcp:22; "
-                    "run the command again to keep waiting",
-                ) from exc
-            if on_wait is not None:
-                on_wait(attempt, now - start, reason)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    """Connect as `Session.connect` describes: `_Retry` failures wait and try again."""
+    deadline = time.monotonic() + deadline_s
+    first_refusal: list[float] = []
+
+    def refused() -> HostError:
+        return HostError(
+            f"{user}@{address}:{port} refused the SSH key {pkey.get_name()} "
+            f"({fingerprint(pkey.get_name() + ' ' + pkey.get_base64())})",
+            hint="the instance was not given this key, or the login user is wrong; "
+            "on GCE, OS Login ignores ssh-keys metadata: set enable-oslogin=FALSE on "
+            "the instance (orchestrate's default), or set os_login = true and "
+            "ssh_user to your OS Login user after `gcloud compute os-login "
+            "ssh-keys add`",
+        )
+
+    def attempt() -> tuple[paramiko.Transport, str]:
+        return _connect_once(
+            address,
+            port,
+            user,
+            pkey,
+            pinned_host_key=pinned_host_key,
+            timeout=max(1.0, min(connect_timeout_s, deadline - time.monotonic())),
+            name=name,
+            keepalive_s=keepalive_s,
+            socket_factory=socket_factory,
+        )
+
+    def on_retry(failures: int, elapsed: float, exc: Exception, delay: float) -> None:
+        # A refused key is retried for a grace period only: a fresh VM's agent installs it
+        # a little after sshd starts, but a wrong key should not wait the whole deadline.
+        if str(exc).startswith("key refused"):
+            first_refusal.append(elapsed)
+            if elapsed - first_refusal[0] >= AUTH_GRACE_S:
+                raise refused() from exc
+        if on_wait is not None:
+            on_wait(failures, elapsed, str(exc))
+
+    policy = Retry(deadline_s=deadline_s, first_s=0.5, max_s=5.0)
+    try:
+        return policy.call(attempt, retry_if=lambda e: isinstance(e, _Retry), on_retry=on_retry)
+    except _Retry as exc:  # the deadline came first
+        if str(exc).startswith("key refused"):
+            raise refused() from exc
+        raise HostError(
+            f"SSH on {address}:{port} did not answer within {deadline_s:.0f} s ({exc})",
+            hint="the host may still be booting or its firewall blocks tcp:22; "
+            "run the command again to keep waiting",
+        ) from exc
 
 
 def _connect_once(
@@ -468,93 +461,3 @@ def _connect_once(
     except BaseException:
         transport.close()
         raise
-
-
-def _exec_pipelined(chan: paramiko.Channel, command: str) -> None:
-    """Send the exec request without waiting for sshd's reply (paramiko's exec_command
-    waits a round trip for it). A refusal still closes the channel, which `_collect` sees as
-    a command that ended without output or exit status."""
-    import paramiko
-    from paramiko.common import cMSG_CHANNEL_REQUEST
-
-    send = getattr(chan.transport, "_send_user_message", None)
-    if send is None:  # pragma: no cover - a paramiko without the private sender
-        chan.exec_command(command)
-        return
-    message = paramiko.Message()
-    message.add_byte(cMSG_CHANNEL_REQUEST)
-    message.add_int(chan.remote_chanid)
-    message.add_string("exec")
-    message.add_boolean(True)
-    message.add_string(command)
-    send(message)
-
-
-def _collect(
-    chan: paramiko.Channel,
-    timeout: float | None,
-    on_line: OnLine | None,
-    command: str,
-    done_when: Callable[[str], bool] | None = None,
-) -> CommandResult:
-    """Read a channel's stdout and stderr until EOF (or `done_when`), feeding `on_line`,
-    within `timeout`."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    out = bytearray()
-    err = bytearray()
-    partial = {"stdout": bytearray(), "stderr": bytearray()}
-
-    def feed(data: bytes, stream: str) -> None:
-        (out if stream == "stdout" else err).extend(data)
-        if on_line is None:
-            return
-        buf = partial[stream]
-        buf.extend(data)
-        *lines, rest = bytes(buf).split(b"\n")
-        buf[:] = rest
-        for line in lines:
-            on_line(line.decode("utf-8", "replace").rstrip("\r"), stream)
-
-    finished_early = False
-    while True:
-        got = False
-        if chan.recv_ready():
-            feed(chan.recv(65536), "stdout")
-            got = True
-            if done_when is not None and done_when(out.decode("utf-8", "replace")):
-                finished_early = True
-                break
-        if chan.recv_stderr_ready():
-            feed(chan.recv_stderr(65536), "stderr")
-            got = True
-        if got:
-            continue
-        if chan.eof_received or chan.closed:
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            raise HostError(
-                f"remote command did not finish within {timeout:.0f} s: {command[:80]!r}"
-            )
-        # The channel's fileno is a pipe paramiko signals on new data, EOF and close.
-        select.select([chan], [], [], 0.5)
-    # EOF comes after all data (one transport thread feeds both in order): drain what is left.
-    while chan.recv_ready() or chan.recv_stderr_ready():
-        if chan.recv_ready():
-            feed(chan.recv(65536), "stdout")
-        if chan.recv_stderr_ready():
-            feed(chan.recv_stderr(65536), "stderr")
-    if on_line is not None:
-        for stream, buf in partial.items():
-            if buf:
-                on_line(bytes(buf).decode("utf-8", "replace").rstrip("\r"), stream)
-    if finished_early:
-        rc = chan.exit_status if chan.status_event.is_set() else 0
-    else:
-        # exit-status follows EOF; a connection that died (reboot) closes without one.
-        chan.status_event.wait(10)
-        rc = chan.exit_status if chan.status_event.is_set() else -1
-    return CommandResult(
-        rc=rc,
-        stdout=out.decode("utf-8", "replace"),
-        stderr=err.decode("utf-8", "replace"),
-    )

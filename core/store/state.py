@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrate.core.api.errors import StateError
+from orchestrate.core.api.retry import Retry
 from orchestrate.core.store.profiles import Profile
 
 # Each entry upgrades the schema by one version; never edit an entry once released.
@@ -181,17 +182,10 @@ class State:
         """
         if str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
             return
-        deadline = time.monotonic() + timeout_s
-        delay = 0.005
-        while True:
-            try:
-                self._db.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        Retry(deadline_s=timeout_s, first_s=0.005, max_s=0.1).call(
+            lambda: self._db.execute("PRAGMA journal_mode = WAL"),
+            retry_if=lambda e: isinstance(e, sqlite3.OperationalError) and "locked" in str(e),
+        )
 
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])

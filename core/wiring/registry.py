@@ -23,13 +23,13 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-from orchestrate.core.api import hooks
+from orchestrate.core.api import compat, hooks
 from orchestrate.core.api.errors import PluginError, UsageError
 
 if TYPE_CHECKING:
@@ -91,8 +91,8 @@ class PluginManager(pluggy.PluginManager):
     """pluggy's manager, with each built-in plugin imported when one of its hooks is first
     called.
 
-    A hook call (pluggy routes each through `_hookexec` with the implementations to run,
-    which are read again after loading) first loads the built-ins that implement that hook:
+    A hook call (pluggy routes each through `_hookexec`, see `compat.before_each_hook_call`)
+    first loads the built-ins that implement that hook:
     `status` asks for providers and so imports the three provider plugins, not the host
     steps. Which hooks a built-in implements is read from its source without importing it
     (`_hooks_named_in`; a test holds that to what pluggy registers). Listing plugins loads
@@ -109,6 +109,8 @@ class PluginManager(pluggy.PluginManager):
         self._loading = threading.RLock()
         #: plugin names of the built-ins, loaded or not.
         self.builtin_names = frozenset(builtin_name(m) for m in builtins)
+        #: whether hook calls load built-ins lazily (pluggy's private call path, `compat`).
+        self.lazy = compat.before_each_hook_call(self, self._before_hook)
 
     def load_builtins(self, hook: str | None = None) -> None:
         """Import and register the pending built-ins that implement `hook` (all of them when
@@ -140,17 +142,13 @@ class PluginManager(pluggy.PluginManager):
             if wanted:
                 check(self)
 
-    def _hookexec(
-        self,
-        hook_name: str,
-        methods: Sequence[pluggy.HookImpl],
-        kwargs: Mapping[str, object],
-        firstresult: bool,
-    ) -> Any:
+    def _before_hook(self, hook_name: str) -> list[pluggy.HookImpl] | None:
+        """Load the built-ins a hook call needs; their implementations, read again after."""
         if self._pending and hook_name != COMMANDS_HOOK:
             self.load_builtins(hook_name)
-            methods = getattr(self.hook, hook_name).get_hookimpls()
-        return super()._hookexec(hook_name, methods, kwargs, firstresult)
+            impls: list[pluggy.HookImpl] = getattr(self.hook, hook_name).get_hookimpls()
+            return impls
+        return None
 
     def get_plugins(self) -> set[Any]:
         self.load_builtins()
@@ -218,6 +216,8 @@ def build_manager(builtins: tuple[str, ...] | None = None) -> PluginManager:
     for name in blocked:
         pm.set_blocked(name)
     _load_entry_points(pm, blocked)
+    if not pm.lazy:  # pluggy offers no way to load them on first use: load them now
+        pm.load_builtins()
     check(pm)
     return pm
 

@@ -48,27 +48,44 @@ def _refreshes(bed: Bed) -> int:
     return len([r for r in bed.gce.calls("GET", "/instances/nb") if r.path.endswith("/nb")])
 
 
-def test_server_errors_are_retried_with_backoff(bed: Bed) -> None:
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every backoff the GCP provider waits, in order: its injectable sleep, recorded (and
+    still slept, so the deadline, which runs on the real clock, is reached as in use)."""
+    from orchestrate.plugins.providers.gcp.provider import GcpProvider
+
+    waited: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        time.sleep(seconds)
+
+    defaults = dict(GcpProvider.__init__.__kwdefaults__ or {})
+    monkeypatch.setattr(GcpProvider.__init__, "__kwdefaults__", {**defaults, "sleep": sleep})
+    return waited
+
+
+def test_server_errors_are_retried_with_backoff(
+    bed: Bed, cli: Callable[..., CliResult], waits: list[float]
+) -> None:
     _instance(bed)
     before = _refreshes(bed)
     bed.gce.faults.server_errors = 3
     bed.gce.faults.server_error_path = "/instances/nb"
-    started = time.monotonic()
-    shown = json.loads(bed.cli("status", "nb", "--json").stdout)
-    elapsed = time.monotonic() - started
+    shown = json.loads(cli("status", "nb", "--json").out)
     assert shown[0]["status"] == "running" and not _refresh_failed(shown[0]), shown
     assert _refreshes(bed) - before == 4, "three 503s, then the answer"
     assert bed.gce.faults.server_errors == 0
-    assert elapsed >= 0.25 + 0.5 + 1.0, "retries back off (0.25 s doubling)"
+    assert waits == [0.25, 0.5, 1.0], "retries back off (0.25 s doubling)"
 
 
 @pytest.fixture
-def short_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
+def short_deadlines(monkeypatch: pytest.MonkeyPatch, waits: list[float]) -> None:
     """The product's 60 s retry deadline and HTTP timeout, shortened for the test."""
     from orchestrate.plugins.providers.gcp import driver
     from orchestrate.plugins.providers.gcp.provider import GcpProvider
 
-    defaults = dict(GcpProvider.__init__.__kwdefaults__ or {})
+    defaults = dict(GcpProvider.__init__.__kwdefaults__ or {})  # with `waits`' sleep
     monkeypatch.setattr(
         GcpProvider.__init__, "__kwdefaults__", {**defaults, "retry_deadline_s": 4.0}
     )
@@ -84,22 +101,23 @@ def _one_line(result: CliResult) -> str:
 
 @pytest.mark.usefixtures("short_deadlines")
 def test_persistent_server_errors_end_at_the_deadline(
-    bed: Bed, cli: Callable[..., CliResult]
+    bed: Bed, cli: Callable[..., CliResult], waits: list[float]
 ) -> None:
     _instance(bed)
     before = _refreshes(bed)
     bed.gce.faults.server_errors = 10**6
     bed.gce.faults.server_error_path = "/instances/nb"
-    started = time.monotonic()
     result = cli("status", "nb", "--json")
-    elapsed = time.monotonic() - started
     # status keeps listing: the failure is a note on the row, not a crash of the listing.
     assert result.code == 0, result.err
     failed = _refresh_failed(json.loads(result.out)[0])
     assert len(failed) == 1 and "503" in failed[0], failed
-    assert 3.0 <= elapsed < 15, elapsed
+    # A backoff (0.25 s doubling) that stopped rather than wait past the 4 s deadline: the
+    # waits fit in it, and one try more than waits was made.
+    assert len(waits) >= 3 and waits == [0.25 * 2**i for i in range(len(waits))], waits
+    assert sum(waits) <= 4.0 < sum(waits) + 0.25 * 2 ** len(waits), waits
     tries = _refreshes(bed) - before
-    assert 3 <= tries <= 6, f"{tries} tries in 4 s is not a backoff"
+    assert tries == len(waits) + 1, (tries, waits)
 
     # A command that needs the answer fails with one line once the deadline passed.
     result = cli("stop", "nb")
@@ -176,7 +194,7 @@ def stalling(bed: Bed) -> Iterator[_StallingProxy]:
 
 @pytest.mark.usefixtures("short_deadlines")
 def test_timeouts_are_retried(
-    bed: Bed, cli: Callable[..., CliResult], stalling: _StallingProxy
+    bed: Bed, cli: Callable[..., CliResult], stalling: _StallingProxy, waits: list[float]
 ) -> None:
     _instance(bed)
     # The row keeps the endpoint it was created with: send it through the proxy from now on.
@@ -190,14 +208,12 @@ def test_timeouts_are_retried(
         db.commit()
     finally:
         db.close()
-    started = time.monotonic()
     result = cli("status", "nb", "--json")
-    elapsed = time.monotonic() - started
     assert result.code == 0, result.err
     info = json.loads(result.out)[0]
     assert info["status"] == "running" and not _refresh_failed(info), info
     assert stalling.stalled == 2, "two requests timed out and were sent again"
-    assert 2.0 <= elapsed < 12, elapsed
+    assert waits == [0.25, 0.5], "each after a backoff"
     # Cleaned up while the proxy still runs: the row now sends every call through it.
     assert cli("down", "nb", "--yes").code == 0
 

@@ -11,7 +11,6 @@ with the fake cloud.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,7 +109,8 @@ def _logged(bed: Bed, kind: str) -> list[str]:
 def test_eight_processes_at_once(bed: Bed, profiles: dict[str, str]) -> None:
     _create_without_setup(bed, STOPPED)
 
-    started = time.monotonic()
+    # How long the waves take is a benchmark's figure (bench/b4_fleet.py); here a hang is
+    # caught by each process's own time limit (`_run_together`).
     wave = [
         *(["launch", n, "--profile", n, *launch_args()[4:]] for n in LAUNCHED),
         *(["stop", n] for n in STOPPED),
@@ -143,8 +143,6 @@ def test_eight_processes_at_once(bed: Bed, profiles: dict[str, str]) -> None:
     assert _logged(bed, "destroyed") == sorted(LAUNCHED + STOPPED)
     assert _logged(bed, "forgotten") == sorted(LAUNCHED + STOPPED)
     assert tunnel_processes(bed) == []
-    elapsed = time.monotonic() - started
-    assert elapsed < 180, f"two waves took {elapsed:.0f} s"
 
 
 def test_a_stop_during_a_status_refresh_is_the_users(

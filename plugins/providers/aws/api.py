@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from orchestrate.core.api.retry import Retry
 from orchestrate.plugins.providers.aws.errors import is_retryable, map_error
 
 Sleep = Callable[[float], None]
@@ -83,29 +84,32 @@ class Ec2Api:
     ) -> ET.Element:
         """Send one action; the parsed XML response, or a core error."""
         query = {"Action": action, **(params or {})}
-        started = time.monotonic()
-        delay = FIRST_BACKOFF_S
-        while True:
-            try:
-                with self._lock:
-                    response = self.driver.connection.request("/", params=dict(query))
-                body = response.object
-                if isinstance(body, ET.Element):
-                    return body
-                return ET.fromstring(response.body or "<empty/>")
-            except Exception as exc:
-                elapsed = time.monotonic() - started
-                if not is_retryable(exc) or elapsed + delay > self.retry_deadline_s:
-                    raise map_error(
-                        exc,
-                        context=context,
-                        region=self.region,
-                        zone=zone,
-                        instance_type=instance_type,
-                        spot=spot,
-                    ) from exc
-                self._sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
+
+        def send() -> ET.Element:
+            with self._lock:
+                response = self.driver.connection.request("/", params=dict(query))
+            body = response.object
+            if isinstance(body, ET.Element):
+                return body
+            return ET.fromstring(response.body or "<empty/>")
+
+        policy = Retry(
+            deadline_s=self.retry_deadline_s,
+            first_s=FIRST_BACKOFF_S,
+            max_s=MAX_BACKOFF_S,
+            sleep=self._sleep,
+        )
+        try:
+            return policy.call(send, retry_if=is_retryable)
+        except Exception as exc:
+            raise map_error(
+                exc,
+                context=context,
+                region=self.region,
+                zone=zone,
+                instance_type=instance_type,
+                spot=spot,
+            ) from exc
 
     def pages(
         self, action: str, params: Mapping[str, str] | None = None, *, context: str

@@ -27,6 +27,7 @@ from orchestrate.core.api.provider import (
     PriceQuery,
     Provider,
 )
+from orchestrate.core.api.retry import Retry
 from orchestrate.plugins.providers.aws import instance_types as types
 from orchestrate.plugins.providers.aws import resources as r
 from orchestrate.plugins.providers.aws.api import Ec2Api, items, text
@@ -312,35 +313,44 @@ class AwsProvider(Provider):
         instance that terminates before running ran out of capacity (EC2 can accept a
         RunInstances and then fail to place it).
         """
-        deadline = time.monotonic() + self.wait_timeout_s
         started = time.monotonic()
-        delay = FIRST_POLL_S
-        while True:
+
+        def read() -> r.Instance | None:
             try:
-                instance = self._describe(api, instance_id)
+                return self._describe(api, instance_id)
             except NotFound:
-                instance = None
+                return None
+
+        def done(instance: r.Instance | None) -> bool:
             if instance is None:
                 if not (fresh and time.monotonic() - started < NOT_YET_VISIBLE_S):
                     raise NotFound(f"aws {api.region}: instance {instance_id} is gone")
-            elif instance.state == until and (
-                not need_address or _address(instance, public=public)
-            ):
-                return instance
-            elif fresh and instance.state in ("shutting-down", "terminated"):
+                return False
+            if instance.state == until and (not need_address or _address(instance, public=public)):
+                return True
+            if fresh and instance.state in ("shutting-down", "terminated"):
                 raise CapacityError(
                     f"{zone}: EC2 terminated {instance_id} before it ran (likely no capacity)",
                     zone=zone or "",
                 )
-            if time.monotonic() >= deadline:
-                state = instance.state if instance else "not visible"
-                raise ProviderError(
-                    f"aws {api.region}: {instance_id} is still {state} after "
-                    f"{self.wait_timeout_s:.0f}s (waiting for {until})",
-                    hint="see the instance in the EC2 console; `orchestrate status` checks again",
-                )
-            self._sleep(delay)
-            delay = min(delay * 1.6, MAX_POLL_S)
+            return False
+
+        policy = Retry(
+            deadline_s=self.wait_timeout_s,
+            first_s=FIRST_POLL_S,
+            max_s=MAX_POLL_S,
+            factor=1.6,
+            sleep=self._sleep,
+        )
+        instance, ready = policy.poll(read, done)
+        if ready and instance is not None:
+            return instance
+        state = instance.state if instance else "not visible"
+        raise ProviderError(
+            f"aws {api.region}: {instance_id} is still {state} after "
+            f"{self.wait_timeout_s:.0f}s (waiting for {until})",
+            hint="see the instance in the EC2 console; `orchestrate status` checks again",
+        )
 
     # ------------------------------------------------------------ life cycle
     def create(self, spec: LaunchSpec, zone: str) -> InstanceRecord:

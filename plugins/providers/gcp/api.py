@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from orchestrate.core.api.errors import ProviderError
+from orchestrate.core.api.retry import Retry
 from orchestrate.plugins.providers.gcp.errors import is_retryable, map_error
 
 T = TypeVar("T")
@@ -124,14 +125,8 @@ def retrying(
     sleep: Sleep,
 ) -> T:
     """Call `fn`; retry transient errors with backoff until `deadline_s`; map the rest."""
-    started = time.monotonic()
-    delay = FIRST_BACKOFF_S
-    while True:
-        try:
-            return fn()
-        except Exception as exc:
-            elapsed = time.monotonic() - started
-            if not is_retryable(exc) or elapsed + delay > deadline_s:
-                raise map_error(exc, context=context, project=project, zone=zone) from exc
-            sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF_S)
+    policy = Retry(deadline_s=deadline_s, first_s=FIRST_BACKOFF_S, max_s=MAX_BACKOFF_S, sleep=sleep)
+    try:
+        return policy.call(fn, retry_if=is_retryable)
+    except Exception as exc:
+        raise map_error(exc, context=context, project=project, zone=zone) from exc

@@ -29,6 +29,7 @@ from orchestrate.core.api.provider import (
     PriceQuery,
     Provider,
 )
+from orchestrate.core.api.retry import Retry
 from orchestrate.plugins.providers.gcp import checks
 from orchestrate.plugins.providers.gcp import resources as res
 from orchestrate.plugins.providers.gcp.api import GceApi
@@ -281,16 +282,24 @@ class GcpProvider(Provider):
 
     def _await_running(self, api: GceApi, zone: str, name: str, context: str) -> dict[str, Any]:
         """The instance once RUNNING with an external address (or stopped, or timed out)."""
-        deadline = time.monotonic() + self.operation_timeout_s
-        delay = 0.05
-        while True:
-            instance = api.request("GET", res.instance_path(zone, name), context=context, zone=zone)
+
+        def settled(instance: dict[str, Any]) -> bool:
             status = instance.get("status")
             running = status == "RUNNING" and res.external_ip(instance) is not None
-            if running or status in ("TERMINATED", "SUSPENDED") or time.monotonic() > deadline:
-                return instance
-            self._sleep(delay)
-            delay = min(delay * 1.6, 2.0)
+            return running or status in ("TERMINATED", "SUSPENDED")
+
+        policy = Retry(
+            deadline_s=self.operation_timeout_s,
+            first_s=0.05,
+            max_s=2.0,
+            factor=1.6,
+            sleep=self._sleep,
+        )
+        instance, _ = policy.poll(
+            lambda: api.request("GET", res.instance_path(zone, name), context=context, zone=zone),
+            settled,
+        )
+        return instance
 
     # -------------------------------------------------------------- life cycle
     def get(self, record: InstanceRecord) -> InstanceRecord:
