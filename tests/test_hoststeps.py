@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pluggy
 import pytest
-from orchestrate.core.api import hooks
 from orchestrate.core.api.errors import PluginError
 from orchestrate.core.api.gpu_table import parse_lspci
 from orchestrate.core.api.hoststeps import (
@@ -44,14 +43,11 @@ def _step(name: str, *, after: tuple[str, ...] = (), **kw: object) -> HostStep:
 
 
 def manager() -> pluggy.PluginManager:
-    import importlib
+    """The host plugins through the same manager the CLI builds (lazy built-ins, entry
+    points, the installed pluggy), so what is planned and shellchecked here is what runs."""
+    from orchestrate.core.wiring.registry import build_manager
 
-    pm = pluggy.PluginManager(hooks.PROJECT)
-    pm.add_hookspecs(hooks)
-    for name in HOST_PLUGINS:
-        pm.register(importlib.import_module(name), name=name)
-    pm.check_pending()
-    return pm
+    return build_manager(HOST_PLUGINS)
 
 
 def gpu_context(gpu: str = "nvidia-tesla-k80", image: str = "jupyter/base-notebook") -> StepContext:
