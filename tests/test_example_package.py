@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,8 +51,8 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # The dependencies (and pip) are the ones this interpreter has: the tests may run in a
     # virtual environment, whose packages `--system-site-packages` would not show.
     (site_dir,) = (path / "lib").glob("python3*/site-packages")
-    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    (site_dir / "test-dependencies.pth").write_text("\n".join(sorted(ours)) + "\n")
+    ours = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    (site_dir / "test-dependencies.pth").write_text("\n".join(ours) + "\n")
     python = str(path / "bin" / "python")
     for source in (root, example):
         subprocess.run(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrate.core.api.errors import HostError, NotFound
+from orchestrate.core.api.errors import HostError, HostKeyMismatch, NotFound
 from orchestrate.core.host.hostdocker import container_of, docker_on_host
 from orchestrate.core.store.state import InstanceRow
 
@@ -126,9 +126,11 @@ def down(
             session = connect(
                 runtime, row.name, ensure_ssh_key(), progress, deadline_s=DOWN_SSH_DEADLINE_S
             )
+        except HostKeyMismatch:
+            raise  # another machine answers: never forgotten silently, --force or not
         except OrchestrateError as exc:
             if not (force and sync_to is None):
-                exc.hint = (
+                exc.notes.append(
                     f"nothing was deleted; `orchestrate down {row.name} --force` forgets it "
                     "without reaching the host" + (" (and without the copy)" if sync_to else "")
                 )
