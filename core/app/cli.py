@@ -170,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     click = compat.typer_click()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
+    if debug:
+        from orchestrate.core.ssh import liblogs
+
+        liblogs.SHOW = True
     runtime: Runtime | None = None
     try:
         from orchestrate.core.wiring.registry import build_manager

@@ -143,6 +143,9 @@ class Session:
         each retry. A host key other than the pinned one raises `HostKeyMismatch` at once,
         before authentication. `HostError` for anything else, and when the deadline passes.
         """
+        from orchestrate.core.ssh import liblogs
+
+        liblogs.route(name)  # paramiko's own records: the host log, not the live line
         key_path = Path(key_path).expanduser()
         pkey = _load_key(key_path)
         transport, host_key = _connect_with_retry(
