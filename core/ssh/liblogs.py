@@ -27,13 +27,13 @@ def route(name: str | None) -> None:
     """
     for library in LIBRARIES:
         logger = logging.getLogger(library)
-        if SHOW:
-            if not any(getattr(h, "_orchestrate_stderr", False) for h in logger.handlers):
-                handler = logging.StreamHandler()
-                handler._orchestrate_stderr = True  # type: ignore[attr-defined]
-                handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-                logger.addHandler(handler)
-                logger.setLevel(logging.DEBUG)
+        shown = any(getattr(h, "_orchestrate_stderr", False) for h in logger.handlers)
+        if SHOW and not shown:
+            handler = logging.StreamHandler()
+            handler._orchestrate_stderr = True  # type: ignore[attr-defined]
+            handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.DEBUG)
         logger.propagate = False  # never Python's last-resort printer on stderr
         if not logger.handlers:
             logger.addHandler(logging.NullHandler())
