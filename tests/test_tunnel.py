@@ -707,13 +707,13 @@ def test_as_transport_accepts_transport_or_holder() -> None:
 # -- display and imports ------------------------------------------------------------------
 
 
-def test_live_line_shows_url_traffic_and_reconnects() -> None:
+def test_live_line_shows_address_traffic_and_reconnects_never_the_token() -> None:
     stats = TunnelStats(
         local_port=8899, bytes_up=1_234, bytes_down=12_345_678, connections=17, active=3,
         refused=0, reconnects=2, state="up", uptime_s=3723.0,
     )  # fmt: skip
-    line = live_line(stats, "http://127.0.0.1:8899/?token=abc")
-    assert line.startswith("http://127.0.0.1:8899/?token=abc")
+    line = live_line(stats, "http://localhost:8899/?token=abc")
+    assert line.startswith("localhost:8899  |  ") and "abc" not in line
     assert "down 12.3 MB" in line
     assert "up 1.2 kB" in line
     assert "3 open / 17 total" in line
@@ -726,9 +726,34 @@ def test_live_line_shows_url_traffic_and_reconnects() -> None:
         local_port=8899, bytes_up=0, bytes_down=0, connections=1, active=0, refused=1,
         reconnects=0, state="reconnecting", uptime_s=1.0,
     )  # fmt: skip
-    line = live_line(trouble, "http://127.0.0.1:8899/")
+    line = live_line(trouble, "http://localhost:8899/")
     assert "refused 1" in line
     assert line.endswith("RECONNECTING")
+
+
+@pytest.mark.parametrize(
+    ("width", "parts"),
+    [
+        (20, ["RECONNECTING"]),
+        (40, ["localhost:8899", "RECONNECTING"]),
+        (59, ["localhost:8899", "down 20.0 MB", "RECONNECTING"]),
+        (79, ["localhost:8899", "down 20.0 MB", "up 10.0 kB", "RECONNECTING"]),
+        (200, ["localhost:8899", "down 20.0 MB", "up 10.0 kB", "2 open / 9 total",
+               "refused 1", "reconnects 3", "0:01:05", "RECONNECTING"]),
+    ],
+)  # fmt: skip
+def test_live_line_fits_the_width_dropping_the_least_important_parts(
+    width: int, parts: list[str]
+) -> None:
+    """A line wider than the terminal wraps, and rewriting it stacks copies: at 60 columns
+    the old line did that, and at 80 the traffic never showed. Trouble first, then where,
+    then traffic, then the counters."""
+    trouble = TunnelStats(
+        local_port=8899, bytes_up=10_000, bytes_down=20_000_000, connections=9, active=2,
+        refused=1, reconnects=3, state="reconnecting", uptime_s=65.0,
+    )  # fmt: skip
+    line = live_line(trouble, "http://localhost:8899/?token=" + "t" * 48, width)
+    assert line == "  |  ".join(parts) and len(line) <= width
 
 
 def test_backoff_is_bounded_and_grows() -> None:
@@ -770,12 +795,14 @@ def test_run_foreground_closes_on_ctrl_c(
     run_foreground(tunnel, "http://127.0.0.1/x", out=out, interval_s=0.01)
     assert tunnel.stats().state == "closed"
     text = out.getvalue()
+    hint, rest = text.split("\n", 1)
+    assert hint == "tunnel open; Ctrl-C closes it and leaves the instance running"
     if terminal:  # rewritten in place three times, then a newline to leave the line
-        assert text.count("\r\x1b[2K") == 3
-        assert text.endswith("\n") and text.count("\n") == 1
+        assert rest.count("\r\x1b[2K") == 3
+        assert rest.endswith("\n") and rest.count("\n") == 1
     else:  # a log gets one line, not one per tick
-        assert text.count("\n") == 1
-        assert text.startswith("http://127.0.0.1/x")
+        assert rest.count("\n") == 1
+        assert rest.startswith("127.0.0.1  |  ")
     assert transport.is_active()
 
 

@@ -27,26 +27,53 @@ def _human_duration(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def live_line(stats: TunnelStats, url: str) -> str:
+def _address(url: str) -> str:
+    """``localhost:8899`` from the notebook URL: the line never carries the token (a log of
+    the line must hold no secret), and the full URL was printed once above it."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc or url
+
+
+#: Said once when a foreground tunnel opens, by every command that keeps one.
+HINT = "tunnel open; Ctrl-C closes it and leaves the instance running"
+
+#: The live line's parts, most important first: on a narrow terminal the last ones go.
+_KEEP_ORDER = ("state", "address", "down", "up", "open", "reconnects", "refused", "uptime")
+
+
+def live_line(stats: TunnelStats, url: str, width: int | None = None) -> str:
     """The one line ``orchestrate tunnel`` keeps rewriting in the foreground.
 
-    URL first (what the user copies), then traffic, then what explains trouble:
-    open connections, reconnects, and the state when it is not simply up. Plain ASCII so it
-    survives any terminal and log file.
+    Address first, then traffic, then what explains trouble: open connections, reconnects,
+    and the state when it is not simply up. Plain ASCII so it survives any terminal and log
+    file. With `width`, parts are dropped by importance until the line fits in it (a line
+    that wraps cannot be rewritten in place, and stacks copies), and what still does not
+    fit is cut.
     """
-    parts = [
-        url,
-        f"down {_human_bytes(stats.bytes_down)}",
-        f"up {_human_bytes(stats.bytes_up)}",
-        f"{stats.active} open / {stats.connections} total",
-        f"reconnects {stats.reconnects}",
-        _human_duration(stats.uptime_s),
-    ]
-    if stats.refused:
-        parts.insert(4, f"refused {stats.refused}")
-    if stats.state != "up":
-        parts.append(stats.state.upper())
-    return "  |  ".join(parts)
+    parts: dict[str, str] = {
+        "address": _address(url),
+        "down": f"down {_human_bytes(stats.bytes_down)}",
+        "up": f"up {_human_bytes(stats.bytes_up)}",
+        "open": f"{stats.active} open / {stats.connections} total",
+        "refused": f"refused {stats.refused}" if stats.refused else "",
+        "reconnects": f"reconnects {stats.reconnects}",
+        "uptime": _human_duration(stats.uptime_s),
+        "state": stats.state.upper() if stats.state != "up" else "",
+    }
+    shown = [name for name in parts if parts[name]]
+
+    def joined() -> str:
+        return "  |  ".join(parts[name] for name in shown)
+
+    if width is not None:
+        for name in reversed(_KEEP_ORDER):
+            if len(joined()) <= width or len(shown) == 1:
+                break
+            if name in shown:
+                shown.remove(name)
+        return joined()[:width]
+    return joined()
 
 
 def run_foreground(
@@ -72,21 +99,22 @@ def run_foreground(
 
     stream = out if out is not None else sys.stderr
     tty = stream.isatty()
+    stream.write(HINT + "\n")
     last_key: tuple[str, int] | None = None
     last_log = 0.0
     try:
         while True:
             stats = tunnel.stats()
-            line = live_line(stats, url)
             if tty:
-                width = shutil.get_terminal_size().columns
-                stream.write("\r\x1b[2K" + line[: max(width - 1, len(url))])
+                # One column spare: writing the last column wraps on some terminals.
+                width = max(shutil.get_terminal_size().columns - 1, 1)
+                stream.write("\r\x1b[2K" + live_line(stats, url, width))
                 stream.flush()
             else:
                 key = (stats.state, stats.reconnects)
                 now = time.monotonic()
                 if key != last_key or now - last_log >= log_every_s:
-                    stream.write(line + "\n")
+                    stream.write(live_line(stats, url) + "\n")
                     stream.flush()
                     last_key, last_log = key, now
             if tunnel.wait(interval_s):

@@ -27,7 +27,6 @@ def _foreground(open_browser: bool) -> Any:
         echo(url)
         if open_browser:
             browse(url)
-        echo("tunnel open; Ctrl-C closes it and leaves the instance running", err=True)
         run_foreground(tunnel, url)
 
     return run
