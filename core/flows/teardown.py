@@ -8,51 +8,16 @@ on the provider (the create may have reached the cloud), so nothing keeps billin
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from orchestrate.core.api.errors import HostError, HostKeyMismatch, NotFound
+from orchestrate.core.flows.notebook_sync import sync_notebooks
 from orchestrate.core.host.hostdocker import container_of, docker_on_host
 from orchestrate.core.store.state import InstanceRow
 
 Progress = Callable[[str], None]
-
-
-def _remote_dir(folder: str) -> str:
-    """The notebooks folder as SFTP sees it: relative paths start in the login home."""
-    if folder == "~":
-        return "."
-    return folder[2:] if folder.startswith("~/") else folder
-
-
-def sync_notebooks(session: Any, remote: str, local: Path, progress: Progress) -> int:
-    """Copy the remote folder tree to `local` over SFTP; returns the number of files."""
-    sftp = session.transport.open_sftp_client()
-    count = 0
-    try:
-        stack = [(remote, local)]
-        while stack:
-            src, dst = stack.pop()
-            dst.mkdir(parents=True, exist_ok=True)
-            for entry in sftp.listdir_attr(src):
-                source = f"{src}/{entry.filename}"
-                target = dst / entry.filename
-                if entry.st_mode is not None and stat.S_ISDIR(entry.st_mode):
-                    stack.append((source, target))
-                elif entry.st_mode is not None and stat.S_ISREG(entry.st_mode):
-                    sftp.get(source, str(target))
-                    count += 1
-    except OSError as exc:
-        raise HostError(
-            f"copying notebooks from {remote} failed: {exc}",
-            hint="nothing was deleted; run `down` again",
-        ) from exc
-    finally:
-        sftp.close()
-    progress(f"copied {count} file(s) from {remote} to {local}")
-    return count
 
 
 def stop(runtime: Any, row: InstanceRow, *, progress: Progress) -> bool:
@@ -142,9 +107,7 @@ def down(
         else:
             try:
                 if sync_to is not None:
-                    sync_notebooks(
-                        session, _remote_dir(launched.notebooks_dir), sync_to, progress
-                    )
+                    sync_notebooks(session, launched.notebooks_dir, sync_to, progress)
                 if container_only:
                     session.run(docker_on_host(f"rm -f -- {container_of(row)}"))
             finally:
