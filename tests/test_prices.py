@@ -196,8 +196,8 @@ def test_cost_so_far_bills_per_second_with_a_one_minute_minimum() -> None:
     assert cost_so_far(3.6, started_at=1000.0, now=1000.0 + 90) == pytest.approx(0.09)
     assert cost_so_far(3.6, started_at=1000.0, now=1000.0 + 5) == pytest.approx(0.06)
     assert cost_so_far(3.6, started_at=1000.0, now=999.0) == 0.0
-    line = billing.uptime_line(0.45, started_at=0.0, now=2 * 3600 + 5 * 60)
-    assert line == "up 2h 05m, about $0.938 so far at $0.450/h"
+    line = billing.spent_line(0.45, started_at=0.0, now=2 * 3600 + 5 * 60)
+    assert line == "about $0.938 so far at $0.450/h"  # the uptime is on the row itself
 
 
 def test_stopped_line_shows_the_disk_cost() -> None:

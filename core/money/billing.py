@@ -73,19 +73,19 @@ def duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def uptime_line(
+def spent_line(
     per_hour: float | None,
     started_at: float,
     now: float | None = None,
     minimum_seconds: float = 60.0,
 ) -> str:
-    """The line `status` prints for a running instance.
+    """The cost line `status` prints under a running instance.
 
-    "up 2h 05m, about $0.94 so far at $0.45/h" (or "... cost unknown" without a price).
+    "about $0.94 so far at $0.45/h" (or "cost unknown ..." without a price). The uptime is
+    on the row itself, in the same `duration` words: said once.
     """
     now = time.time() if now is None else now
-    up = duration(now - started_at)
     if per_hour is None:
-        return f"up {up}, cost unknown (no price for this shape)"
+        return "cost unknown (no price for this shape)"
     spent = cost_so_far(per_hour, started_at, now, minimum_seconds)
-    return f"up {up}, about {money(spent)} so far at {money(per_hour)}/h"
+    return f"about {money(spent)} so far at {money(per_hour)}/h"

@@ -11,7 +11,7 @@ from typing import Any
 from orchestrate.core.api.errors import OrchestrateError
 from orchestrate.core.api.provider import PriceQuery
 from orchestrate.core.money import prices
-from orchestrate.core.money.billing import uptime_line
+from orchestrate.core.money.billing import spent_line
 from orchestrate.core.store.state import InstanceRow
 
 STOPPED = ("stopped", "terminated", "stopping")
@@ -69,7 +69,7 @@ def cost_notes(runtime: Any, row: InstanceRow) -> list[str]:
     per_hour, disk_type, disk_gb = _money_facts(runtime, row)
     if row.status == "running":
         if per_hour is not None and row.started_at:
-            notes.append(uptime_line(per_hour, row.started_at))
+            notes.append(spent_line(per_hour, row.started_at))
     elif row.status in STOPPED and disk_type and disk_gb:
         notes.append(prices.stopped_line(row.provider, disk_type, disk_gb))
     return notes

@@ -18,10 +18,12 @@ HOST_KEY_CHECK_DEADLINE_S = 20.0
 
 
 def _age(seconds: float | None) -> str:
+    """The row's uptime, in the words the rest of `status` uses ("2h 05m")."""
     if seconds is None:
         return "-"
-    minutes = int(seconds // 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m"
+    from orchestrate.core.money.billing import duration
+
+    return duration(seconds).replace(" ", "")
 
 
 def register(app: typer.Typer) -> None:
