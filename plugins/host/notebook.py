@@ -61,6 +61,10 @@ wanted={shlex.quote(config_hash(context))}
 host_dir={host_dir_expression(context.notebooks_host_dir)}
 mkdir -p "$host_dir"
 chown "$ORCHESTRATE_LOGIN_USER": "$host_dir"
+# Jupyter runs as the login user (NB_UID below): folders a container running as root made
+# here before (.ipynb_checkpoints) would make every save fail, so they are given back.
+find "$host_dir" -xdev -type d ! -user "$ORCHESTRATE_LOGIN_USER" \
+    -exec chown "$ORCHESTRATE_LOGIN_USER": {{}} +
 if docker container inspect "$name" >/dev/null 2>&1; then
     current=$(docker inspect --format '{{{{index .Config.Labels "{CONFIG_LABEL}"}}}}' "$name")
     if [ "$current" = "$wanted" ]; then
