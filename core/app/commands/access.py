@@ -16,6 +16,10 @@ from orchestrate.core.wiring.runtime import Runtime, echo, echo_json
 HOST_KEY_CHECK_DEADLINE_S = 20.0
 
 
+def _err(message: str) -> None:
+    echo(message, err=True)
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -114,10 +118,12 @@ def register(app: typer.Typer) -> None:
         port: Optional[int] = typer.Option(None, "--port", help="Local port."),
         detach: bool = typer.Option(False, "--detach", help="Run in the background."),
         close: bool = typer.Option(False, "--close", help="End the background tunnel."),
+        no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
     ) -> None:
         """Open the tunnel to the notebook (foreground until Ctrl-C, or --detach)."""
         from orchestrate.core.flows import background
         from orchestrate.core.flows.launch import url_for
+        from orchestrate.core.flows.notebook_url import hold_in_foreground, show_url
         from orchestrate.core.flows.rows import connect
         from orchestrate.core.ssh.keys import ensure_ssh_key
 
@@ -135,10 +141,8 @@ def register(app: typer.Typer) -> None:
         if detach:
             background.close_detached(row)
             bound = background.start_detached(name, wanted, explicit=port is not None)
-            echo(url_for(bound, row.token or ""))
+            show_url(url_for(bound, row.token or ""), browse=not no_browser, say=echo, say_err=_err)
             return
-        from orchestrate.core.ssh.tunnel import run_foreground
-
         session = connect(runtime, name, ensure_ssh_key(), lambda m: echo(m, err=True))
         try:
             tunnel = background.open_tunnel(
@@ -149,8 +153,7 @@ def register(app: typer.Typer) -> None:
                 explicit=port is not None,
             )
             url = url_for(tunnel.local_port, row.token or "")
-            echo(url)
-            run_foreground(tunnel, url)
+            hold_in_foreground(tunnel, url, browse=not no_browser, say=echo, say_err=_err)
         finally:
             session.close()
 
