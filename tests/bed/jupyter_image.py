@@ -68,7 +68,7 @@ from tests.bed.docker_engine import docker
 from tests.bed.sshd import free_port
 
 # Bump when the build steps below change in a way the other inputs do not show.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 SUITE = "bookworm"
 VARIANT = "minbase"
 PACKAGES: tuple[str, ...] = ("python3", "python3-venv", "ca-certificates")
@@ -96,15 +96,15 @@ NB_USER=${NB_USER:-jovyan}
 if [ "$(id -u)" = 0 ]; then
     NB_UID=${NB_UID:-1000}
     NB_GID=${NB_GID:-100}
-    group=$(getent group "$NB_GID" | cut -d: -f1 || true)
-    if [ -z "$group" ]; then
-        groupadd --gid "$NB_GID" "$NB_USER"
-        group=$NB_USER
-    fi
+    getent group "$NB_GID" >/dev/null || groupadd --gid "$NB_GID" "$NB_USER"
     user=$(getent passwd "$NB_UID" | cut -d: -f1 || true)
     if [ -z "$user" ]; then
-        useradd --no-create-home --home-dir "/home/$NB_USER" --uid "$NB_UID" \
-            --gid "$NB_GID" --shell /bin/sh "$NB_USER"
+        # jovyan takes the wanted ids, as in the stacks' start.sh
+        if id "$NB_USER" >/dev/null 2>&1; then
+            usermod --uid "$NB_UID" --gid "$NB_GID" "$NB_USER"
+        else
+            useradd --create-home --uid "$NB_UID" --gid "$NB_GID" --shell /bin/sh "$NB_USER"
+        fi
         user=$NB_USER
     fi
     home=$(getent passwd "$NB_UID" | cut -d: -f6)
@@ -335,6 +335,11 @@ def build_rootfs_tarball(tarball: Path, *, mirror: str | None = None) -> None:
             "--cert", "/tmp/build-ca.crt", *PYPI_PACKAGES,
         )  # fmt: skip
         bundle.unlink()
+        # The stacks' user, made at build time: `docker exec -u jovyan` finds its home.
+        _chroot(
+            rootfs, log, "useradd", "--create-home", "--uid", "1000", "--gid", "100",
+            "--shell", "/bin/sh", "jovyan",
+        )  # fmt: skip
         start = rootfs / START_PATH.lstrip("/")
         start.write_text(START_SCRIPT)
         start.chmod(0o755)
