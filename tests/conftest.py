@@ -33,6 +33,9 @@ def orch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     work.mkdir()
     monkeypatch.setenv("ORCHESTRATE_HOME", str(home))
     monkeypatch.delenv("ORCHESTRATE_DISABLE_PLUGINS", raising=False)
+    # Commands that show the notebook URL open the browser: `true` takes the URL, so no
+    # test opens a tab on the desktop of whoever runs the suite.
+    monkeypatch.setenv("BROWSER", "true")
     monkeypatch.chdir(work)
     return home
 

@@ -368,8 +368,11 @@ class Jupyter:
     def execute(self, kernel_id: str, code: str) -> None:
         """Send `code` to the kernel from inside the container (jupyter_client over ZMQ) and
         return once the kernel reports busy (or, for quick code, has run it)."""
+        # As the user Jupyter runs as (the image's start script drops root), so the kernel's
+        # connection file is found in that user's runtime folder.
         docker(
-            "exec", self.container.container_id, "python3", "-c", _EXECUTE, kernel_id, code,
+            "exec", "-u", "jovyan", self.container.container_id,
+            "python3", "-c", _EXECUTE, kernel_id, code,
             timeout=90,
         )  # fmt: skip
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pwd
 import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,10 +26,12 @@ import pytest
 
 from tests.bed.docker_engine import DockerEngine, docker, read_ip_forward
 from tests.bed.fixtures_host import SshHost
-from tests.bed.jupyter_image import notebook_command, run_notebook
+from tests.bed.jupyter_image import START_PATH, notebook_command, run_notebook
 from tests.bed.sshd import SshdError, ensure_login_user, generate_client_key, start_sshd
 
 pytestmark = pytest.mark.bed
+
+EMPTY_NOTEBOOK = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
 def _connect(host: SshHost) -> paramiko.SSHClient:
@@ -190,8 +194,44 @@ def test_image_default_command_takes_token_from_environment(
         assert nb.get("api/status")[0] == 200
         assert nb.get("api/status?token=wrong", with_token=False)[0] == 403
         config = json.loads(docker("image", "inspect", jupyter_image).stdout)[0]["Config"]
-        assert config["Cmd"] == notebook_command("x")[:-1]
+        assert config["Cmd"] == [START_PATH] == notebook_command("x")[:1]
         assert config["WorkingDir"] == "/notebooks"
+
+
+def test_image_runs_as_nb_uid_in_the_notebook_args_root_dir(
+    jupyter_image: str, tmp_path: Path
+) -> None:
+    """What the product's notebook step relies on, as the Docker Stacks images do it:
+    started as root with NB_UID/NB_GID, Jupyter runs as that uid, so a notebook saved
+    through it belongs on the host to the user with that uid; NOTEBOOK_ARGS sets the root."""
+    token = secrets.token_hex(24)
+    user = pwd.getpwnam(ensure_login_user())
+    host_dir = tmp_path / "notebooks"  # pytest's tmp_path is root's, 0700: not the user's
+    (host_dir / "work").mkdir(parents=True)
+    for folder in (host_dir, host_dir / "work"):
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    env = {
+        "JUPYTER_TOKEN": token,
+        "NB_UID": str(user.pw_uid),
+        "NB_GID": str(user.pw_gid),
+        "NOTEBOOK_ARGS": "--ServerApp.root_dir=/notebooks/work",
+    }
+    with run_notebook(jupyter_image, token=token, host_dir=host_dir, env=env) as nb:
+        nb.wait_ready()
+        request = urllib.request.Request(
+            nb.url("api/contents/saved.ipynb"),
+            data=json.dumps({"type": "notebook", "content": EMPTY_NOTEBOOK}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="PUT",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 201
+        # The start script execs Jupyter, so it is the container's first process.
+        runs_as = docker("exec", nb.container_id, "stat", "-c", "%u", "/proc/1").stdout
+    saved = host_dir / "work" / "saved.ipynb"
+    assert saved.is_file()
+    assert (saved.stat().st_uid, saved.stat().st_gid) == (user.pw_uid, user.pw_gid)
+    assert runs_as.strip() == str(user.pw_uid)
 
 
 def test_sshd_runs_inside_a_network_namespace() -> None:

@@ -137,6 +137,7 @@ def _look_up(runtime: Any, row: InstanceRow) -> _Refreshed:
 
 def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, Any]]:
     from orchestrate.core.flows.background import is_our_tunnel
+    from orchestrate.core.flows.notebook_url import local_url, token_where
     from orchestrate.core.money.costs import cost_notes
 
     state = runtime.state()
@@ -204,6 +205,8 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
                 "autostop": launched.autostop,
                 "uptime_s": now - row.started_at if row.started_at else None,
                 "tunnel": tunnel,
+                "url": local_url(row),
+                "token_in": token_where(row),
                 "setup_hash": row.setup_hash,
                 "notes": notes + cost_notes(runtime, row) + plugin_notes,
             }

@@ -77,6 +77,12 @@ if [ ! -e "$host_dir" ]; then
     mkdir -p -- "$host_dir"
     chown -- "$ORCHESTRATE_LOGIN_USER": "$host_dir"
 fi
+# Jupyter runs as the login user (NB_UID below): checkpoint folders a container running as
+# root made in the user's own folder before would make every save fail; they are given back.
+if [ "$(stat -c %u -- "$host_dir")" = "$(id -u -- "$ORCHESTRATE_LOGIN_USER")" ]; then
+    find "$host_dir" -xdev -type d -name .ipynb_checkpoints -user 0 \
+        -exec chown -R -- "$ORCHESTRATE_LOGIN_USER": {{}} +
+fi
 if docker container inspect -- "$name" >/dev/null 2>&1; then
     current=$(docker inspect --format '{{{{index .Config.Labels "{CONFIG_LABEL}"}}}}' -- "$name")
     if [ "$current" = "$wanted" ]; then

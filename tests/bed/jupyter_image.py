@@ -1,38 +1,41 @@
-"""An offline-built Jupyter Notebook image for the test bed.
+"""An offline-built JupyterLab image for the test bed, behaving like Jupyter Docker Stacks.
 
-The product starts Jupyter in a container on the VM.  The test bed has no
-access to Docker Hub, only to Debian's package mirror, so the image is built
-from Debian packages:
+The product starts Jupyter in a container on the VM; users run the Jupyter Docker Stacks
+images (JupyterLab on Jupyter Server).  The test bed has no access to Docker Hub, only to
+Debian's package mirror and PyPI, so the image is built from those:
 
 1. ``debootstrap --variant=minbase bookworm ROOTFS MIRROR`` (the mirror apt on
    this machine already uses, read from its sources),
-2. ``chroot ROOTFS apt-get install --no-install-recommends python3-notebook``
-   (Notebook 6.4.12 with ipykernel 6.17, so a Python kernel works too),
-3. apt caches and lists removed, the root filesystem tarred and cached in the
+2. ``chroot ROOTFS apt-get install --no-install-recommends`` :data:`PACKAGES`
+   (Python, venv, CA certificates for PyPI),
+3. ``python3 -m venv /opt/jupyter`` and ``pip install`` :data:`PYPI_PACKAGES` (JupyterLab,
+   Jupyter Server and ipykernel, pinned) in the chroot, plus :data:`START_SCRIPT`,
+4. apt and pip caches removed, the root filesystem tarred and cached in the
    bed cache, keyed by a hash of the recipe,
-4. ``docker import`` with the image config (CMD, ENV, WORKDIR, EXPOSE, LABEL)
+5. ``docker import`` with the image config (CMD, ENV, WORKDIR, EXPOSE, LABEL)
    given as ``--change`` lines.
 
 The tag is ``orchestrate-bed/jupyter:<recipe hash>`` (also tagged ``:latest``).
 When that tag exists nothing happens; when only the tarball exists it is
-imported (seconds); otherwise the whole build runs (about a minute and a half
-on two cores, most of it apt).  Changing the recipe (packages, suite,
-:data:`RECIPE_VERSION`, or the image config) changes the hash and rebuilds.
+imported (seconds); otherwise the whole build runs (a few minutes on two cores,
+most of it apt and pip).  Changing the recipe (packages, suite,
+:data:`RECIPE_VERSION`, the start script or the image config) changes the hash and rebuilds.
 
-Facts about Debian bookworm's ``python3-notebook`` (6.4.12) that the product
-relies on:
+What the start script copies from Docker Stacks' ``start.sh``/``start-notebook.py``, because
+the product relies on it:
 
-- there is no ``jupyter-notebook`` script in the package: start it as
-  ``python3 -m notebook``;
-- the token option is ``--NotebookApp.token=TOKEN``.  ``--IdentityProvider.token``
-  is Jupyter Server 2 / Notebook 7 spelling; Notebook 6 ignores it and
-  generates a random token instead, so the product's own token would not work;
-- the ``JUPYTER_TOKEN`` environment variable is read when no token option is
-  given (the image's default CMD relies on it), and so is ``JUPYTER_TOKEN_FILE``
-  (read as is: a trailing newline becomes part of the token);
-- requests to ``/api/...`` without a valid token answer 403 (Notebook's API
-  handlers turn the login redirect into 403), pages answer 302 to ``/login``;
-- the container runs as root, hence ``--allow-root``.
+- ``JUPYTER_TOKEN`` in the environment is the token (Jupyter Server reads it itself);
+- started as root with ``NB_UID``/``NB_GID``, it makes a user ``NB_USER`` (default
+  ``jovyan``) with those ids and runs Jupyter as that user, so files written to a mounted
+  folder belong to the host user with that uid;  as root without them, it runs as uid 1000
+  like the stacks' ``jovyan``;  started as another user, it runs as that user;
+- ``NOTEBOOK_ARGS`` is split on spaces and appended to ``jupyter lab`` (the product sets
+  ``--ServerApp.root_dir`` there);
+- arguments given to the start script are appended as well, as the stacks' CMD does.
+
+Facts about Jupyter Server 2 the tests rely on: the token option is
+``--IdentityProvider.token``; ``/api/...`` without a valid token answers 403; pages answer
+302 to ``/login``; ``/api/status`` with the token answers 200.
 """
 
 from __future__ import annotations
@@ -65,60 +68,96 @@ from tests.bed.docker_engine import docker
 from tests.bed.sshd import free_port
 
 # Bump when the build steps below change in a way the other inputs do not show.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 3
 SUITE = "bookworm"
 VARIANT = "minbase"
-PACKAGES: tuple[str, ...] = ("python3-notebook",)
+PACKAGES: tuple[str, ...] = ("python3", "python3-venv", "ca-certificates")
+#: Installed from PyPI into :data:`JUPYTER_VENV`; pinned so a rebuild gets the same server.
+PYPI_PACKAGES: tuple[str, ...] = (
+    "jupyterlab==4.6.6",
+    "jupyter_server==2.21.1",
+    "ipykernel==7.4.0",
+)
+JUPYTER_VENV = "/opt/jupyter"
+START_PATH = "/usr/local/bin/start-notebook.sh"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 IMAGE_REPOSITORY = "orchestrate-bed/jupyter"
 NOTEBOOK_PORT = 8888
 NOTEBOOK_DIR = "/notebooks"
 _CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_IMAGE_PATH = f"{JUPYTER_VENV}/bin:{_CHROOT_PATH}"
+
+#: The image's entry point: Docker Stacks' user switch and ``NOTEBOOK_ARGS``, in POSIX sh.
+#: ``setpriv`` (util-linux, in every Debian) drops to the user without a PAM session.
+START_SCRIPT = r"""#!/bin/sh
+set -eu
+NB_USER=${NB_USER:-jovyan}
+if [ "$(id -u)" = 0 ]; then
+    NB_UID=${NB_UID:-1000}
+    NB_GID=${NB_GID:-100}
+    getent group "$NB_GID" >/dev/null || groupadd --gid "$NB_GID" "$NB_USER"
+    user=$(getent passwd "$NB_UID" | cut -d: -f1 || true)
+    if [ -z "$user" ]; then
+        # jovyan takes the wanted ids, as in the stacks' start.sh
+        if id "$NB_USER" >/dev/null 2>&1; then
+            usermod --uid "$NB_UID" --gid "$NB_GID" "$NB_USER"
+        else
+            useradd --create-home --uid "$NB_UID" --gid "$NB_GID" --shell /bin/sh "$NB_USER"
+        fi
+        user=$NB_USER
+    fi
+    home=$(getent passwd "$NB_UID" | cut -d: -f6)
+    mkdir -p "$home"
+    chown "$NB_UID:$NB_GID" "$home"
+    allow_root=""
+    if [ "$NB_UID" = 0 ]; then allow_root="--allow-root"; fi
+    # NOTEBOOK_ARGS is split on spaces on purpose, as the stacks do.
+    # shellcheck disable=SC2086
+    exec setpriv --reuid="$NB_UID" --regid="$NB_GID" --init-groups \
+        env HOME="$home" USER="$user" jupyter lab --ip=0.0.0.0 --port=8888 --no-browser \
+        $allow_root ${NOTEBOOK_ARGS:-} "$@"
+fi
+export HOME="${HOME:-/tmp}"
+[ -w "$HOME" ] || export HOME=/tmp
+# shellcheck disable=SC2086
+exec jupyter lab --ip=0.0.0.0 --port=8888 --no-browser ${NOTEBOOK_ARGS:-} "$@"
+"""
 
 
 class ImageBuildError(RuntimeError):
     """The offline Jupyter image could not be built or imported."""
 
 
-def notebook_command(
-    token: str, port: int = NOTEBOOK_PORT, notebook_dir: str = NOTEBOOK_DIR
-) -> list[str]:
-    """The command that starts Notebook 6 in the container, as the product runs it.
+def notebook_command(token: str, notebook_dir: str = NOTEBOOK_DIR) -> list[str]:
+    """A command that starts JupyterLab in the container with an explicit token.
 
     ``docker run -d --name N -p 127.0.0.1:PORT:8888 -v HOSTDIR:/notebooks IMAGE``
-    followed by this list.  ``--ip=0.0.0.0`` because the published port reaches
-    the container through its bridge address, not its loopback; the host side
-    is what is bound to 127.0.0.1.  Note the token is then visible in
+    followed by this list.  The start script listens on 0.0.0.0 because the published
+    port reaches the container through its bridge address, not its loopback; the host
+    side is what is bound to 127.0.0.1.  Note the token is then visible in
     ``docker inspect`` and ``ps`` on the host; ``-e JUPYTER_TOKEN`` with the
-    image's default CMD, or ``JUPYTER_TOKEN_FILE``, are the alternatives.
+    image's default CMD, as the product does, is the alternative.  The start script
+    appends these arguments, so Jupyter still runs as ``NB_UID`` (default 1000).
     """
     if not token:
         raise ValueError("an empty token would switch Jupyter's authentication off")
-    return [*_notebook_base(port, notebook_dir), f"--NotebookApp.token={token}"]
-
-
-def _notebook_base(port: int, notebook_dir: str) -> list[str]:
     return [
-        "python3",
-        "-m",
-        "notebook",
-        "--ip=0.0.0.0",
-        f"--port={port}",
-        "--no-browser",
-        "--allow-root",
-        f"--notebook-dir={notebook_dir}",
+        START_PATH,
+        f"--ServerApp.root_dir={notebook_dir}",
+        f"--IdentityProvider.token={token}",
     ]
 
 
 def image_changes() -> list[str]:
     """The image config applied by ``docker import --change`` (part of the recipe hash).
 
-    The default CMD has no token option, so Notebook takes ``JUPYTER_TOKEN``
+    The default CMD has no token option, so Jupyter Server takes ``JUPYTER_TOKEN``
     from the environment (or generates and logs a random one).
     """
     return [
-        f"CMD {json.dumps(_notebook_base(NOTEBOOK_PORT, NOTEBOOK_DIR))}",
-        f"ENV PATH={_CHROOT_PATH}",
+        f"CMD {json.dumps([START_PATH])}",
+        f"ENV PATH={_IMAGE_PATH}",
         "ENV LANG=C.UTF-8",
         f"WORKDIR {NOTEBOOK_DIR}",
         f"EXPOSE {NOTEBOOK_PORT}",
@@ -133,7 +172,14 @@ def _digest(data: object) -> str:
 def rootfs_hash() -> str:
     """Hash of what goes into the root filesystem tarball (the slow part)."""
     return _digest(
-        {"version": RECIPE_VERSION, "suite": SUITE, "variant": VARIANT, "packages": PACKAGES}
+        {
+            "version": RECIPE_VERSION,
+            "suite": SUITE,
+            "variant": VARIANT,
+            "packages": PACKAGES,
+            "pypi": PYPI_PACKAGES,
+            "start": START_SCRIPT,
+        }
     )
 
 
@@ -278,6 +324,25 @@ def build_rootfs_tarball(tarball: Path, *, mirror: str | None = None) -> None:
             *PACKAGES,
         )  # fmt: skip
         _chroot(rootfs, log, "apt-get", "clean")
+        _chroot(rootfs, log, "python3", "-m", "venv", JUPYTER_VENV)
+        # pip in the chroot trusts what this machine trusts (a proxy may re-sign PyPI's
+        # certificate); the bundle is build input only and leaves before the tarball.
+        bundle = rootfs / "tmp" / "build-ca.crt"
+        shutil.copyfile(HOST_CA_BUNDLE, bundle)
+        _chroot(
+            rootfs, log, f"{JUPYTER_VENV}/bin/pip", "install", "--no-cache-dir",
+            "--disable-pip-version-check", "--index-url", "https://pypi.org/simple",
+            "--cert", "/tmp/build-ca.crt", *PYPI_PACKAGES,
+        )  # fmt: skip
+        bundle.unlink()
+        # The stacks' user, made at build time: `docker exec -u jovyan` finds its home.
+        _chroot(
+            rootfs, log, "useradd", "--create-home", "--uid", "1000", "--gid", "100",
+            "--shell", "/bin/sh", "jovyan",
+        )  # fmt: skip
+        start = rootfs / START_PATH.lstrip("/")
+        start.write_text(START_SCRIPT)
+        start.chmod(0o755)
         policy.unlink()
         resolv.write_text("")  # docker bind-mounts its own at run time
         for leftover in ("var/lib/apt/lists", "var/cache/apt", "usr/share/doc", "usr/share/man"):
@@ -439,22 +504,30 @@ def run_notebook(
     port: int | None = None,
     name: str | None = None,
     token_via_env: bool = False,
+    env: dict[str, str] | None = None,
 ) -> NotebookContainer:
     """Start Jupyter the way the product does: published on 127.0.0.1 only, with a token.
 
     ``docker run -d --name N -p 127.0.0.1:PORT:8888 -v HOSTDIR:/notebooks IMAGE
     <notebook_command(token)>``; with ``token_via_env`` the token goes in as
-    ``-e JUPYTER_TOKEN`` and the image's default CMD runs instead.  ``port``
-    defaults to a free loopback port.  Does not wait: call ``wait_ready()``.
+    ``-e JUPYTER_TOKEN`` and the image's default CMD runs instead.  ``env`` adds
+    ``-e`` variables (``JUPYTER_TOKEN``, ``NB_UID``, ``NOTEBOOK_ARGS``) and runs the default
+    CMD as root, as the product's notebook step does.  ``port`` defaults to a free
+    loopback port.  Does not wait: call ``wait_ready()``.
     """
     port = port if port is not None else free_port("127.0.0.1")
     name = name or f"orchestrate-bed-jupyter-{secrets.token_hex(4)}"
     argv = ["run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{NOTEBOOK_PORT}"]
     argv += ["-v", f"{host_dir.resolve()}:{NOTEBOOK_DIR}"]
+    if env:
+        argv += ["--user", "root"]
+        for key, value in env.items():
+            argv += ["-e", f"{key}={value}"]
     if token_via_env:
-        argv += ["-e", f"JUPYTER_TOKEN={token}", image]
-    else:
-        argv += [image, *notebook_command(token)]
+        argv += ["-e", f"JUPYTER_TOKEN={token}"]
+    argv.append(image)
+    if not token_via_env and env is None:
+        argv += notebook_command(token)
     container_id = docker(*argv).stdout.strip()
     return NotebookContainer(
         container_id=container_id, name=name, port=port, token=token, host_dir=host_dir

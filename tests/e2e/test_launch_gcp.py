@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.bed.docker_engine import docker
-from tests.support.e2e import Bed, adopt_bed_key, make_bed, trust_for, write_profile
+from tests.support.e2e import Bed, gcp_bed, trust_for
 
 pytestmark = [pytest.mark.bed, pytest.mark.slow]
 
@@ -52,16 +52,8 @@ def put_json(port: int, path: str, body: dict) -> int:
 def bed(
     orch_home: Path, gce_api, gce_credentials: Path, ssh_host, docker_engine, jupyter_image
 ) -> Iterator[Bed]:
-    adopt_bed_key(orch_home, ssh_host.key_path)
-    made = make_bed(orch_home, Path.cwd(), gce_api, ssh_host, jupyter_image)
-    write_profile(made, gce_credentials)
-    yield made
-    leftover = made.cli("status", "--offline", "--json", check=False)
-    for info in json.loads(leftover.stdout or "[]"):
-        made.cli("down", info["name"], "--yes", check=False)
-    # Deleting the fake's instance cannot stop a container on the machine that stands in for
-    # it, so the test removes the container it caused, by its unique name.
-    docker("rm", "-f", made.container, check=False)
+    with gcp_bed(orch_home, gce_api, gce_credentials, ssh_host, jupyter_image) as made:
+        yield made
 
 
 def test_launch_converges_and_down_cleans(bed: Bed, tmp_path: Path) -> None:

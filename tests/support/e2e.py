@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,3 +157,27 @@ def make_bed(home: Path, work: Path, gce: Any, ssh: Any, image: str) -> Bed:
         remote_port=free_port(),
         container=f"orch-e2e-{uuid.uuid4().hex[:8]}",
     )
+
+
+@contextmanager
+def gcp_bed(home: Path, gce: Any, credentials: Path, ssh: Any, image: str) -> Iterator[Bed]:
+    """A bed with the e2e GCP profile written; afterwards every instance left is taken down
+    and the container removed.
+
+    Deleting the fake's instance cannot stop a container on the machine that stands in for
+    it, so the container the test caused is removed by its unique name.
+    """
+    import json
+
+    from tests.bed.docker_engine import docker
+
+    adopt_bed_key(home, ssh.key_path)
+    made = make_bed(home, Path.cwd(), gce, ssh, image)
+    write_profile(made, credentials)
+    try:
+        yield made
+    finally:
+        leftover = made.cli("status", "--offline", "--json", check=False)
+        for info in json.loads(leftover.stdout or "[]"):
+            made.cli("down", info["name"], "--yes", check=False)
+        docker("rm", "-f", made.container, check=False)

@@ -11,7 +11,7 @@ import importlib
 import typer
 
 #: Modules under orchestrate.core.app.commands that define built-in commands.
-COMMAND_MODULES: tuple[str, ...] = ("lifecycle", "access", "catalog", "gpus")
+COMMAND_MODULES: tuple[str, ...] = ("lifecycle", "access", "open_notebook", "catalog", "gpus")
 
 
 def register_builtin_commands(app: typer.Typer) -> None:

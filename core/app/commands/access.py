@@ -17,6 +17,10 @@ from orchestrate.core.wiring.runtime import Runtime, echo, echo_json
 HOST_KEY_CHECK_DEADLINE_S = 20.0
 
 
+def _err(message: str) -> None:
+    echo(message, err=True)
+
+
 def _age(seconds: float | None) -> str:
     """The row's uptime, in the words the rest of `status` uses ("2h 05m")."""
     if seconds is None:
@@ -117,10 +121,12 @@ def register(app: typer.Typer) -> None:
         port: Optional[int] = typer.Option(None, "--port", help="Local port."),
         detach: bool = typer.Option(False, "--detach", help="Run in the background."),
         close: bool = typer.Option(False, "--close", help="End the background tunnel."),
+        no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
     ) -> None:
         """Open the tunnel to the notebook (foreground until Ctrl-C, or --detach)."""
         from orchestrate.core.flows import background
         from orchestrate.core.flows.launch import url_for
+        from orchestrate.core.flows.notebook_url import hold_in_foreground, show_url
 
         runtime: Runtime = ctx.obj
         row = row_named(runtime, name)
@@ -132,11 +138,12 @@ def register(app: typer.Typer) -> None:
         to_stderr = partial(echo, err=True)
         with background.reopen(runtime, row, port, detach=detach, progress=to_stderr) as opened:
             url = url_for(opened.local_port, row.token or "")
-            echo(url)
             if opened.tunnel is not None:
-                from orchestrate.core.ssh.tunnel import run_foreground
-
-                run_foreground(opened.tunnel, url)
+                hold_in_foreground(
+                    opened.tunnel, url, browse=not no_browser, say=echo, say_err=_err
+                )
+            else:
+                show_url(url, browse=not no_browser, say=echo, say_err=_err)
 
     @app.command("forget-host-key")
     def forget_host_key_command(

@@ -21,13 +21,9 @@ def _progress(message: str) -> None:
 
 def _foreground(open_browser: bool) -> Any:
     def run(tunnel: Any, url: str) -> None:
-        from orchestrate.core.flows.browser import open_browser as browse
-        from orchestrate.core.ssh.tunnel import run_foreground
+        from orchestrate.core.flows.notebook_url import hold_in_foreground
 
-        echo(url)
-        if open_browser:
-            browse(url)
-        run_foreground(tunnel, url)
+        hold_in_foreground(tunnel, url, browse=open_browser, say=echo, say_err=_progress)
 
     return run
 
@@ -87,11 +83,9 @@ def register(app: typer.Typer) -> None:
             foreground=_foreground(not no_browser),
         )
         if detach:
-            from orchestrate.core.flows.browser import open_browser
+            from orchestrate.core.flows.notebook_url import show_url
 
-            echo(outcome.url)
-            if not no_browser:
-                open_browser(outcome.url)
+            show_url(outcome.url, browse=not no_browser, say=echo, say_err=_progress)
 
     @app.command("start")
     def start_command(
@@ -119,7 +113,9 @@ def register(app: typer.Typer) -> None:
             foreground=_foreground(not no_browser),
         )
         if detach:
-            echo(outcome.url)
+            from orchestrate.core.flows.notebook_url import show_url
+
+            show_url(outcome.url, browse=not no_browser, say=echo, say_err=_progress)
 
     @app.command("stop")
     def stop_command(
