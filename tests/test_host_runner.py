@@ -16,7 +16,6 @@ import importlib
 import re
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from orchestrate.core.ssh.session import Session
 from orchestrate.core.wiring.registry import HOST_PLUGINS
 from orchestrate.plugins.host.shell import step_script
 
-from tests.bed.sshd import SSHD, Sshd, generate_client_key, start_sshd
+from tests.bed.sshd import Sshd, generate_client_key, start_sshd
 
 pytestmark = pytest.mark.bed
 
@@ -167,25 +166,6 @@ def own_sshd(ssh_host: Any) -> Iterator[tuple[Sshd, Path]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def restart_sshd(server: Sshd) -> None:
-    """Stop the listener and start it again with the same config and host key.
-
-    This stands in for the host's reboot: SSH goes away and comes back on the same address
-    with the same host key. The new process is handed to the `Sshd` object so the bed's own
-    `stop()` ends it.
-    """
-    server.stop()
-    with server.log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(server.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server._process = process
-    server.pid = process.pid
-
-
 class FakeDriverPlugin:
     """Contributes a driver-like step that needs a reboot, and a verify-like step after it.
 
@@ -255,7 +235,7 @@ def test_reboot_ends_the_stage_then_ssh_reprobe_and_the_second_run_applies_nothi
         # The stand-in for a reboot (see the module docstring): sshd restarts, the
         # connection drops, and the "module" is loaded by the time SSH is back.
         session.close()
-        restart_sshd(server)
+        server.restart()
         state.write_text("loaded\n")
         pids.append(server.pid)
 

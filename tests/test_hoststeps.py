@@ -111,10 +111,10 @@ def test_plugins_plan_a_fresh_k80_host() -> None:
     steps = collect_steps(manager().hook, gpu_context())
     names = [s.name for s in steps]
     assert names == [
-        "gpu-check", "nvidia-driver", "docker", "container-toolkit", "image", "verify", "notebook"
+        "gpu-check", "docker", "container-toolkit", "nvidia-driver", "image", "verify", "notebook"
     ]  # fmt: skip
     todo = [s.name for s in plan(steps, fresh_gpu_facts("k80"))]
-    assert todo == ["nvidia-driver", "docker", "container-toolkit", "image", "verify", "notebook"]
+    assert todo == ["docker", "container-toolkit", "nvidia-driver", "image", "verify", "notebook"]
     driver = next(s for s in steps if s.name == "nvidia-driver")
     script = driver.script(gpu_context(), fresh_gpu_facts("k80"))
     assert "BRANCH=470" in script and "FLAVOURS='470-server 470'" in script

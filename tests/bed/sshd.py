@@ -239,6 +239,24 @@ class Sshd:
         end_child(proc, grace_s=timeout)
         self._process = None
 
+    def restart(self) -> None:
+        """Stop the listener and start it again with the same config and host key.
+
+        This stands in for the host's reboot: SSH goes away and comes back on the same
+        address with the same host key. The new process replaces the old one here, so
+        `stop()` ends it.
+        """
+        self.stop()
+        argv = [SSHD, "-D", "-e", "-f", str(self.config_path)]
+        if self.netns is not None:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        with self.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        self._process = process
+        self.pid = process.pid
+
     @property
     def running(self) -> bool:
         """Whether the listener process is still alive."""
