@@ -89,6 +89,8 @@ class SetupReport:
     probes: int = 0
     reboots: int = 0
     log_path: Path | None = None
+    #: wall time of the stages; less than the steps' sum when steps ran at the same time
+    stage_seconds: float = 0.0
 
     @property
     def nothing_to_do(self) -> bool:
@@ -99,7 +101,7 @@ class SetupReport:
         if self.nothing_to_do:
             return "host already set up: 1 probe, 0 steps applied"
         names = ", ".join(r.name for r in self.applied)
-        seconds = sum(r.seconds for r in self.applied)
+        seconds = self.stage_seconds or sum(r.seconds for r in self.applied)
         reboots = f", {self.reboots} reboot(s)" if self.reboots else ""
         count = len(self.applied)
         return f"host set up: {count} step(s) applied ({names}) in {seconds:.0f} s{reboots}"
@@ -232,7 +234,9 @@ class Runner:
             if not todo:
                 break
             self._emit("plan", f"{len(todo)} step(s) to run: {', '.join(s.name for s in todo)}")
+            started = time.monotonic()
             outcome = self.run_stage(todo, facts, report)
+            report.stage_seconds += time.monotonic() - started
             report.applied.extend(outcome.results)
             changed.extend(r.name for r in outcome.results)
             if outcome.reboot_by is None:
