@@ -7,6 +7,7 @@ a baseline and a goal, never what the times are.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,22 @@ def test_quick_b1_writes_its_rows(tmp_path: Path) -> None:
     assert goals and all(isinstance(row["met"], bool) for row in goals)
     # The table is printed too, with its header.
     assert "figure" in proc.stdout and "baseline" in proc.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="B5 starts an sshd and runs steps through sudo")
+def test_quick_b5_prints_the_model_and_converges(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "B5", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {row["figure"]: row for row in json.loads(out.read_text())["rows"]}
+    graph = rows["cold host setup, steps as a graph"]
+    assert graph["error"] == "" and graph["value"] > 0
+    assert graph["baseline"] == "critical path (model)" and graph["baseline_value"] > 0
+    assert isinstance(graph["met"], bool) and graph["goal"] == "<= 1.1x"
+    assert rows["cold host setup, one step at a time"]["value"] > 0
+    # the converge property, a fact rather than a time: a second run applies nothing
+    assert rows["second run: steps applied"]["value"] == 0
+    assert "model (s, run at 1/" in proc.stdout and "critical path" in proc.stdout
