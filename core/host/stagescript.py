@@ -65,7 +65,7 @@ run_job() {
 # request start nothing new, let the running steps finish (an apt transaction or an image
 # pull cut short is worse than waiting), then end the stage.
 run_graph() {
-    local i d ready running=0 stop='' fail_rc=0
+    local i d rc ready running=0 stop='' fail_rc=0
     local -a state=()
     for i in "${!STEP_NAMES[@]}"; do state[i]=waiting; done
     while :; do
