@@ -153,7 +153,8 @@ def test_dry_run_shows_probe_and_scripts_without_the_token() -> None:
     context = gpu_context()
     text = dry_run_text(manager().hook, context)
     assert "probe: one SSH command" in text
-    assert "nvidia-driver [would run, may reboot]" in text
+    assert "nvidia-driver [would run, may reboot] (waits for docker, container-toolkit)" in text
+    assert "image [would run] (waits for docker, container-toolkit)" in text
     assert "BRANCH=470" in text  # the K80 the profile asks for decides the branch
     assert "gpu-check [not needed]" in text
     assert "s3cret-token-123" not in text

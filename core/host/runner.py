@@ -460,18 +460,21 @@ def dry_run_text(
     redact = Redactor(context.secrets())
     assumed = facts is None
     facts = facts if facts is not None else assumed_facts(context)
-    todo = {s.name for s in plan(steps, facts)}
+    planned = plan(steps, facts)
+    todo = {s.name for s in planned}
+    waits = step_graph(planned)
     lines = [f"host setup for {context.instance}:"]
     lines.append("  probe: one SSH command (POSIX sh), prints the facts as one JSON object:")
     lines.append(_indent(probe_script(context, steps), "      "))
     where = "a fresh host (no probe yet)" if assumed else "the probed host"
-    lines.append(f"  steps, in order, for {where}:")
+    lines.append(f"  steps for {where}; each starts once the steps it waits for are done:")
     if not steps:
         lines.append("    (no plugin contributes host steps)")
     for i, step in enumerate(steps, 1):
         verdict = "would run" if step.name in todo else "not needed"
         reboot = ", may reboot" if step.reboot_may_follow else ""
-        lines.append(f"  {i}. {step.name} [{verdict}{reboot}]: {step.description}")
+        after = f" (waits for {', '.join(waits[step.name])})" if waits.get(step.name) else ""
+        lines.append(f"  {i}. {step.name} [{verdict}{reboot}]{after}: {step.description}")
         if step.name in todo:
             lines.append(_indent(step.script(context, facts), "      "))
     for step in steps:
