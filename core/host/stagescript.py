@@ -48,7 +48,8 @@ run_job() {
     # not appear to ask for its reboot.
     ORCHESTRATE_REBOOT_FILE=$ORCHESTRATE_WORKDIR/reboot-$index
     export ORCHESTRATE_REBOOT_FILE
-    bash "$file" </dev/null 2>&1 | tag_lines "$name"
+    # fd 3 (the FIFO) is the scheduler's: a daemon a step starts must not inherit it
+    bash "$file" </dev/null 3>&- 2>&1 | tag_lines "$name"
     rc=${PIPESTATUS[0]}
     if [ "$rc" -ne 0 ]; then
         printf '##orchestrate step=%s event=fail rc=%d\n' "$name" "$rc"
