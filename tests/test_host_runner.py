@@ -16,7 +16,6 @@ import importlib
 import re
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from orchestrate.core.ssh.session import Session
 from orchestrate.core.wiring.registry import HOST_PLUGINS
 from orchestrate.plugins.host.shell import step_script
 
-from tests.bed.sshd import SSHD, Sshd, generate_client_key, start_sshd
+from tests.bed.sshd import Sshd, generate_client_key, start_sshd
 
 pytestmark = pytest.mark.bed
 
@@ -126,6 +125,70 @@ def test_hook_before_step_and_after_step_wrap_the_docker_step_run_for_real(
     assert recorder.calls == [("before", "docker", None), ("after", "docker", True)]
 
 
+class TwoAtOncePlugin:
+    """Two steps with nothing between them and a third after both. "left" waits for a file
+    only "right" writes, so run one after the other "left" would give up (its bound only
+    turns a hang into a failure); with ``fail`` the third fails with its own last lines."""
+
+    def __init__(self, scratch: Path, fail: bool = False) -> None:
+        self.scratch = scratch
+        self.fail = fail
+
+    @hooks.hookimpl
+    def orchestrate_host_steps(self, context: StepContext) -> list[HostStep]:
+        flag = str(self.scratch / "right-ran")
+        left = """
+log "left waits for right"
+for _ in $(seq 300); do [ -e "$FLAG" ] && break; sleep 0.1; done
+[ -e "$FLAG" ] || die "right never ran"
+log "left saw right"
+"""
+        right = 'log "right ran"\n: >"$FLAG"\n'
+        last = 'log "last line of both"\n' + ("exit 4\n" if self.fail else "")
+
+        def step(name: str, body: str, after: tuple[str, ...] = ()) -> HostStep:
+            return HostStep(
+                name=name, description=f"the {name} step", needed=lambda facts: True,
+                script=lambda ctx, facts: step_script(body, {"FLAG": flag}), after=after,
+            )  # fmt: skip
+
+        return [step("left", left), step("right", right), step("both", last, ("left", "right"))]
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_independent_steps_run_at_once_each_with_its_own_output_and_hooks(
+    ssh_host: Any, cpu_context: StepContext, tmp_path: Path, fail: bool
+) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="orchestrate-graph-"))
+    scratch.chmod(0o777)
+    recorder = Recorder()
+    try:
+        pm = pluggy.PluginManager(hooks.PROJECT)
+        pm.add_hookspecs(hooks)
+        pm.register(TwoAtOncePlugin(scratch, fail))
+        pm.register(recorder)
+        steps = collect_steps(pm.hook, cpu_context)
+        with connect(ssh_host, ssh_host.host_key) as session:
+            runner = Runner(session, cpu_context, steps, log_path=tmp_path / "g.log", hook=pm.hook)
+            if fail:
+                with pytest.raises(StepFailed) as failed:
+                    runner.run()
+                assert failed.value.step == "both"
+                assert "last line of both" in str(failed.value)
+                assert "right ran" not in str(failed.value)
+                return
+            report = runner.run()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    tails = {r.name: r.output_tail for r in report.applied}
+    assert tails["left"] == ("left waits for right", "left saw right")
+    assert tails["right"] == ("right ran",)
+    assert tails["both"] == ("last line of both",)
+    assert recorder.calls[:2] == [("before", "left", None), ("before", "right", None)]
+    assert recorder.calls[-2:] == [("before", "both", None), ("after", "both", True)]
+    assert report.stage_seconds > 0
+
+
 def test_gpu_requested_on_a_host_without_one_is_a_clear_error(
     ssh_host: Any, docker_engine: Any, jupyter_image: str, tmp_path: Path
 ) -> None:
@@ -165,25 +228,6 @@ def own_sshd(ssh_host: Any) -> Iterator[tuple[Sshd, Path]]:
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def restart_sshd(server: Sshd) -> None:
-    """Stop the listener and start it again with the same config and host key.
-
-    This stands in for the host's reboot: SSH goes away and comes back on the same address
-    with the same host key. The new process is handed to the `Sshd` object so the bed's own
-    `stop()` ends it.
-    """
-    server.stop()
-    with server.log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(server.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server._process = process
-    server.pid = process.pid
 
 
 class FakeDriverPlugin:
@@ -255,7 +299,7 @@ def test_reboot_ends_the_stage_then_ssh_reprobe_and_the_second_run_applies_nothi
         # The stand-in for a reboot (see the module docstring): sshd restarts, the
         # connection drops, and the "module" is loaded by the time SSH is back.
         session.close()
-        restart_sshd(server)
+        server.restart()
         state.write_text("loaded\n")
         pids.append(server.pid)
 

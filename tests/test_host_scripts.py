@@ -19,6 +19,7 @@ from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext, collect
 from orchestrate.core.api.provider import GpuRequest
 from orchestrate.core.host.probe import probe_script
 from orchestrate.core.host.runner import stage_script
+from orchestrate.core.host.stagescript import step_graph
 from orchestrate.plugins.host.shell import PRELUDE
 
 from tests.test_hoststeps import fresh_gpu_facts, gpu_context, manager, ready_facts
@@ -85,8 +86,9 @@ def test_cpu_step_scripts_and_stage(tmp_path: Path) -> None:
 def test_stage_for_a_gpu_host(tmp_path: Path) -> None:
     context = gpu_context()
     facts = fresh_gpu_facts("k80")
-    scripts = [(s.name, s.script(context, facts)) for s in all_steps(context)]
-    shellcheck({"stage-gpu": stage_script(scripts)}, "bash", tmp_path)
+    steps = all_steps(context)
+    scripts = [(s.name, s.script(context, facts)) for s in steps]
+    shellcheck({"stage-gpu": stage_script(scripts, step_graph(steps))}, "bash", tmp_path)
 
 
 def test_shellcheck_catches_mistakes(tmp_path: Path) -> None:

@@ -107,10 +107,10 @@ def test_plugins_plan_a_fresh_k80_host() -> None:
     steps = collect_steps(manager().hook, gpu_context())
     names = [s.name for s in steps]
     assert names == [
-        "gpu-check", "nvidia-driver", "docker", "container-toolkit", "image", "verify", "notebook"
+        "gpu-check", "docker", "container-toolkit", "nvidia-driver", "image", "verify", "notebook"
     ]  # fmt: skip
     todo = [s.name for s in plan(steps, fresh_gpu_facts("k80"))]
-    assert todo == ["nvidia-driver", "docker", "container-toolkit", "image", "verify", "notebook"]
+    assert todo == ["docker", "container-toolkit", "nvidia-driver", "image", "verify", "notebook"]
     driver = next(s for s in steps if s.name == "nvidia-driver")
     script = driver.script(gpu_context(), fresh_gpu_facts("k80"))
     assert "BRANCH=470" in script and "FLAVOURS='470-server 470'" in script
@@ -149,7 +149,8 @@ def test_dry_run_shows_probe_and_scripts_without_the_token() -> None:
     context = gpu_context()
     text = dry_run_text(manager().hook, context)
     assert "probe: one SSH command" in text
-    assert "nvidia-driver [would run, may reboot]" in text
+    assert "nvidia-driver [would run, may reboot] (waits for docker, container-toolkit)" in text
+    assert "image [would run] (waits for docker, container-toolkit)" in text
     assert "BRANCH=470" in text  # the K80 the profile asks for decides the branch
     assert "gpu-check [not needed]" in text
     assert "s3cret-token-123" not in text

@@ -167,14 +167,18 @@ class HostStep:
     - ``needed(facts)``: whether the step must run, from the probe's facts alone.
     - ``script(context, facts)``: a complete bash script (shellcheck-clean, starting with
       ``set -euo pipefail``) that is safe to run again. It may ask for a reboot by creating
-      the file named in ``$ORCHESTRATE_REBOOT_FILE``; the stage then ends there.
+      the file named in ``$ORCHESTRATE_REBOOT_FILE``; the stage then starts nothing new and
+      ends once the steps running beside it are done.
     - ``after``: steps that must come first when present in the plan; a name no plugin
-      provides is an error. ``after_optional``: the same, but a missing step is fine (the
-      notebook comes after ``verify`` on GPU hosts, and there is no ``verify`` on CPU hosts).
+      provides is an error. Steps with no dependency path between them run at the same
+      time, so a step must name every step whose work it needs (or would disturb).
+      ``after_optional``: the same, but a missing step is fine (the notebook comes after
+      ``verify`` on GPU hosts, and there is no ``verify`` on CPU hosts).
     - ``follows_changes``: also run when a step it comes after ran in this setup (``verify``
       after a new driver).
     - ``reboot_may_follow``: the script may ask for a reboot (shown by ``--dry-run``).
-    - ``stage``: ordering hint among steps with no dependency between them, lower first.
+    - ``stage``: ordering hint among steps with no dependency between them, lower first
+      (the order they start in).
     - ``probe``: a POSIX sh snippet added to the probe; its stdout lands in
       ``facts.extra[name]``, so a step can learn what it needs in the same round trip. It
       runs as the login user and may use ``as_root CMD`` (``sudo -n`` when needed, 20 s

@@ -35,13 +35,13 @@ def _uses_secret(step: Any, context: StepContext, facts: Any) -> bool:
 def startup_script(hook: Any, context: StepContext) -> str:
     """The startup script: the secret-free steps for a fresh host, then the marker."""
     from orchestrate.core.host.runner import assumed_facts
-    from orchestrate.core.host.stagescript import stage_script
+    from orchestrate.core.host.stagescript import stage_script, step_graph
 
     facts = assumed_facts(context)
     every = collect_steps(hook, context)
     require_autostop(every, context)
     steps = [s for s in every if not _uses_secret(s, context, facts)]
-    stage = stage_script([(s.name, s.script(context, facts)) for s in steps])
+    stage = stage_script([(s.name, s.script(context, facts)) for s in steps], step_graph(steps))
     delimiter = heredoc_delimiter(stage, "ORCHESTRATE_BOOTSTRAP_STAGE")
     return f"""#!/usr/bin/env bash
 # orchestrate bootstrap: host setup at boot; idempotent, so it runs again after a reboot.

@@ -4,13 +4,16 @@ How a setup goes:
 
 1. one probe (`orchestrate.core.host.probe`) gives the facts; on a set-up host nothing is needed,
    and that is the whole setup: connect + probe;
-2. the needed steps (in dependency order) are written into one stage script and sent to one
-   ``bash`` on the host, as root (``sudo -n`` for a non-root login); each step runs in its own
-   ``bash`` from a file, with stdin closed so an apt prompt cannot eat the script;
-3. the stage prints progress markers (``##orchestrate step=NAME event=start|done|fail|reboot``)
-   that the runner turns into `ProgressEvent`s for the live CLI line and into the
+2. the needed steps are written into one stage script and sent to one ``bash`` on the host,
+   as root (``sudo -n`` for a non-root login); it runs them as a dependency graph, steps with
+   nothing between them at the same time, each in its own ``bash`` from a file, with stdin
+   closed so an apt prompt cannot eat the script;
+3. the stage tags each step's output lines with its name and prints progress markers
+   (``##orchestrate step=NAME event=start|done|fail|reboot``) that the runner turns into
+   `ProgressEvent`s for the live CLI line and into the
    ``orchestrate_before_step``/``orchestrate_after_step`` hook calls;
-4. a step that asks for a reboot ends the stage: the runner reboots the host, waits for SSH
+4. a step that asks for a reboot ends the stage once the steps already running are done (an
+   image pull is not cut short): the runner reboots the host, waits for SSH
    (`Session.reconnect`), probes again and plans the rest from the new facts.
 
 Full output goes to a per-host log file, with the context's secrets (the notebook token)
@@ -40,7 +43,13 @@ from orchestrate.core.api.hoststeps import (
 )
 from orchestrate.core.api.retry import Retry
 from orchestrate.core.host.probe import probe, probe_script
-from orchestrate.core.host.stagescript import MARKER, parse_marker, stage_command, stage_script
+from orchestrate.core.host.stagescript import (
+    parse_marker,
+    split_output,
+    stage_command,
+    stage_script,
+    step_graph,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from orchestrate.core.ssh.session import Session
@@ -80,6 +89,8 @@ class SetupReport:
     probes: int = 0
     reboots: int = 0
     log_path: Path | None = None
+    #: wall time of the stages; less than the steps' sum when steps ran at the same time
+    stage_seconds: float = 0.0
 
     @property
     def nothing_to_do(self) -> bool:
@@ -90,7 +101,7 @@ class SetupReport:
         if self.nothing_to_do:
             return "host already set up: 1 probe, 0 steps applied"
         names = ", ".join(r.name for r in self.applied)
-        seconds = sum(r.seconds for r in self.applied)
+        seconds = self.stage_seconds or sum(r.seconds for r in self.applied)
         reboots = f", {self.reboots} reboot(s)" if self.reboots else ""
         count = len(self.applied)
         return f"host set up: {count} step(s) applied ({names}) in {seconds:.0f} s{reboots}"
@@ -223,7 +234,9 @@ class Runner:
             if not todo:
                 break
             self._emit("plan", f"{len(todo)} step(s) to run: {', '.join(s.name for s in todo)}")
+            started = time.monotonic()
             outcome = self.run_stage(todo, facts, report)
+            report.stage_seconds += time.monotonic() - started
             report.applied.extend(outcome.results)
             changed.extend(r.name for r in outcome.results)
             if outcome.reboot_by is None:
@@ -256,13 +269,14 @@ class Runner:
         command = stage_command(facts)
         scripts = [(step.name, step.script(self.context, facts)) for step in steps]
         by_name = {step.name: step for step in steps}
-        script = stage_script(scripts)
+        script = stage_script(scripts, step_graph(steps))
         self._stamp(f"stage: {', '.join(by_name)}")
         self._log(script)
         self._emit("stage", f"running {', '.join(by_name)}")
 
         results: list[StepResult] = []
-        current: list[_StepRun] = []
+        # Steps running now, by name; several at once when the graph allows it.
+        current: dict[str, _StepRun] = {}
         reboot_by: list[str] = []
         stderr_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         log = self.log_path.open("a", encoding="utf-8")
@@ -287,37 +301,42 @@ class Runner:
             return result
 
         def on_line(line: str, stream: str) -> None:
-            _write(log, self.redact(line if stream == "stdout" else f"[stderr] {line}"))
             if stream == "stderr":
+                _write(log, self.redact(f"[stderr] {line}"))
                 stderr_tail.append(line)
                 return
-            marker = parse_marker(line)
-            if marker is None:
-                if current and line:
-                    current[-1].lines.append(line)
-                    self._emit("output", line, current[-1].step.name)
-                return
-            before = line[: line.find(MARKER)]
-            if before.strip() and current:
-                current[-1].lines.append(before)
-            if "warning" in marker:
+            tagged = split_output(line)
+            if tagged is not None:
+                name, line = tagged
+                _write(log, self.redact(f"[{name}] {line}"))
+                run = current.get(name)
+                marker = parse_marker(line)
+                if marker is None or "warning" not in marker:
+                    if run is not None and line:
+                        run.lines.append(line)
+                        self._emit("output", line, name)
+                    return
                 warning = self.redact(marker["warning"])
                 if report is not None:
                     report.warnings.append(warning)
-                self._emit("warning", warning, current[-1].step.name if current else None)
+                self._emit("warning", warning, name)
+                return
+            _write(log, self.redact(line))
+            marker = parse_marker(line)
+            if marker is None or "warning" in marker:
                 return
             event, name = marker.get("event"), marker.get("step", "")
             step = by_name.get(name)
             if step is None:
                 return
             if event == "start":
-                current.append(_StepRun(step, time.monotonic()))
+                current[name] = _StepRun(step, time.monotonic())
                 if self.hook is not None:
                     self.hook.orchestrate_before_step(step=step, context=self.context)
                 self._emit("step-start", f"{name}: {step.description}", name, 0.0)
-            elif event in ("done", "fail") and current and current[-1].step.name == name:
+            elif event in ("done", "fail") and name in current:
                 ok = event == "done"
-                result = finish(current[-1], ok, int(marker.get("rc", "0") or 0))
+                result = finish(current.pop(name), ok, int(marker.get("rc", "0") or 0))
                 kind = "step-done" if ok else "step-fail"
                 text = f"{name}: {result.summary or ('done' if ok else f'failed ({result.rc})')}"
                 self._emit(kind, text, name, result.seconds)
@@ -345,7 +364,7 @@ class Runner:
         if reboot_by:
             return _StageOutcome(results, reboot_by[0])
         if result.rc != 0 or len(results) != len(steps):
-            where = f" during {current[-1].step.name!r}" if current else ""
+            where = f" during {', '.join(map(repr, current))}" if current else ""
             detail = self.redact("\n".join(stderr_tail).strip()) or f"exit status {result.rc}"
             raise HostError(
                 f"the host setup stage ended early{where}: {detail}",
@@ -441,18 +460,21 @@ def dry_run_text(
     redact = Redactor(context.secrets())
     assumed = facts is None
     facts = facts if facts is not None else assumed_facts(context)
-    todo = {s.name for s in plan(steps, facts)}
+    planned = plan(steps, facts)
+    todo = {s.name for s in planned}
+    waits = step_graph(planned)
     lines = [f"host setup for {context.instance}:"]
     lines.append("  probe: one SSH command (POSIX sh), prints the facts as one JSON object:")
     lines.append(_indent(probe_script(context, steps), "      "))
     where = "a fresh host (no probe yet)" if assumed else "the probed host"
-    lines.append(f"  steps, in order, for {where}:")
+    lines.append(f"  steps for {where}; each starts once the steps it waits for are done:")
     if not steps:
         lines.append("    (no plugin contributes host steps)")
     for i, step in enumerate(steps, 1):
         verdict = "would run" if step.name in todo else "not needed"
         reboot = ", may reboot" if step.reboot_may_follow else ""
-        lines.append(f"  {i}. {step.name} [{verdict}{reboot}]: {step.description}")
+        after = f" (waits for {', '.join(waits[step.name])})" if waits.get(step.name) else ""
+        lines.append(f"  {i}. {step.name} [{verdict}{reboot}]{after}: {step.description}")
         if step.name in todo:
             lines.append(_indent(step.script(context, facts), "      "))
     for step in steps:

@@ -1,46 +1,107 @@
 """The stage script: the needed host steps as one bash script, and the markers it prints.
 
-One stage is one ``bash`` on the host, as root; each step runs in its own ``bash`` from a
-file with stdin closed (so an apt prompt cannot eat the script), and the stage prints
-progress markers (``##orchestrate step=NAME event=start|done|fail|reboot``) that the runner
-(`orchestrate.core.host.runner`) reads back with `parse_marker`.
+One stage is one ``bash`` on the host, as root. It runs the steps as a dependency graph
+(`step_graph`): a step starts as soon as the steps it comes after are done, so the image
+pull runs while the driver installs. Each step runs in its own ``bash`` from a file with
+stdin closed (so an apt prompt cannot eat the script); its output lines are tagged with its
+name (``##orchestrate out=NAME ...``), and the stage prints progress markers
+(``##orchestrate step=NAME event=start|done|fail|reboot``) that the runner
+(`orchestrate.core.host.runner`) reads back with `split_output` and `parse_marker`. A
+failure or a reboot request starts nothing new; the steps already running finish first.
 """
 
 from __future__ import annotations
 
 import secrets
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from orchestrate.core.api.errors import HostError
-from orchestrate.core.api.hoststeps import Facts
+from orchestrate.core.api.hoststeps import AUTOSTOP_STEP, Facts, HostStep
 
 #: What starts a progress marker line in a stage's output.
 MARKER = "##orchestrate "
+#: What starts a step's output line: the marker, ``out=NAME`` and a space.
+OUTPUT = MARKER + "out="
 
 _STAGE_HEAD = r"""#!/usr/bin/env bash
-# orchestrate stage: runs each step from its own file, prints progress markers.
+# orchestrate stage: runs the steps as a dependency graph, each from its own file, with
+# progress markers; independent steps run at the same time.
 set -uo pipefail
 ORCHESTRATE_WORKDIR=$(mktemp -d /tmp/orchestrate-stage.XXXXXX) || exit 90
 trap 'rm -rf "$ORCHESTRATE_WORKDIR"' EXIT
-ORCHESTRATE_REBOOT_FILE=$ORCHESTRATE_WORKDIR/reboot-required
 ORCHESTRATE_LOGIN_USER=${SUDO_USER:-$(id -un)}
 ORCHESTRATE_LOGIN_HOME=$(getent passwd "$ORCHESTRATE_LOGIN_USER" | cut -d: -f6)
-export ORCHESTRATE_WORKDIR ORCHESTRATE_REBOOT_FILE ORCHESTRATE_LOGIN_USER ORCHESTRATE_LOGIN_HOME
+export ORCHESTRATE_WORKDIR ORCHESTRATE_LOGIN_USER ORCHESTRATE_LOGIN_HOME
+# Finished steps report "INDEX RC" on this FIFO: the scheduler blocks on it, so the next
+# step starts the moment its last dependency is done (no polling).
+mkfifo "$ORCHESTRATE_WORKDIR/finished" || exit 90
+exec 3<>"$ORCHESTRATE_WORKDIR/finished"
 
-run_step() {
-    local name=$1 file=$2 rc=0
-    printf '\n##orchestrate step=%s event=start\n' "$name"
-    bash "$file" </dev/null 2>&1 || rc=$?
+# Every output line of a step is tagged with its name: steps run at the same time, and the
+# runner gives each its own output tail.
+tag_lines() { awk -v tag="##orchestrate out=$1 " '{ print tag $0; fflush() }'; }
+
+run_job() {
+    local name=$1 file=$2 index=$3 rc=0
+    # Each step has its own reboot file, so a step that finishes alongside the driver does
+    # not appear to ask for its reboot.
+    ORCHESTRATE_REBOOT_FILE=$ORCHESTRATE_WORKDIR/reboot-$index
+    export ORCHESTRATE_REBOOT_FILE
+    # fd 3 (the FIFO) is the scheduler's: a daemon a step starts must not inherit it
+    bash "$file" </dev/null 3>&- 2>&1 | tag_lines "$name"
+    rc=${PIPESTATUS[0]}
     if [ "$rc" -ne 0 ]; then
-        printf '\n##orchestrate step=%s event=fail rc=%d\n' "$name" "$rc"
-        exit "$rc"
+        printf '##orchestrate step=%s event=fail rc=%d\n' "$name" "$rc"
+    else
+        printf '##orchestrate step=%s event=done rc=0\n' "$name"
+        if [ -e "$ORCHESTRATE_REBOOT_FILE" ]; then
+            printf '##orchestrate step=%s event=reboot\n' "$name"
+        fi
     fi
-    printf '\n##orchestrate step=%s event=done rc=0\n' "$name"
-    if [ -e "$ORCHESTRATE_REBOOT_FILE" ]; then
-        printf '##orchestrate step=%s event=reboot\n' "$name"
-        exit 0
-    fi
+    printf '%s %s\n' "$index" "$rc" >&3
+}
+
+# run_graph: start every step whose dependencies are done; after a failure or a reboot
+# request start nothing new, let the running steps finish (an apt transaction or an image
+# pull cut short is worse than waiting), then end the stage.
+run_graph() {
+    local i d rc ready running=0 stop='' fail_rc=0
+    local -a state=()
+    for i in "${!STEP_NAMES[@]}"; do state[i]=waiting; done
+    while :; do
+        if [ -z "$stop" ]; then
+            for i in "${!STEP_NAMES[@]}"; do
+                [ "${state[i]}" = waiting ] || continue
+                ready=1
+                for d in ${STEP_AFTER[i]}; do
+                    [ "${state[d]}" = ok ] || ready=0
+                done
+                [ "$ready" -eq 1 ] || continue
+                state[i]=running
+                running=$((running + 1))
+                printf '##orchestrate step=%s event=start\n' "${STEP_NAMES[i]}"
+                run_job "${STEP_NAMES[i]}" "$ORCHESTRATE_WORKDIR/step-$i.sh" "$i" &
+            done
+        fi
+        [ "$running" -gt 0 ] || break
+        read -r i rc <&3 || exit 91
+        running=$((running - 1))
+        if [ "$rc" -ne 0 ]; then
+            state[i]=failed
+            stop=fail
+            [ "$fail_rc" -ne 0 ] || fail_rc=$rc
+        else
+            state[i]=ok
+            if [ -e "$ORCHESTRATE_WORKDIR/reboot-$i" ] && [ -z "$stop" ]; then stop=reboot; fi
+        fi
+    done
+    wait
+    [ "$fail_rc" -eq 0 ] || exit "$fail_rc"
+    [ "$stop" != reboot ] || exit 0
+    for i in "${!STEP_NAMES[@]}"; do
+        [ "${state[i]}" = ok ] || exit 92
+    done
 }
 """
 
@@ -52,17 +113,47 @@ _STAGE_RUNNER = (
 )
 
 
-def stage_script(scripts: Sequence[tuple[str, str]]) -> str:
-    """One bash script running each (step name, step script) in order with markers."""
+def step_graph(steps: Sequence[HostStep]) -> dict[str, tuple[str, ...]]:
+    """What each step of a stage waits for: its ``after``/``after_optional`` steps that are
+    in the stage (the others ran before or are not needed), and the autostop step, which
+    every other step waits for so the idle power-off is armed before anything that can
+    hang or take long."""
+    names = {step.name for step in steps}
+    graph: dict[str, tuple[str, ...]] = {}
+    for step in steps:
+        deps = [d for d in (*step.after, *step.after_optional) if d in names]
+        if step.name != AUTOSTOP_STEP and AUTOSTOP_STEP in names and AUTOSTOP_STEP not in deps:
+            deps.append(AUTOSTOP_STEP)
+        graph[step.name] = tuple(deps)
+    return graph
+
+
+def stage_script(
+    scripts: Sequence[tuple[str, str]], after: Mapping[str, Sequence[str]] | None = None
+) -> str:
+    """One bash script running each (step name, step script) with markers.
+
+    ``after`` (from `step_graph`) says what each step waits for; steps with nothing between
+    them run at the same time. Without it each step waits for the one before (one at a
+    time, in the given order). Names in ``after`` that are not in the stage are ignored.
+    """
+    index = {name: i for i, (name, _) in enumerate(scripts)}
     parts = [_STAGE_HEAD]
-    for i, (name, script) in enumerate(scripts, 1):
+    names: list[str] = []
+    waits: list[str] = []
+    for i, (name, script) in enumerate(scripts):
         delimiter = f"ORCHESTRATE_STEP_{secrets.token_hex(6)}"
         if not script.endswith("\n"):
             script += "\n"
-        parts.append(
-            f"cat >\"$ORCHESTRATE_WORKDIR/step-{i}.sh\" <<'{delimiter}'\n{script}{delimiter}\n"
-            f'run_step {shlex.quote(name)} "$ORCHESTRATE_WORKDIR/step-{i}.sh"\n'
-        )
+        target = f'"$ORCHESTRATE_WORKDIR/step-{i}.sh"'
+        parts.append(f"cat >{target} <<'{delimiter}'\n{script}{delimiter}\n")
+        names.append(shlex.quote(name))
+        if after is None:
+            deps = [i - 1] if i else []
+        else:
+            deps = sorted({index[d] for d in after.get(name, ()) if d in index and d != name})
+        waits.append(shlex.quote(" ".join(map(str, deps))))
+    parts.append(f"STEP_NAMES=({' '.join(names)})\nSTEP_AFTER=({' '.join(waits)})\nrun_graph\n")
     parts.append("printf '##orchestrate event=stage-done\\n'\n")
     return "\n".join(parts)
 
@@ -79,6 +170,14 @@ def stage_command(facts: Facts) -> str:
         "setup needs root",
         hint="use the image's default login user (passwordless sudo), or set the host up as root",
     )
+
+
+def split_output(line: str) -> tuple[str, str] | None:
+    """(step name, output line) for a step's tagged output line, None for anything else."""
+    if not line.startswith(OUTPUT):
+        return None
+    name, _, text = line[len(OUTPUT) :].partition(" ")
+    return name, text
 
 
 def parse_marker(line: str) -> dict[str, str] | None:

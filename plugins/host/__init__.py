@@ -2,7 +2,8 @@
 image, notebook, autostop).
 
 Every module implements ``orchestrate_host_steps(context)`` and returns the steps it
-contributes; the GPU ones return none for a CPU host (``context.gpu is None``). Order, as
-their ``after`` fields make it: gpu-check -> nvidia-driver -> docker -> container-toolkit ->
-verify, and docker -> image-pull. Core's plugin list (`BUILTIN_PLUGINS`) registers them.
+contributes; the GPU ones return none for a CPU host (``context.gpu is None``). The graph
+their ``after`` fields make: gpu-check -> docker -> container-toolkit -> nvidia-driver ->
+verify -> notebook, and container-toolkit -> image -> verify; the stage runs the image pull
+and the driver install at the same time. Core's plugin list (`BUILTIN_PLUGINS`) registers them.
 """

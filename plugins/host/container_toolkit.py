@@ -99,8 +99,9 @@ STEP = HostStep(
     "set docker's cgroup driver to cgroupfs, restart docker",
     needed=needed,
     script=script,
+    # Needs docker, not the driver: `nvidia-ctk runtime configure` only edits docker's
+    # config. It restarts docker, so the image pull waits for it (image.py).
     after=("docker",),
-    after_optional=("nvidia-driver",),
     stage=30,
 )
 

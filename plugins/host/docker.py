@@ -55,7 +55,9 @@ STEP = HostStep(
     description="install docker (Ubuntu/Debian docker.io) if missing and make sure it runs",
     needed=needed,
     script=script,
-    after_optional=("gpu-check", "nvidia-driver"),
+    # Not after the driver: the image pull needs docker alone, and starts while the driver
+    # installs (the driver's apt work comes after docker's and the toolkit's instead).
+    after_optional=("gpu-check",),
     stage=20,
 )
 

@@ -107,6 +107,8 @@ def steps_for(context: StepContext) -> list[HostStep]:
             needed=needed,
             script=script,
             after=("docker",),
+            # the toolkit restarts docker, which would break a pull in progress
+            after_optional=("container-toolkit",),
             stage=35,
             warnings=warnings,
         )

@@ -184,7 +184,10 @@ def steps_for(context: StepContext) -> list[HostStep]:
             "(see `orchestrate gpus`)",
             needed=needed,
             script=script,
-            after_optional=("gpu-check",),
+            # After docker's and the toolkit's apt installs (apt's lock would serialise them
+            # anyway): docker comes first so the image pull runs during the long driver
+            # install, and its reboot waits for the pull (the stage lets running steps end).
+            after_optional=("gpu-check", "docker", "container-toolkit"),
             reboot_may_follow=True,
             stage=10,
             summarize=summarize,

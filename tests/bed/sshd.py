@@ -239,6 +239,32 @@ class Sshd:
         end_child(proc, grace_s=timeout)
         self._process = None
 
+    def restart(self, ready_timeout: float | None = None) -> None:
+        """Stop the listener and start it again with the same config and host key.
+
+        This stands in for the host's reboot: SSH goes away and comes back on the same
+        address with the same host key. The new process replaces the old one here, so
+        `stop()` ends it. With ``ready_timeout``, return once it answers with its banner
+        (the host is back), as `start_sshd` does.
+        """
+        self.stop()
+        argv = [SSHD, "-D", "-e", "-f", str(self.config_path)]
+        if self.netns is not None:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        with self.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        self._process = process
+        self.pid = process.pid
+        if ready_timeout is None:
+            return
+        deadline = time.monotonic() + ready_timeout
+        while not _read_banner(self.address, self.port, self.netns).startswith("SSH-"):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SshdError(f"sshd did not come back within {ready_timeout} s:\n{self.log()}")
+            time.sleep(0.02)
+
     @property
     def running(self) -> bool:
         """Whether the listener process is still alive."""

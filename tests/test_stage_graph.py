@@ -1,0 +1,105 @@
+"""The stage script's dependency graph, run by a real bash on this machine (no SSH).
+
+Concurrency is proven by a hand-shake, not by timing: one step waits for a file that only
+another step of the same stage writes. Run one after the other, the waiting step would give
+up after its bound (which only turns a hang into a failure) and fail the stage.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from orchestrate.core.host.stagescript import parse_marker, split_output, stage_script
+
+WAIT_FOR = """set -euo pipefail
+for _ in $(seq 300); do [ -e {path} ] && break; sleep 0.1; done
+[ -e {path} ] || {{ echo "{path} never appeared"; exit 3; }}
+echo "{name} saw {path}"
+"""
+
+REBOOT = 'touch "$ORCHESTRATE_REBOOT_FILE"\n'
+
+
+def run_stage(script: str) -> tuple[int, list[tuple[str, str]], dict[str, list[str]]]:
+    """(exit status, markers as (step, event) in order, each step's output lines)."""
+    proc = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    events: list[tuple[str, str]] = []
+    output: dict[str, list[str]] = {}
+    for line in proc.stdout.splitlines():
+        tagged = split_output(line)
+        if tagged is not None:
+            output.setdefault(tagged[0], []).append(tagged[1])
+            continue
+        marker = parse_marker(line)
+        if marker is not None:
+            events.append((marker.get("step", ""), marker["event"]))
+    return proc.returncode, events, output
+
+
+def test_independent_steps_run_at_the_same_time_and_dependants_wait(tmp_path: Path) -> None:
+    flag = tmp_path / "docker-ready"
+    scripts = [
+        ("docker", f"echo docker up; touch {flag}\n"),
+        ("driver", f"echo installing\n{WAIT_FOR.format(path=tmp_path / 'pulling', name='driver')}"),
+        ("image", f"[ -e {flag} ]\ntouch {tmp_path / 'pulling'}\necho pulled\n"),
+        ("verify", "echo verified\n"),
+    ]
+    graph = {"driver": ("docker",), "image": ("docker",), "verify": ("driver", "image")}
+    rc, events, output = run_stage(stage_script(scripts, graph))
+    assert rc == 0, (events, output)
+    starts = [step for step, event in events if event == "start"]
+    assert starts == ["docker", "driver", "image", "verify"]
+    done = [step for step, event in events if event == "done"]
+    assert done[0] == "docker" and done[-1] == "verify"
+    assert events.index(("driver", "done")) < events.index(("verify", "start"))
+    assert events.index(("image", "done")) < events.index(("verify", "start"))
+    assert events[-1] == ("", "stage-done")
+    # each step's lines are its own, though two ran at the same time
+    assert output["driver"] == ["installing", f"driver saw {tmp_path / 'pulling'}"]
+    assert output["image"] == ["pulled"]
+
+
+def test_without_a_graph_steps_run_one_after_the_other(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    # were they to overlap, the second would look before the first wrote its file
+    scripts = [("first", f"sleep 0.3\ntouch {first}\n"), ("second", f"[ -e {first} ]\n")]
+    rc, events, _ = run_stage(stage_script(scripts))
+    assert rc == 0
+    assert events[:4] == [
+        ("first", "start"), ("first", "done"), ("second", "start"), ("second", "done")
+    ]  # fmt: skip
+
+
+def test_reboot_waits_for_running_steps_and_starts_nothing_new(tmp_path: Path) -> None:
+    """The driver asks for a reboot while the pull runs: the pull finishes, verify does not
+    start, and the stage ends cleanly with the reboot marker."""
+    pulling = tmp_path / "pulling"
+    scripts = [
+        ("image", f"touch {pulling}\nsleep 0.5\necho pulled\n"),
+        ("driver", WAIT_FOR.format(path=pulling, name="driver") + REBOOT),
+        ("verify", "echo verified\n"),
+    ]
+    graph = {"verify": ("driver", "image")}
+    rc, events, output = run_stage(stage_script(scripts, graph))
+    assert rc == 0
+    assert ("driver", "reboot") in events and ("image", "reboot") not in events
+    assert ("image", "done") in events, "the pull was not cut short"
+    assert ("verify", "start") not in events and ("", "stage-done") not in events
+    assert output["image"] == ["pulled"]
+
+
+def test_a_failure_lets_running_steps_end_and_exits_with_its_status(tmp_path: Path) -> None:
+    started = tmp_path / "slow-started"
+    scripts = [
+        ("slow", f"touch {started}\nsleep 0.5\necho slow finished\n"),
+        ("broken", WAIT_FOR.format(path=started, name="broken") + "echo bad; exit 7\n"),
+        ("after", "echo never\n"),
+    ]
+    rc, events, output = run_stage(stage_script(scripts, {"after": ("slow",)}))
+    assert rc == 7
+    assert ("broken", "fail") in events and ("slow", "done") in events
+    assert ("after", "start") not in events
+    assert output["broken"][-1] == "bad"
