@@ -87,12 +87,15 @@ def register(app: typer.Typer) -> None:
             progress=_progress,
             foreground=_foreground(not no_browser),
         )
-        if detach:
+        if detach or outcome.kept_tunnel:
             from orchestrate.core.flows.browser import open_browser
 
             echo(outcome.url)
             if not no_browser:
                 open_browser(outcome.url)
+            if outcome.kept_tunnel and not detach:
+                _progress(f"the background tunnel keeps serving; `orchestrate tunnel {name} "
+                          "--close` ends it")  # fmt: skip
 
     @app.command("start")
     def start_command(
@@ -119,7 +122,7 @@ def register(app: typer.Typer) -> None:
             progress=_progress,
             foreground=_foreground(not no_browser),
         )
-        if detach:
+        if detach or outcome.kept_tunnel:
             echo(outcome.url)
 
     @app.command("stop")
