@@ -95,12 +95,49 @@ class ControlServer:
         os.chmod(path, 0o600)
         self.sock.listen(16)
         self._closing = threading.Event()
+        self._spare_lock = threading.Lock()
+        self._spare: Any = None
+        self._refill()
         self._thread = threading.Thread(target=self._accept_loop, name="control", daemon=True)
         self._thread.start()
+
+    def _refill(self) -> None:
+        """Open the next command's session channel ahead, in the background: a command then
+        costs one round trip (exec and output) instead of two."""
+
+        def open_one() -> None:
+            transport = self.session.transport
+            try:
+                chan = transport.open_session(timeout=self.session.connect_timeout_s)
+            except Exception:  # a dropped link: the next command opens its own
+                return
+            with self._spare_lock:
+                if self._spare is None and not self._closing.is_set():
+                    self._spare, chan = chan, None
+            if chan is not None:
+                chan.close()
+
+        threading.Thread(target=open_one, name="control-spare", daemon=True).start()
+
+    def _take_spare(self) -> Any:
+        """The channel opened ahead, when it is still open on the current connection."""
+        with self._spare_lock:
+            chan, self._spare = self._spare, None
+        self._refill()
+        if chan is None:
+            return None
+        if chan.closed or chan.get_transport() is not self.session.transport:
+            chan.close()
+            return None
+        return chan
 
     def close(self) -> None:
         """Stop serving and remove the socket, so the next client does not try it."""
         self._closing.set()
+        with self._spare_lock:
+            if self._spare is not None:
+                self._spare.close()
+                self._spare = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         with contextlib.suppress(OSError):
@@ -145,6 +182,7 @@ class ControlServer:
                 stdin=None if stdin is None else str(stdin).encode("latin-1"),
                 timeout=request.get("timeout"),
                 on_line=on_line,
+                channel=self._take_spare(),
             )
             rc = result.rc
         except HostError as exc:
