@@ -216,25 +216,13 @@ def foreground_relaunch(bed: Bed, *, traced: Path | None = None) -> Timed:
             proc.wait(timeout=30)
 
 
-def detached_relaunch(bed: Bed) -> Timed:
-    capture = _capture(bed)
-    wall_start = time.time()
-    start = time.perf_counter()
-    try:
-        bed.orchestrate("launch", "nb", "--profile", "bench", "--detach", "--no-browser")
-        elapsed = time.perf_counter() - start
-        wall_end = time.time()
-    finally:
-        packets = capture.stop()
-    bed.orchestrate("tunnel", "nb", "--close", timeout=60)
-    return Timed(elapsed, _count(bed, packets, wall_start, wall_end), (wall_start, wall_end))
-
-
-def live_tunnel_relaunch(bed: Bed) -> Timed:
-    """`launch --detach` while the detached tunnel runs: it borrows the tunnel's connection
-    for the probe and keeps the tunnel, so only the probe and Jupyter's answer cross."""
-    bed.orchestrate("tunnel", "nb", "--detach")
-    time.sleep(2)  # the tunnel's own start-up traffic (spare channel, link timing) is not ours
+def detached_relaunch(bed: Bed, *, live_tunnel: bool = False) -> Timed:
+    """`launch --detach`; with `live_tunnel`, while `tunnel --detach` runs: the launch then
+    borrows the tunnel's connection for the probe and keeps the tunnel, so only the probe
+    and Jupyter's answer cross the link."""
+    if live_tunnel:
+        bed.orchestrate("tunnel", "nb", "--detach")
+        time.sleep(2)  # the tunnel's own start-up traffic (spare channels) is not the launch's
     capture = _capture(bed)
     wall_start = time.time()
     start = time.perf_counter()
@@ -360,7 +348,7 @@ def _measure(bed: Bed, reps: int, ctx: Context) -> dict[str, Any]:
         traced.append(traced_relaunch(bed))
         fg.append(foreground_relaunch(bed))
         det.append(detached_relaunch(bed))
-        live.append(live_tunnel_relaunch(bed))
+        live.append(detached_relaunch(bed, live_tunnel=True))
         alias.append(openssh_alias(bed))
         rts = traced[-1]["round_trips"]
         ctx.log(
