@@ -71,14 +71,14 @@ def run_b3(ctx: Context) -> list[Row]:
     rows = []
     for r in report.get("table", []):
         figure = str(r["figure"])
-        unit = next((u for u in ("MB/s", "ms") if figure.endswith(" " + u)), "")
+        unit = next((u for u in ("MB/s", "ms", "s/GB", "MB") if figure.endswith(" " + u)), "")
         rows.append(
             Row(
                 "B3",
                 f"{figure.removesuffix(' ' + unit) if unit else figure} ({r['link']})",
                 r["ours"],
                 unit,
-                baseline="OpenSSH",
+                baseline=str(r.get("baseline", "OpenSSH")),
                 baseline_value=r["openssh"],
                 goal=str(r.get("goal", "-")),
                 met=r.get("met"),

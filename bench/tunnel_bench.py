@@ -177,8 +177,12 @@ def _recv_line(sock: socket.socket) -> bytes:
     return data
 
 
+#: Where the measuring client connects: the local tunnel port, or (raw TCP) the far server.
+_CLIENT_HOST = ["127.0.0.1"]
+
+
 def _client_connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+    sock = socket.create_connection((_CLIENT_HOST[0], port), timeout=120)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -232,6 +236,7 @@ def client_latency(port: int, count: int) -> list[float]:
 def role_client(args: argparse.Namespace) -> None:
     """Run one measurement against a local tunnel port and print it as JSON."""
     result: dict[str, Any] = {}
+    _CLIENT_HOST[0] = args.host
     if args.down:
         result["down_s"] = client_download(args.port, args.down)
     if args.up:
@@ -261,6 +266,7 @@ class Bed:
     host_key: str
     known_hosts: Path
     target: str  # far server address:port as sshd sees it
+    raw: tuple[str, int] | None = None  # the far server on the link's address: raw TCP
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
 
@@ -317,8 +323,10 @@ def tunnel_ours(
     nudge: bool = True,
     read_ahead: bool = True,
     aead: bool = True,
+    pids: list[int] | None = None,
 ) -> Iterator[tuple[int, str]]:
-    """Our tunnel in a near-side child process; yields (local port, cipher/mac)."""
+    """Our tunnel in a near-side child process; yields (local port, cipher/mac). Its pid
+    goes into ``pids`` when given (``ip netns exec`` execs, so it is the tunnel's own)."""
     argv = bed.near(
         [
             sys.executable,
@@ -347,6 +355,8 @@ def tunnel_ours(
         ]
     )
     proc, line = _start_ready(argv)
+    if pids is not None:
+        pids.append(proc.pid)
     try:
         _, port, cipher, mac = line.split()
         yield int(port), f"{cipher} {mac}"
@@ -355,7 +365,7 @@ def tunnel_ours(
 
 
 @contextlib.contextmanager
-def tunnel_openssh(bed: Bed) -> Iterator[tuple[int, str]]:
+def tunnel_openssh(bed: Bed, pids: list[int] | None = None) -> Iterator[tuple[int, str]]:
     """``ssh -N -L`` with default ciphers, in a near-side child; yields (port, "default")."""
     port = _free_near_port(bed)
     argv = bed.near(
@@ -384,6 +394,8 @@ def tunnel_openssh(bed: Bed) -> Iterator[tuple[int, str]]:
         ]
     )
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    if pids is not None:
+        pids.append(proc.pid)
     try:
         _wait_port(bed, port)
         yield port, "openssh-default"
@@ -401,7 +413,9 @@ def _free_near_port(bed: Bed) -> int:
     return int(out.stdout.strip())
 
 
-def run_client(bed: Bed, port: int, *, down: int = 0, up: int = 0, lat: int = 0) -> dict[str, Any]:
+def run_client(
+    bed: Bed, port: int, *, down: int = 0, up: int = 0, lat: int = 0, host: str = "127.0.0.1"
+) -> dict[str, Any]:
     """One measuring client process on the near side; returns its JSON."""
     argv = bed.near(
         [
@@ -417,6 +431,8 @@ def run_client(bed: Bed, port: int, *, down: int = 0, up: int = 0, lat: int = 0)
             str(up),
             "--lat",
             str(lat),
+            "--host",
+            host,
         ]
     )
     out = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
@@ -537,6 +553,67 @@ def pumps(
     return rows
 
 
+def raw_tcp(bed: Bed, *, size: int, reps: int) -> dict[str, float]:
+    """Plain TCP across the same link, same client and server: best MB/s each way."""
+    assert bed.raw is not None
+    host, port = bed.raw
+    downs = [run_client(bed, port, down=size, host=host)["down_s"] for _ in range(reps)]
+    ups = [run_client(bed, port, up=size, host=host)["up_s"] for _ in range(reps)]
+    down, up = size / min(downs) / MB, size / min(ups) / MB
+    print(f"  [{bed.name}] raw TCP: {down:.1f} MB/s down, {up:.1f} MB/s up", flush=True)
+    return {"down_MBps": down, "up_MBps": up}
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def footprint(
+    bed: Bed, *, size: int, conns: int, window: int | None, packet: int
+) -> dict[str, Any]:
+    """Our tunnel process's CPU seconds per GB downloaded and its memory: at rest, then
+    after ``size`` bytes through it and ``conns`` short connections (leaks show as growth).
+    OpenSSH's ``ssh -N -L`` moves the same bytes as the baseline."""
+    out: dict[str, Any] = {}
+    chunk = min(size, 500 * MB)
+    for kind in ("ours", "openssh"):
+        pids: list[int] = []
+        if kind == "ours":
+            ctx = tunnel_ours(bed, window=window, packet=packet, pids=pids)
+        else:
+            ctx = tunnel_openssh(bed, pids=pids)
+        with ctx as (port, _):
+            time.sleep(0.5)
+            pid = pids[0]
+            rest = _rss_mb(pid)
+            cpu0, moved = _cpu_s(pid), 0
+            while moved < size:
+                run_client(bed, port, down=chunk)
+                moved += chunk
+            cpu = _cpu_s(pid) - cpu0
+            run_client(bed, port, lat=conns)
+            time.sleep(0.5)
+            after = _rss_mb(pid)
+        out[kind] = {
+            "rss_rest_MB": rest,
+            "rss_after_MB": after,
+            "growth_MB": after - rest,
+            "cpu_s_per_GB": cpu / (moved / 1e9),
+            "bytes": moved,
+            "connections": conns,
+        }
+        print(f"  [{bed.name}] footprint {kind}: {out[kind]}", flush=True)
+    return out
+
+
 # -- beds --------------------------------------------------------------------------------
 
 
@@ -583,6 +660,14 @@ def make_bed(name: str, delay_ms: int | None) -> Iterator[Bed]:
             )
         )
         stack.callback(_stop, server)
+        raw = None
+        if delay_ms is not None:
+            # The same server on the far end's link address: the near client then reads it
+            # over plain TCP across the same link, the ceiling a tunnel is measured against.
+            script = [sys.executable, str(Path(__file__).resolve()), "--role", "server"]
+            raw_server, raw_line = _start_ready(far([*script, "--listen", listen]))
+            stack.callback(_stop, raw_server)
+            raw = (listen, int(raw_line.split()[1]))
         bed = Bed(
             name=name,
             near=near,
@@ -594,6 +679,7 @@ def make_bed(name: str, delay_ms: int | None) -> Iterator[Bed]:
             host_key=sshd.host_key_pub,
             known_hosts=known,
             target=f"127.0.0.1:{line.split()[1]}",
+            raw=raw,
         )
         yield bed
     finally:
@@ -634,6 +720,48 @@ def _rows(name: str, pair: dict[str, Any], wan: bool) -> list[dict[str, Any]]:
                 "goal": goal,
                 "met": met,
                 "untuned": round(untuned[key], 2) if untuned else None,
+            }
+        )
+    return rows
+
+
+def _raw_row(name: str, ours: dict[str, float], raw: dict[str, float]) -> dict[str, Any]:
+    """The tunnel's download against plain TCP over the same link, measured in the same run."""
+    ratio = ours["down_MBps"] / raw["down_MBps"] if raw["down_MBps"] else 0.0
+    return {
+        "link": name,
+        "figure": "download vs raw TCP MB/s",
+        "ours": round(ours["down_MBps"], 2),
+        "openssh": round(raw["down_MBps"], 2),
+        "baseline": "raw TCP",
+        "ratio": round(ratio, 3),
+        "goal": ">= 0.50x",
+        "met": ratio >= 0.5,
+        "untuned": None,
+    }
+
+
+def _footprint_rows(name: str, fp: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+    """Memory at rest, its growth after the bulk and the short connections, CPU per GB."""
+    ours, ssh = fp["ours"], fp["openssh"]
+    moved = f"after {ours['bytes'] // MB} MB + {ours['connections']} conns"
+    rows = []
+    for key, label, goal, limit in (
+        ("rss_rest_MB", "RSS at rest MB", "<= 50 MB", 50.0),
+        ("growth_MB", "RSS growth MB", f"<= 5 MB {moved}", 5.0),
+        ("cpu_s_per_GB", "CPU s/GB", "(none)", None),
+    ):
+        o, b = ours[key], ssh[key]
+        rows.append(
+            {
+                "link": name,
+                "figure": label,
+                "ours": round(o, 2),
+                "openssh": round(b, 2),
+                "ratio": round(b / o, 3) if o > 0 and b > 0 else 0.0,
+                "goal": goal,
+                "met": None if limit is None or quick else o <= limit,
+                "untuned": None,
             }
         )
     return rows
@@ -685,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-read-ahead", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-aead", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     parser.add_argument("--down", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--up", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--lat", type=int, default=0, help=argparse.SUPPRESS)
@@ -764,6 +893,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             entry["pair"] = pair
             entry["rows"] = _rows(name, pair, wan=delay is not None)
+            if delay is not None:
+                entry["raw_tcp"] = raw_tcp(bed, size=size, reps=reps)
+                entry["rows"].append(_raw_row(name, pair["ours"], entry["raw_tcp"]))
+            else:
+                entry["footprint"] = footprint(
+                    bed,
+                    size=(50 if args.quick else 2000) * MB,
+                    conns=50 if args.quick else 1000,
+                    window=args.window,
+                    packet=args.packet,
+                )
+                entry["rows"].extend(_footprint_rows(name, entry["footprint"], args.quick))
             rows.extend(entry["rows"])
             report["links"][name] = entry
     print()

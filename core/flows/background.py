@@ -45,6 +45,13 @@ def is_our_tunnel(pid: int | None, name: str) -> bool:
     return MODULE in args and name in args
 
 
+def control_path(name: str) -> Path:
+    """Where the background tunnel of `name` lends its SSH connection (`core/ssh/control`)."""
+    from orchestrate.core.store.paths import private_dir, state_dir
+
+    return private_dir(state_dir() / "control") / f"{name}.sock"
+
+
 def check_port(row: InstanceRow | None, port: int, *, explicit: bool) -> None:
     """Refuse a busy port the user chose, before anything is created, started or closed.
 
@@ -246,11 +253,14 @@ def _serve(name: str, port: int, explicit: bool) -> int:
         row.launched_profile().remote_port,
         explicit=explicit,
     )
+    control = _lend(session, name, row, tunnel.local_port)
     stopping = False
 
     def on_term(signum: int, frame: Any) -> None:
         nonlocal stopping
         stopping = True
+        if control is not None:
+            control.close()
         tunnel.close()
 
     signal.signal(signal.SIGTERM, on_term)
@@ -269,6 +279,8 @@ def _serve(name: str, port: int, explicit: bool) -> int:
         while not tunnel.wait(1.0):
             pass
     finally:
+        if control is not None:
+            control.close()
         tunnel.close()
         session.close()
         current = state.get(name)
@@ -280,6 +292,25 @@ def _serve(name: str, port: int, explicit: bool) -> int:
         sys.stderr.write(f"tunnel ended: {error}\n")
         return 1
     return 0
+
+
+def _lend(session: Any, name: str, row: InstanceRow, local_port: int) -> Any:
+    """Serve this tunnel's connection to the instance's other commands, when the state dir
+    allows a socket path there (else they connect on their own, as before)."""
+    from orchestrate.core.ssh.control import ControlServer, usable_path
+
+    path = control_path(name)
+    if not usable_path(path):
+        return None
+    hello = {
+        "address": session.address,
+        "port": session.port,
+        "user": session.user,
+        "host_key": session.host_key,
+        "local_port": local_port,
+        "remote_port": row.launched_profile().remote_port,
+    }
+    return ControlServer(session, path, hello)
 
 
 def main(argv: list[str]) -> int:

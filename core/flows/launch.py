@@ -26,7 +26,7 @@ from orchestrate.core.api.errors import (
 )
 from orchestrate.core.api.hoststeps import StepContext
 from orchestrate.core.flows.crashpoints import crash_point
-from orchestrate.core.flows.rows import connect
+from orchestrate.core.flows.rows import connect, shared_session
 from orchestrate.core.host.hostdocker import docker_on_host
 from orchestrate.core.ssh.keys import SshKey, ensure_ssh_key
 from orchestrate.core.store.profiles import Profile, profile_snapshot
@@ -289,6 +289,8 @@ class Outcome:
     local_port: int
     token: str
     setup_summary: str
+    #: the live background tunnel was kept: nothing runs in the foreground
+    kept_tunnel: bool = False
 
 
 def bring_up(
@@ -352,6 +354,16 @@ def bring_up(
         raise Interrupted("interrupted", hint=note) from exc
 
 
+def _keeps_tunnel(hello: Mapping[str, Any], plan: LaunchPlan, port: int, explicit: bool) -> bool:
+    """Whether the live background tunnel already is the one this launch would open: to the
+    same notebook port, and on the local port asked for when one was named. Keeping it
+    saves the new tunnel's connect and the old one's close, and keeps the user's open tabs.
+    """
+    if hello.get("remote_port") != plan.context.remote_port:
+        return False
+    return not explicit or hello.get("local_port") == port
+
+
 def _bring_up_host(
     runtime: Runtime,
     plan: LaunchPlan,
@@ -378,8 +390,15 @@ def _bring_up_host(
             hint="check the network settings of the profile",
         )
     early: background.DetachedStart | None = None
+    shared = shared_session(runtime, name, plan.key) if plan.spec.startup_script is None else None
+    keep = shared is not None and _keeps_tunnel(shared.hello, plan, port, port_explicit)
+    if not keep:
+        # The tunnel is about to be replaced, and an in-process one needs a transport of
+        # its own: this launch connects directly.
+        shared = None
     if (
         detach
+        and not keep
         and row is not None
         and row.setup_hash
         and row.host_key
@@ -391,9 +410,10 @@ def _bring_up_host(
         # its set-up may reboot the host under the tunnel.
         background.close_detached(row)
         early = background.DetachedStart(name, port, explicit=port_explicit)
-    session = None
+    session = shared
     try:
-        session = connect(runtime, name, plan.key, progress)
+        if session is None:
+            session = connect(runtime, name, plan.key, progress)
         # After connect: the address is current and the host key pinned, so a plain
         # `ssh NAME` through the included config checks the same key orchestrate does.
         sshconfig.write(state.all(), plan.key.private_path)
@@ -412,7 +432,10 @@ def _bring_up_host(
 
         row = state.get(name)
         assert row is not None
-        if early is not None:
+        if keep:
+            assert shared is not None
+            opened = background.NotebookTunnel(int(shared.hello["local_port"]), None)
+        elif early is not None:
             opened, early = background.NotebookTunnel(early.wait(), None), None
         else:
             opened = background.open_notebook_tunnel(
@@ -436,7 +459,7 @@ def _bring_up_host(
             state.update(name, token=token)
         url = url_for(local_port, token)
         state.event(name, "ready", f"jupyter answers through the tunnel on port {local_port}")
-        outcome = Outcome(name, url, local_port, token, report.summary())
+        outcome = Outcome(name, url, local_port, token, report.summary(), kept_tunnel=keep)
         if tunnel is not None and foreground is not None:
             foreground(tunnel, url)
         elif tunnel is not None:

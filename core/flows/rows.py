@@ -70,3 +70,42 @@ def connect(
         state.update(name, host_key=session.host_key)
         state.event(name, "host-key", f"pinned host key {fingerprint(session.host_key)}")
     return session
+
+
+def connect_shared(
+    runtime: Runtime,
+    name: str,
+    key: SshKey,
+    progress: Progress,
+    *,
+    deadline_s: float | None = None,
+) -> Any:
+    """The connection of the instance's live background tunnel, else a new one (`connect`).
+
+    The tunnel's connection was made with the pinned host key, and it is used only when the
+    tunnel says it serves the row's address, port, user and pinned key; a dead tunnel costs
+    one refused local connect, or none when its pid is gone.
+    """
+    shared = shared_session(runtime, name, key)
+    if shared is not None:
+        return shared
+    return connect(runtime, name, key, progress, deadline_s=deadline_s)
+
+
+def shared_session(runtime: Runtime, name: str, key: SshKey) -> Any | None:
+    """The live background tunnel's connection to `name`'s host (`core/ssh/control`), or
+    None: no tunnel runs (no connect at all), or its socket is stale or serves another host
+    or host key (one local connect)."""
+    from orchestrate.core.flows.background import control_path, is_our_tunnel
+    from orchestrate.core.ssh.control import open_shared
+
+    row = runtime.state().get(name)
+    if row is None or not row.host_key or not is_our_tunnel(row.tunnel_pid, name):
+        return None
+    expected = {
+        "address": row.address,
+        "port": row.ssh_port,
+        "user": row.ssh_user or "orchestrate",
+        "host_key": row.host_key,
+    }
+    return open_shared(control_path(name), expected, key.private_path, name)

@@ -223,18 +223,12 @@ def plugin_status_notes(runtime: Any, row: InstanceRow, *, live: bool) -> list[s
     session = None
     notes: list[str] = []
     if live and row.address and row.host_key:
+        from orchestrate.core.flows.rows import connect_shared
         from orchestrate.core.ssh.keys import ensure_ssh_key
-        from orchestrate.core.ssh.session import Session
 
         try:
-            session = Session.connect(
-                row.address,
-                row.ssh_port,
-                row.ssh_user or "orchestrate",
-                ensure_ssh_key().private_path,
-                pinned_host_key=row.host_key,
-                deadline_s=10,
-                name=row.name,
+            session = connect_shared(
+                runtime, row.name, ensure_ssh_key(), lambda message: None, deadline_s=10
             )
         except OrchestrateError as exc:
             notes.append(f"could not reach the host: {exc.line()}")

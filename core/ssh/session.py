@@ -235,8 +235,12 @@ class Session:
         timeout: float | None = None,
         on_line: OnLine | None = None,
         done_when: Callable[[str], bool] | None = None,
+        channel: paramiko.Channel | None = None,
     ) -> CommandResult:
         """Run `command` on the host and return its exit status and output.
+
+        `channel`: a session channel opened ahead on this connection (the control socket
+        keeps one ready), which saves the open's round trip.
 
         `stdin` is sent whole, then EOF (no stdin: EOF at once, so nothing waits for input).
         `on_line` gets each output line as it arrives, for live progress. `timeout` bounds the
@@ -258,7 +262,7 @@ class Session:
         self.commands += 1
         dropped = (paramiko.SSHException, EOFError, OSError)
         try:
-            chan = self.transport.open_session(timeout=self.connect_timeout_s)
+            chan = channel or self.transport.open_session(timeout=self.connect_timeout_s)
         except dropped as exc:
             raise HostError(
                 f"the SSH connection to {self.address}:{self.port} dropped: {exc}",

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from orchestrate.core.flows.background import control_path, is_our_tunnel
+from orchestrate.core.store.paths import state_db
+from orchestrate.core.store.state import InstanceRow, State
 
 from tests.bed.docker_engine import docker
 from tests.support.e2e import Bed, adopt_bed_key, make_bed
@@ -152,3 +158,62 @@ def test_stop_stops_the_container_not_the_machine(bed: Bed) -> None:
     found = URL.search(started.stdout)
     assert found and get(int(found.group(1)), f"/api/status?token={found.group(2)}") == 200
     assert container_state(bed.container) == "running"
+
+
+# -- a live detached tunnel lends its connection --------------------------------------------
+# sshd's own log proves which commands logged in: a command served over the tunnel's control
+# socket adds no "Accepted publickey" line.
+
+LAUNCH = ("launch", "nb", "--profile", "box", "--host")
+
+
+def logins(bed: Bed) -> int:
+    return str(bed.ssh.sshd.log()).count("Accepted publickey")
+
+
+def row(name: str = "nb") -> InstanceRow:
+    with State(state_db()) as state:
+        found = state.get(name)
+    assert found is not None
+    return found
+
+
+def test_live_tunnel_serves_launch_status_and_logs(bed: Bed) -> None:
+    first = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    url = URL.search(first.stdout)
+    assert url, first.stdout + first.stderr
+    pid = row().tunnel_pid
+    assert is_our_tunnel(pid, "nb")
+    assert control_path("nb").is_socket()
+
+    before = logins(bed)
+    again = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    assert "0 steps applied" in again.stderr
+    same = URL.search(again.stdout)
+    assert same and same.group(0) == url.group(0)
+    assert row().tunnel_pid == pid, "the live tunnel serving the same notebook is kept"
+
+    foreground = bed.cli(*LAUNCH, host_flag(bed), "--no-browser")
+    assert foreground.stdout.strip() == url.group(0)
+    assert "the background tunnel keeps serving" in foreground.stderr
+
+    bed.cli("status", "nb")
+    logs = bed.cli("logs", "nb", "--tail", "5")
+    assert logs.stdout.strip(), "the container's log lines came back through the tunnel"
+    assert logins(bed) == before, bed.ssh.sshd.log()[-2000:]
+
+    # A tunnel killed outright leaves its socket behind: the next command connects itself.
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    while is_our_tunnel(pid, "nb"):
+        time.sleep(0.05)
+    assert control_path("nb").is_socket()
+    bed.cli("logs", "nb", "--tail", "5")
+    assert logins(bed) == before + 1
+
+
+def test_closing_the_tunnel_removes_its_socket(bed: Bed) -> None:
+    bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    assert control_path("nb").is_socket()
+    bed.cli("tunnel", "nb", "--close")
+    assert not control_path("nb").exists()

@@ -67,13 +67,13 @@ def register(app: typer.Typer) -> None:
         tail: int = typer.Option(200, "--tail", help="Lines from the end."),
     ) -> None:
         """The notebook container's logs (Jupyter's start-up, CUDA library loading)."""
-        from orchestrate.core.flows.rows import connect
+        from orchestrate.core.flows.rows import connect_shared
         from orchestrate.core.host.hostdocker import container_of, docker_on_host
         from orchestrate.core.ssh.keys import ensure_ssh_key
 
         runtime: Runtime = ctx.obj
         row = row_named(runtime, name)
-        session = connect(runtime, name, ensure_ssh_key(), lambda m: echo(m, err=True))
+        session = connect_shared(runtime, name, ensure_ssh_key(), lambda m: echo(m, err=True))
         flag = " -f" if follow else ""
         command = docker_on_host(f"logs --tail {int(tail)}{flag} -- {container_of(row)} 2>&1")
         try:

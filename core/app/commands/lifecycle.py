@@ -82,10 +82,13 @@ def register(app: typer.Typer) -> None:
             progress=_progress,
             foreground=_foreground(not no_browser),
         )
-        if detach:
+        if detach or outcome.kept_tunnel:
             from orchestrate.core.flows.notebook_url import show_url
 
             show_url(outcome.url, browse=not no_browser, say=echo, say_err=_progress)
+            if outcome.kept_tunnel and not detach:
+                _progress(f"the background tunnel keeps serving; `orchestrate tunnel {name} "
+                          "--close` ends it")  # fmt: skip
 
     @app.command("start")
     def start_command(
@@ -112,7 +115,7 @@ def register(app: typer.Typer) -> None:
             progress=_progress,
             foreground=_foreground(not no_browser),
         )
-        if detach:
+        if detach or outcome.kept_tunnel:
             from orchestrate.core.flows.notebook_url import show_url
 
             show_url(outcome.url, browse=not no_browser, say=echo, say_err=_progress)
