@@ -78,10 +78,19 @@ class Profile:
         return dict(self.provider_tables.get(self.provider or "", {}))
 
     def table_where(self) -> str:
-        """How to name the provider sub-table in an error: file, line and table."""
+        """How to name the provider sub-table in an error: file, line and table; a `Where`
+        that also knows each key's line (`optionchecks.at`)."""
+        from orchestrate.core.api.optionchecks import Where
+
         origin = self.origins.get(self.provider or "")
         table = f"profiles.{self.name}.{self.provider}"
-        return f"{origin}: [{table}]" if origin else f"[{table}]"
+        prefix = f"{self.provider}."
+        keys = {
+            key[len(prefix) :]: f"{place}: [{table}]"
+            for key, place in self.origins.items()
+            if key.startswith(prefix)
+        }
+        return Where(f"{origin}: [{table}]" if origin else f"[{table}]", keys)
 
     def where(self, key: str) -> str:
         origin = self.origins.get(key)
