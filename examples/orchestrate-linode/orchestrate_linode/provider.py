@@ -198,7 +198,7 @@ class LinodeProvider(Provider):
         ]
         return sorted(usable, key=lambda region: (region != options.region, region))
 
-    def region_of(self, zone: str) -> str:
+    def region_of(self, zone: str, options: Any) -> str:
         return zone
 
     # ------------------------------------------------------------ life cycle
