@@ -325,6 +325,15 @@ def untrusted_files(files: Sequence[Path], config: Path | None) -> set[Path]:
     return {folder} if folder in {f.resolve() for f in files} - chosen else set()
 
 
+def searched_files(config: Path | None) -> list[Path]:
+    """Every file profiles are read from, in order, whether it exists or not: the user's
+    `config.toml` (under `$ORCHESTRATE_HOME/config/` when that is set), `./orchestrate.toml`,
+    then `--config FILE`; a later file's profile of the same name wins."""
+    from orchestrate.core.store.paths import user_config_file
+
+    return [user_config_file(), folder_file(), *([config] if config is not None else [])]
+
+
 def default_files(config: Path | None) -> list[Path]:
     """The files read, in order, that exist (an explicit --config must exist)."""
     from orchestrate.core.store.paths import user_config_file
