@@ -48,3 +48,39 @@ def test_create_with_failover_is_documented_with_its_signature() -> None:
         f"*, {n}={p.default!r}" if p.kind is p.KEYWORD_ONLY else n for n, p in params.items()
     )
     assert f"`create_with_failover({shown}) -> InstanceRecord`" in DOC
+
+
+def test_the_minimal_provider_in_contributing_runs_and_is_short() -> None:
+    import dataclasses
+
+    from orchestrate.core.api import provider as p
+
+    start = DOC.index("### 9. A minimal provider")
+    code = DOC[
+        DOC.index("```python", start) + 9 : DOC.index("```", DOC.index("```python", start) + 9)
+    ]
+    assert len(code.strip().splitlines()) < 60
+    import sys
+    import types
+
+    module = types.ModuleType("machines_example")  # dataclasses look their module up
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(code, "CONTRIBUTING.md", "exec"), module.__dict__)  # the code as written
+    finally:
+        del sys.modules[module.__name__]
+    provider: p.Provider = module.MachinesProvider()
+    options = provider.validate_options({"hosts": ["192.0.2.1", "192.0.2.2"]}, "t")
+    spec = p.LaunchSpec("nb", "machines", options, "ubuntu", "ssh-ed25519 AAAA k",
+                        labels={p.NAME_LABEL: "nb"})  # fmt: skip
+    record = create_with_failover(provider, spec, lambda *_: None)
+    assert (record.address, record.status, record.ssh_user) == ("192.0.2.1", p.RUNNING, "ubuntu")
+    found = provider.find(spec)
+    assert found is not None and found.cloud_id == "192.0.2.1"
+    second = create_with_failover(
+        provider, dataclasses.replace(spec, name="b", labels={p.NAME_LABEL: "b"}), lambda *_: None
+    )
+    assert second.address == "192.0.2.2"
+    assert provider.get(dataclasses.replace(record, options=options)).address == "192.0.2.1"
+    provider.destroy(record)
+    assert provider.find(spec) is None
