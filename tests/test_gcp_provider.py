@@ -463,7 +463,7 @@ def test_candidate_zones_cheapest_then_nearest_region_first(
     assert in_europe.index("europe-west1-b") < in_europe.index("asia-east1-a")
     listed = make_spec(provider, table, zones=["us-central1-a", "us-east1-d"])
     assert provider.candidate_zones(listed) == ["us-central1-a", "us-east1-d"]
-    assert provider.region_of("europe-west1-b") == "europe-west1"
+    assert provider.region_of("europe-west1-b", None) == "europe-west1"
 
 
 def test_preflight_rejects_a_zone_without_the_accelerator(

@@ -148,3 +148,27 @@ def test_status_offline_prices_launched_rows_without_loading_a_provider(
     ]
     assert not heavy, heavy
     assert "orchestrate.plugins.host.autostop.report" in modules, "the warning was worded"
+
+
+def test_an_unknown_price_is_said_and_asked_only_when_every_launch_is_confirmed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The ssh provider states no price: above 0, `confirm_above` cannot be compared with it,
+    so launch says so and goes on; at 0 ("ask every time") it asks, and without a terminal
+    refuses with a hint that does not tell the user to raise the threshold."""
+    from types import SimpleNamespace
+
+    from orchestrate.core.api.errors import OrchestrateError
+    from orchestrate.core.app.commands.lifecycle import _price_gate
+    from orchestrate.plugins.providers.ssh.provider import SshProvider
+
+    provider = SshProvider()
+    options = provider.validate_options({"host": "me@192.0.2.10"}, "test")
+    plan = SimpleNamespace(provider=provider, options=options)
+    _price_gate(plan, 5.0, yes=False)
+    assert "estimated price: unknown (ssh states no price)" in capsys.readouterr().err
+    with pytest.raises(OrchestrateError) as refused:
+        _price_gate(plan, 0.0, yes=False)
+    assert "set confirm_above above 0" in str(refused.value.hint)
+    assert "raise confirm_above" not in str(refused.value.hint)
+    _price_gate(plan, 0.0, yes=True)

@@ -221,7 +221,8 @@ def test_stopped_line_shows_the_disk_cost() -> None:
         (5.01, 5.0, True),
         (32.77, 5.0, True),
         (0.45, 0.0, True),
-        (None, 5.0, True),  # unknown price: ask, it may be the expensive one
+        (None, 5.0, False),  # unknown price: cannot be compared, so it is said, not asked
+        (None, 0.0, True),  # ... unless every launch is to be confirmed
         (100.0, None, False),  # no threshold: confirmation off
         (None, None, False),
     ],
@@ -240,8 +241,8 @@ def test_confirm_question_names_price_and_threshold(toy: Any) -> None:
     assert confirm_needed(est.per_hour, 1.0)
     question = prices.confirm_question(est, 1.0)
     assert "b-2g costs about $1.40/h" in question and "confirm_above of $1.00/h" in question
-    unknown = prices.confirm_question(hourly("sep", "z9", prices=toy), 1.0)
-    assert "unknown" in unknown and "$1.00/h" in unknown
+    unknown = prices.confirm_question(hourly("sep", "z9", prices=toy), 0.0)
+    assert "unknown" in unknown and "confirm_above is $0" in unknown
 
 
 def test_money_keeps_small_prices_readable() -> None:

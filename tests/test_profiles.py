@@ -207,3 +207,16 @@ def test_finding_every_keys_line_scans_the_file_once(
     assert len(built) == 1 and built[0].scanned == len(text.splitlines()) == 2 * keys + 2
     assert many.origins["k4999"].line == keys + 1, "lines are still exact"
     assert b.origins["x.s0"].line == keys + 3
+
+
+def test_profiles_names_every_file_it_searched_and_status_the_provider_in_use(
+    cli, write_profiles, orch_home: Path
+) -> None:
+    empty = cli("profiles")
+    user_file = orch_home / "config" / "config.toml"
+    folder_file = Path("orchestrate.toml").resolve()
+    assert f"files searched, in order: {user_file}, {folder_file}" in empty.out
+    assert f"no profiles defined: write one in {user_file}" in empty.out
+    assert "--provider NAME" in cli("status", "--offline").out
+    write_profiles('[profiles.default]\nprovider = "ssh"\n')
+    assert "`orchestrate launch --provider ssh` creates one" in cli("status", "--offline").out

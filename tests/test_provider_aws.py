@@ -430,7 +430,7 @@ def test_zones_default_to_every_available_zone_of_the_region(moto: MotoEc2) -> N
     provider.preflight(spec)
     zones = list(provider.candidate_zones(spec))
     assert zones == sorted(zones) and zones[0] == "us-east-1a" and len(zones) >= 3
-    assert provider.region_of("us-east-1a") == "us-east-1"
+    assert provider.region_of("us-east-1a", None) == "us-east-1"
 
 
 def test_vcpu_limit_is_explained_and_ends_the_failover(moto: MotoEc2) -> None:

@@ -21,6 +21,34 @@ from orchestrate.core.api.errors import ProfileError
 Check = Callable[[Any, str], Any]
 
 
+class Where(str):
+    """The `where` of a provider sub-table ("orchestrate.toml:12: [profiles.gpu.x]") that
+    also knows the line of each key in it, so an error points at the key, not the header.
+
+    It is a `str`, so a provider that formats `where` itself keeps working; `line_of` and
+    `at` use the key's line when core passed a `Where`.
+    """
+
+    keys: dict[str, str]
+
+    def __new__(cls, text: str, keys: Mapping[str, str] | None = None) -> Where:
+        made = super().__new__(cls, text)
+        made.keys = dict(keys or {})
+        return made
+
+
+def line_of(where: str, key: str) -> str:
+    """`where` with the line of `key` when it is known: the prefix of a one-line error."""
+    if isinstance(where, Where):
+        return where.keys.get(key, str(where))
+    return where
+
+
+def at(where: str, key: str) -> str:
+    """`where` of one key, "orchestrate.toml:14: [profiles.gpu.x]: region", for the checks."""
+    return f"{line_of(where, key)}: {key}"
+
+
 def kind_name(value: Any) -> str:
     """TOML's name for a value's type, as a user who wrote the file knows it."""
     return {
@@ -122,10 +150,10 @@ def check_table(
             known = tuple(checks)
             close = [k for k in known if k[:4] == key[:4]]
             raise ProfileError(
-                f"{where}: unknown key {key!r}",
+                f"{line_of(where, key)}: unknown key {key!r}",
                 hint=f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}",
             )
-        values[key] = check(raw, f"{where}: {key}")
+        values[key] = check(raw, at(where, key))
     return values
 
 

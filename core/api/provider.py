@@ -12,6 +12,7 @@ destroy. Providers raise the typed errors of `orchestrate.core.api.errors`; the 
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -26,6 +27,10 @@ STOPPING = "stopping"
 TERMINATED = "terminated"
 UNKNOWN = "unknown"
 STATES = (RUNNING, STOPPED, PENDING, STOPPING, TERMINATED, UNKNOWN)
+
+#: The label core puts on every instance (in `LaunchSpec.labels`) with its instance name;
+#: the default `Provider.find` recognises orchestrate's instances by it.
+NAME_LABEL = "orchestrate-name"
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,13 @@ class InstanceRecord:
 
     `cloud_id` is whatever the provider needs to find the instance again (a self link,
     an EC2 instance id); `extra` holds small provider-specific facts, JSON-serialisable.
+
+    `options` is filled by core, not by the provider: the validated options the instance
+    was launched with, so `get`, `start`, `stop` and `destroy` reach the cloud the way
+    `create` did instead of re-deriving the connection from `extra`. It is None only for a
+    row whose options no longer validate (a provider upgrade renamed a key).
+    `labels` are the instance's tags as the cloud reports them; the default `find` matches
+    core's `orchestrate-name` label among them.
     """
 
     name: str
@@ -71,6 +83,8 @@ class InstanceRecord:
     ssh_user: str
     ssh_port: int = 22
     extra: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    options: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,24 @@ class Provider(abc.ABC):
     `orchestrate_register_providers`.
 
     Methods that talk to the cloud import their SDK inside the method, never at module level.
+
+    What the machine must give core (the image's duty): a login as `ssh_user(options)` with
+    the key `spec.ssh_public_key`, that user root or with password-less `sudo -n`, sshd
+    allowing TCP forwarding (the notebook tunnel), bash, and apt (Debian or Ubuntu: host
+    steps install docker and the NVIDIA driver with it).
+
+    Startup scripts: with `bootstrap = "startup-script"` in the profile, `spec.startup_script`
+    is a bash script that `create` must hand to the cloud as user data, run once as root at
+    first boot (cloud-init's `runcmd`, GCE's `startup-script` metadata). Core then connects
+    over SSH and polls for the marker file the script writes when done, instead of running
+    the steps itself. A cloud that cannot run user data raises
+    `ProfileError("... cannot run a startup script", hint='use bootstrap = "ssh"')` from
+    `validate_options` or `preflight`, before anything is created.
+
+    Autostop: the host agent powers the machine off from inside (`shutdown -h now`) when the
+    notebook is idle. `get` must then report `STOPPED` (a cloud that deletes instances on
+    guest power-off is unsuitable, or must say so in `description`), and `start` must bring
+    the same disk back.
     """
 
     #: the value of `--provider` and of `provider =` in a profile.
@@ -117,13 +149,23 @@ class Provider(abc.ABC):
     #: forgets the machine. Cloud providers leave it False.
     stops_container_only: bool = False
 
-    @abc.abstractmethod
+    #: the options dataclass the default `validate_options` checks a sub-table against
+    #: (`orchestrate.core.api.typedoptions`); None: the provider writes `validate_options`.
+    options_class: type[Any] | None = None
+
     def validate_options(self, table: Mapping[str, Any], where: str) -> Any:
         """Check the `[profiles.NAME.<provider>]` sub-table and return typed options.
 
         Raise `ProfileError` naming `where` (file and table) and the key for bad input.
         Missing keys take the provider's defaults here, so the returned object is complete.
+        The default derives everything from `options_class` (`typedoptions.options_from`);
+        override it for checks across keys, calling `options_from` first.
         """
+        if self.options_class is None:
+            raise NotImplementedError(f"provider {self.name} sets no options_class")
+        from orchestrate.core.api.typedoptions import options_from
+
+        return options_from(self.options_class, table, where)
 
     def apply_overrides(self, options: Any, overrides: Mapping[str, Any]) -> Any:
         """Apply CLI flags (`zone`, `gpu`, ...) to validated options; default: none apply."""
@@ -156,7 +198,21 @@ class Provider(abc.ABC):
         return None
 
     def redacted_options(self, options: Any) -> Mapping[str, Any]:
-        """The options as shown by `profiles --show` and `--dry-run`: paths, never contents."""
+        """The options as shown by `profiles NAME` and `--dry-run` and kept in the state row:
+        paths, never contents.
+
+        The default returns the fields of a dataclass (tuples as lists), which suits options
+        that hold no secret, as the contract asks; it is what core passes back to
+        `validate_options` to give `get`, `start`, `stop` and `destroy` their options. A
+        provider whose shown form is not a valid table keeps it a valid table or accepts
+        that those calls fall back to the launched profile's sub-table.
+        """
+        if dataclasses.is_dataclass(options) and not isinstance(options, type):
+            return {
+                key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(options).items()
+                if value is not None
+            }
         return {}
 
     def plan(self, spec: LaunchSpec) -> Sequence[PlannedRequest]:
@@ -173,21 +229,33 @@ class Provider(abc.ABC):
         """Zones to try in order; the failover loop walks them."""
         return [""]
 
-    def region_of(self, zone: str) -> str:
-        """The region a zone belongs to, so a regional quota error skips its sibling zones."""
+    def region_of(self, zone: str, options: Any) -> str:
+        """The region a zone of these options belongs to, so a regional quota error skips
+        its sibling zones."""
         return zone
 
     @abc.abstractmethod
     def create(self, spec: LaunchSpec, zone: str) -> InstanceRecord:
-        """Create the instance in `zone` and return it once the cloud says it is running."""
+        """Create the instance in `zone`; return its record as soon as the cloud has it.
+
+        The record may be `PENDING` (with its `cloud_id`): core stores it, then polls `get`
+        with the shared `Retry.poll` until it is `RUNNING` with an address, so a provider
+        writes no wait loop of its own. Returning early also lets core store the cloud id
+        before the boot, so a crash meanwhile loses nothing.
+        """
 
     @abc.abstractmethod
     def get(self, record: InstanceRecord) -> InstanceRecord:
-        """Fresh status and address of the instance; raise `NotFound` when it is gone."""
+        """Fresh status and address of the instance; raise `NotFound` when it is gone.
+
+        `record.options` holds the options it was launched with (see `InstanceRecord`).
+        A guest power-off (autostop) must read as `STOPPED`.
+        """
 
     @abc.abstractmethod
     def start(self, record: InstanceRecord) -> InstanceRecord:
-        """Start a stopped instance; the returned record carries the new address."""
+        """Start a stopped instance; the returned record carries the new address. It may
+        be `PENDING`: core polls `get` until it runs, as after `create`."""
 
     @abc.abstractmethod
     def stop(self, record: InstanceRecord) -> None:
@@ -197,12 +265,27 @@ class Provider(abc.ABC):
     def destroy(self, record: InstanceRecord) -> None:
         """Delete the instance and what only it used. Gone already is not an error."""
 
+    def list(self, options: Any) -> Sequence[InstanceRecord]:
+        """Every instance these options' account and place hold, with their `labels`.
+
+        Only the default `find` calls it; the default returns none, so a provider
+        implements `list` or overrides `find`, or a crash between the create call and the
+        stored cloud id can leave an instance that `launch` does not see.
+        """
+        return []
+
     def find(self, spec: LaunchSpec) -> InstanceRecord | None:
         """The instance named like `spec` if the cloud already has it, else None.
 
         Core calls this when a state row exists without a cloud id: a crash between the
-        create call and the record being stored must not lead to a second instance.
+        create call and the record being stored must not lead to a second instance. The
+        default picks, from `list(spec.options)`, the one whose `orchestrate-name` label is
+        `spec.name` (core puts that label in `spec.labels`); override it only when the
+        cloud can look an instance up more directly.
         """
+        for record in self.list(spec.options):
+            if record.labels.get(NAME_LABEL) == spec.name:
+                return record
         return None
 
 

@@ -38,7 +38,7 @@ def create_with_failover(
     skipped_regions: set[str] = set()
     failures: list[str] = []
     for zone in zones:
-        region = provider.region_of(zone)
+        region = provider.region_of(zone, spec.options)
         if region in skipped_regions:
             on_event("skip", f"skipping {zone}: quota exhausted in {region}", {"zone": zone})
             continue

@@ -7,6 +7,7 @@ exists (the create may have reached the cloud before the crash) before creating 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,8 +26,9 @@ Progress = Callable[[str], None]
 SETTLE_DEADLINE_S = 600.0
 
 
-def record_of(row: InstanceRow) -> p.InstanceRecord:
-    """The provider's view of a state row."""
+def record_of(row: InstanceRow, provider: p.Provider | None = None) -> p.InstanceRecord:
+    """The provider's view of a state row; with `provider`, carrying the options the
+    instance was launched with (`launched_options`)."""
     return p.InstanceRecord(
         name=row.name,
         provider=row.provider,
@@ -36,8 +38,38 @@ def record_of(row: InstanceRow) -> p.InstanceRecord:
         address=row.address,
         ssh_user=row.ssh_user or "",
         ssh_port=row.ssh_port,
-        extra=dict(row.extra),
+        extra={k: v for k, v in row.extra.items() if k != OPTIONS_KEY},
+        options=launched_options(row, provider) if provider is not None else None,
     )
+
+
+#: The key of `InstanceRow.extra` that holds the launch's options, as the provider's
+#: `redacted_options` gave them (paths and source names, never a secret).
+OPTIONS_KEY = "options"
+
+
+def launched_options(row: InstanceRow, provider: p.Provider) -> Any:
+    """The validated options `row` was launched with, or None when they no longer validate.
+
+    The row keeps the redacted options of its launch (flags such as `--zone` applied), read
+    back through `validate_options`; a row from before that, or whose redacted form is not
+    a valid table, falls back to the launched profile's sub-table. Never raises: `down` of
+    a row whose options a provider upgrade now refuses must still work from `extra`.
+    """
+    from orchestrate.core.api.errors import OrchestrateError
+
+    where = f"the state row of {row.name}"
+    tables = []
+    stored = row.extra.get(OPTIONS_KEY)
+    if isinstance(stored, dict):
+        tables.append(stored)
+    tables.append(row.launched_profile().provider_tables.get(row.provider, {}))
+    for table in tables:
+        try:
+            return provider.validate_options(table, where)
+        except OrchestrateError:
+            continue
+    return None
 
 
 def store(state: State, record: p.InstanceRecord, **more: Any) -> None:
@@ -65,9 +97,21 @@ def store(state: State, record: p.InstanceRecord, **more: Any) -> None:
 
 
 def ensure_running(
-    state: State, provider: p.Provider, spec: p.LaunchSpec, progress: Progress
+    state: State,
+    provider: p.Provider,
+    spec: p.LaunchSpec,
+    progress: Progress,
+    *,
+    after_create: Callable[[], None] = lambda: None,
+    deadline_s: float = SETTLE_DEADLINE_S,
 ) -> p.InstanceRecord:
-    """Reuse, start or create the instance for `spec`; return it running with an address."""
+    """Reuse, start or create the instance for `spec`; return it running with an address.
+
+    `after_create` runs between a successful create call and the record being stored (the
+    launch's crash point there). A create or start that returns the instance `PENDING` is
+    stored at once (its cloud id is what a later command needs), then polled with `get`
+    until it runs, for at most `deadline_s`.
+    """
     row = state.get(spec.name)
     assert row is not None, "record_intent() comes first"
     gpu = f"{spec.gpu.name}:{spec.gpu.count}" if spec.gpu else None
@@ -81,7 +125,7 @@ def ensure_running(
     record: p.InstanceRecord | None = None
     if row.cloud_id:
         try:
-            record = provider.get(record_of(row))
+            record = provider.get(with_options(record_of(row), spec.options))
         except NotFound:
             on_event("vanished", f"{spec.name} is gone on {provider.name}; creating it again", {})
             record = None
@@ -90,29 +134,65 @@ def ensure_running(
         if record is not None:
             on_event("adopted", f"found {spec.name} on {provider.name} from an earlier try", {})
     if record is not None:
-        record = settle(provider, record, on_event)
+        record = settle(provider, with_options(record, spec.options), on_event, deadline_s)
     if record is None:
         record = create_with_failover(provider, spec, on_event)
+        after_create()
         # A new machine: a key pinned for the one it replaces (gone on the cloud) would
         # refuse it, and nothing is set up on it yet. Its own key is pinned at first contact.
         store(state, record, started_at=time.time(), host_key=None, setup_hash=None)
-        return record
+        return running(state, provider, spec, record, on_event, deadline_s)
     if record.status in (p.STOPPED, p.STOPPING, p.TERMINATED):
         on_event("starting", f"starting {spec.name}", {"zone": record.zone})
-        record = provider.start(record)
+        record = provider.start(with_options(record, spec.options))
         store(state, record, started_at=time.time())
-        return record
+        return running(state, provider, spec, record, on_event, deadline_s)
     store(state, record)
     if row.started_at is None:
         state.update(spec.name, started_at=time.time())
     return record
 
 
+def with_options(record: p.InstanceRecord, options: Any) -> p.InstanceRecord:
+    """`record` carrying `options` for the provider's lifecycle calls, unless it has some."""
+    if record.options is not None:
+        return record
+    return dataclasses.replace(record, options=options)
+
+
+def running(
+    state: State,
+    provider: p.Provider,
+    spec: p.LaunchSpec,
+    record: p.InstanceRecord,
+    on_event: Callable[[str, str, dict[str, Any]], None],
+    deadline_s: float,
+) -> p.InstanceRecord:
+    """The just created or started instance once it runs; stored again when it had to be
+    waited for (its address is known only now)."""
+    if record.status == p.RUNNING:
+        return record
+    record = settle(provider, with_options(record, spec.options), on_event, deadline_s)
+    if record.status != p.RUNNING:
+        raise ProviderError(
+            f"{record.name} is {record.status} on {provider.name}, not running, after it "
+            "was started",
+            hint=f"check it in the cloud console, then `orchestrate launch {record.name}` "
+            "again or `down`",
+        )
+    store(state, record)
+    return record
+
+
+def settled(record: p.InstanceRecord) -> bool:
+    """Not on its way to another state: what `settle` waits for."""
+    return record.status not in (p.PENDING, p.STOPPING)
+
+
 def settle(
     provider: p.Provider,
     record: p.InstanceRecord,
     on_event: Callable[[str, str, dict[str, Any]], None],
-    *,
     deadline_s: float = SETTLE_DEADLINE_S,
 ) -> p.InstanceRecord:
     """Wait while the instance is pending or stopping; return it running or stopped.
@@ -122,16 +202,17 @@ def settle(
     refuses to start an instance that is still stopping) instead of failing or creating a
     second one.
     """
-    if record.status not in (p.PENDING, p.STOPPING):
+    if settled(record):
         return record
     on_event("waiting", f"{record.name} is {record.status} on {provider.name}; waiting", {})
     reads = iter([record])  # the first read is the record in hand, then the cloud's answer
     policy = Retry(deadline_s=deadline_s, first_s=0.25, max_s=5.0, factor=1.5)
-    record, settled = policy.poll(
-        lambda: next(reads, None) or provider.get(record),
-        lambda r: r.status not in (p.PENDING, p.STOPPING),
+    options = record.options
+    record, done = policy.poll(
+        lambda: next(reads, None) or provider.get(with_options(record, options)),
+        settled,
     )
-    if not settled:
+    if not done:
         raise ProviderError(
             f"{record.name} is still {record.status} on {provider.name} after {deadline_s:.0f} s",
             hint="check it in the cloud console, then run `launch` again or `down`",

@@ -19,6 +19,7 @@ ENV = "ORCHESTRATE_CRASH_AT"
 #: Every point the product calls, in launch order.
 POINTS = (
     "after-intent",  # the intent row is written; no cloud call yet
+    "after-create-call",  # the create call returned; its cloud id is not stored yet
     "after-create",  # the instance runs and its row has the cloud id; no SSH yet
     "after-host-key",  # SSH is up and the host key pinned; host setup not started
     "in-host-step",  # a host step has started on the host and is running

@@ -227,6 +227,7 @@ def record_intent(state: State, plan: LaunchPlan) -> InstanceRow:
     An existing row keeps its price, as a relaunch reuses the instance the row describes,
     and takes this launch's profile.
     """
+    from orchestrate.core.cloud.instances import OPTIONS_KEY
     from orchestrate.core.money.costs import price_extra
 
     name = plan.name
@@ -241,8 +242,13 @@ def record_intent(state: State, plan: LaunchPlan) -> InstanceRow:
         fields["profile"] = snapshot
     if row.token != plan.context.token:
         fields["token"] = plan.context.token
-    if "price_per_hour" not in row.extra:
-        fields["extra"] = {**row.extra, **price_extra(plan.provider, plan.options)}
+    extra = dict(row.extra)
+    if "price_per_hour" not in extra:
+        extra.update(price_extra(plan.provider, plan.options))
+    # What `get`, `start`, `stop` and `destroy` receive later (`InstanceRecord.options`).
+    extra[OPTIONS_KEY] = dict(plan.provider.redacted_options(plan.options))
+    if extra != row.extra:
+        fields["extra"] = extra
     if not fields:
         return row
     state.update(name, **fields)
@@ -320,7 +326,13 @@ def bring_up(
     record_intent(state, plan)
     crash_point("after-intent")
     try:
-        record = ensure_running(state, plan.provider, plan.spec, progress)
+        record = ensure_running(
+            state,
+            plan.provider,
+            plan.spec,
+            progress,
+            after_create=lambda: crash_point("after-create-call"),
+        )
     except BaseException as exc:
         if fresh:
             forget_if_never_sent(state, name, exc)

@@ -54,7 +54,7 @@ def _refresh(runtime: Any, row: InstanceRow) -> _Refreshed:
         return _look_up(runtime, row)
     try:
         provider = _provider(runtime, row.provider)
-        record = provider.get(record_of(row))
+        record = provider.get(record_of(row, provider))
     except NotFound:
         return _read(row, None)
     except OrchestrateError as exc:
@@ -67,7 +67,8 @@ def _refresh_many(runtime: Any, rows: list[InstanceRow]) -> list[_Refreshed]:
     from orchestrate.core.cloud.instances import record_of
 
     try:
-        found = _provider(runtime, rows[0].provider).get_many([record_of(r) for r in rows])
+        provider = _provider(runtime, rows[0].provider)
+        found = provider.get_many([record_of(r, provider) for r in rows])
     except OrchestrateError as exc:
         return [_Refreshed(row, [f"could not refresh: {exc.line()}"]) for row in rows]
     return [_read(row, found.get(row.name)) for row in rows]

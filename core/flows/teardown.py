@@ -48,7 +48,7 @@ def stop(runtime: Any, row: InstanceRow, *, progress: Progress) -> bool:
         # "stopping" first: a `status` refreshing meanwhile sees the cloud stop and must
         # know the user asked for it (not autostop), and that its own answer is stale.
         state.update(row.name, status="stopping")
-        provider.stop(record_of(row))
+        provider.stop(record_of(row, provider))
     state.update(row.name, status="stopped", started_at=None)
     state.event(row.name, "stopped", f"{row.name} stopped by the user")
     return True
@@ -70,7 +70,7 @@ def down(
     """Delete `row`'s instance and forget it. With `force`, a host that cannot be reached
     to remove the notebook container is forgotten anyway (said in a warning)."""
     from orchestrate.core.api.errors import OrchestrateError
-    from orchestrate.core.cloud.instances import record_of
+    from orchestrate.core.cloud.instances import record_of, with_options
     from orchestrate.core.flows import background
     from orchestrate.core.flows.launch import make_plan
     from orchestrate.core.flows.rows import connect
@@ -114,11 +114,11 @@ def down(
                 session.close()
     if background.close_detached(row):
         progress("background tunnel closed")
-    record = record_of(row)
+    record = record_of(row, provider)
     if record.cloud_id is None:
         plan = make_plan(runtime, row.name, launched, {}, token=None)
         found = provider.find(plan.spec)
-        record = found if found is not None else record
+        record = with_options(found, record.options) if found is not None else record
     if record.cloud_id is not None:
         try:
             provider.destroy(record)

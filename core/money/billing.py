@@ -30,17 +30,19 @@ def cost_so_far(
 
 
 def confirm_needed(price: float | None, threshold: float | None) -> bool:
-    """Whether `launch` must ask before creating: the price is above the threshold, or the
-    price is unknown (a shape missing from the list may be the expensive one).
+    """Whether `launch` must ask before creating: the price is above the threshold.
 
-    ``threshold`` None switches confirmation off; `--yes` skips the question.
+    ``threshold`` None switches confirmation off; `--yes` skips the question. An unknown
+    price (a provider without prices, a shape missing from the list) asks only when the
+    threshold is 0, "ask before every launch": above 0 it cannot be compared, and asking
+    every time would make `--yes` a habit that hides the questions that matter.
     """
     if threshold is None:
         return False
     if threshold < 0:
         raise ValueError(f"the confirmation threshold must be >= 0, not {threshold}")
     if price is None:
-        return True
+        return threshold == 0
     return price > threshold
 
 

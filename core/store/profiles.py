@@ -78,10 +78,19 @@ class Profile:
         return dict(self.provider_tables.get(self.provider or "", {}))
 
     def table_where(self) -> str:
-        """How to name the provider sub-table in an error: file, line and table."""
+        """How to name the provider sub-table in an error: file, line and table; a `Where`
+        that also knows each key's line (`optionchecks.at`)."""
+        from orchestrate.core.api.optionchecks import Where
+
         origin = self.origins.get(self.provider or "")
         table = f"profiles.{self.name}.{self.provider}"
-        return f"{origin}: [{table}]" if origin else f"[{table}]"
+        prefix = f"{self.provider}."
+        keys = {
+            key[len(prefix) :]: f"{place}: [{table}]"
+            for key, place in self.origins.items()
+            if key.startswith(prefix)
+        }
+        return Where(f"{origin}: [{table}]" if origin else f"[{table}]", keys)
 
     def where(self, key: str) -> str:
         origin = self.origins.get(key)
@@ -314,6 +323,15 @@ def untrusted_files(files: Sequence[Path], config: Path | None) -> set[Path]:
         chosen.add(config.resolve())
     folder = folder_file()
     return {folder} if folder in {f.resolve() for f in files} - chosen else set()
+
+
+def searched_files(config: Path | None) -> list[Path]:
+    """Every file profiles are read from, in order, whether it exists or not: the user's
+    `config.toml` (under `$ORCHESTRATE_HOME/config/` when that is set), `./orchestrate.toml`,
+    then `--config FILE`; a later file's profile of the same name wins."""
+    from orchestrate.core.store.paths import user_config_file
+
+    return [user_config_file(), folder_file(), *([config] if config is not None else [])]
 
 
 def default_files(config: Path | None) -> list[Path]:

@@ -1,6 +1,6 @@
 """Crash at any phase: `launch` is SIGKILLed at each point, and nothing is lost.
 
-Six points are product crash points (`orchestrate.core.flows.crashpoints`, named by
+Seven points are product crash points (`orchestrate.core.flows.crashpoints`, named by
 ORCHESTRATE_CRASH_AT: the process kills itself with SIGKILL there); "during-create" is a
 SIGKILL from outside while the fake cloud holds the insert operation pending. After each
 kill: `status` shows the instance as it really is, a new `launch` converges on the same
@@ -39,6 +39,7 @@ pytestmark = [pytest.mark.bed, pytest.mark.slow]
 EXPECTED = {
     "after-intent": None,
     "during-create": "pending",
+    "after-create-call": "running",
     "after-create": "running",
     "after-host-key": "running",
     "in-host-step": "running",
@@ -96,7 +97,7 @@ def test_crash_then_status_relaunch_and_down(
         assert info[0]["status"] in truth, info
         assert info[0]["zone"] == "us-east1-d"
         assert info[0]["address"] == "127.0.0.1"
-    if point in ("after-intent", "during-create"):
+    if point in ("after-intent", "during-create", "after-create-call"):
         assert any("launch did not finish" in note for note in info[0]["notes"]), info
     tunnel = info[0]["tunnel"]
     assert tunnel.startswith("localhost:") if point == "tunnel-started" else tunnel == "none"

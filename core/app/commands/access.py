@@ -30,6 +30,20 @@ def _age(seconds: float | None) -> str:
     return duration(seconds).replace(" ", "")
 
 
+def _launch_hint(runtime: Runtime) -> str:
+    """The launch command for the provider in use (the default profile's), not a fixed
+    cloud: a user of another provider would be sent to one they do not use."""
+    from orchestrate.core.api.errors import OrchestrateError
+
+    try:
+        provider = runtime.profile(None).provider
+    except OrchestrateError:
+        provider = None
+    if provider:
+        return f"`orchestrate launch --provider {provider}`"
+    return "`orchestrate launch --provider NAME` (`orchestrate providers` lists them)"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("status")
     def status_command(
@@ -47,7 +61,7 @@ def register(app: typer.Typer) -> None:
             echo_json(rows)
             return
         if not rows:
-            echo("no instances; `orchestrate launch --provider gcp` creates one")
+            echo(f"no instances; {_launch_hint(runtime)} creates one")
             return
         for info in rows:
             echo(

@@ -73,22 +73,33 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """List profiles, or show one resolved (files, extends, provider options)."""
-        from orchestrate.core.store.profiles import ProfileSet, default_files
+        from orchestrate.core.store.profiles import ProfileSet, default_files, searched_files
 
         runtime: Runtime = ctx.obj
         files = default_files(runtime.config)
         profiles = ProfileSet(files)
         providers = runtime.providers()
         if name is None:
+            searched = searched_files(runtime.config)
             if as_json:
-                echo_json({"files": [str(f) for f in files], "profiles": profiles.names()})
+                echo_json(
+                    {
+                        "searched": [str(f) for f in searched],
+                        "files": [str(f) for f in files],
+                        "profiles": profiles.names(),
+                    }
+                )
                 return
+            echo("files searched, in order: " + ", ".join(str(f) for f in searched))
             echo("files read: " + (", ".join(str(f) for f in files) or "none"))
             for known in profiles.names():
                 resolved = profiles.resolve(known, provider_names=sorted(providers))
                 echo(f"{known:16} provider={resolved.provider or '-'}  {resolved['description']}")
             if not profiles.names():
-                echo("no profiles defined: see README's quickstart")
+                echo(
+                    f"no profiles defined: write one in {searched[0]} or ./orchestrate.toml "
+                    "(README.md, Quickstart)"
+                )
             return
         profile = runtime.profile(name)
         shown: dict[str, object] = dict(profile.values)

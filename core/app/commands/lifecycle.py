@@ -162,13 +162,22 @@ def register(app: typer.Typer) -> None:
 
 def _price_gate(plan: Any, threshold: float | None, *, yes: bool) -> None:
     """Show the estimated price per hour before anything is created, and ask above the
-    profile's `confirm_above` unless --yes. An unknown price asks too: it may be anything."""
+    profile's `confirm_above` unless --yes. An unknown price is said and asked about only
+    when `confirm_above` is 0 (`billing.confirm_needed`)."""
     from orchestrate.core.money import prices
     from orchestrate.core.money.billing import confirm_needed
     from orchestrate.core.money.costs import estimate_for
 
     estimate = estimate_for(plan.provider, plan.options)
     if estimate is None:
+        _progress(f"estimated price: unknown ({plan.provider.name} states no price)")
+        if not yes and confirm_needed(None, threshold):
+            confirm_or_refuse(
+                f"the price on {plan.provider.name} is unknown to orchestrate "
+                "(confirm_above is 0): create it anyway?",
+                refused="launch cancelled: nothing was created",
+                no_terminal_hint=_UNKNOWN_PRICE_HINT,
+            )
         return
     _progress(prices.price_line(estimate))
     from orchestrate.core.api.gpu_catalog import stale_note
@@ -182,8 +191,13 @@ def _price_gate(plan: Any, threshold: float | None, *, yes: bool) -> None:
     confirm_or_refuse(
         prices.confirm_question(estimate, threshold),
         refused="launch cancelled: nothing was created",
-        no_terminal_hint="pass --yes to launch anyway, or raise confirm_above in the profile",
+        no_terminal_hint=_UNKNOWN_PRICE_HINT
+        if estimate.per_hour is None
+        else "pass --yes to launch anyway, or raise confirm_above in the profile",
     )
+
+
+_UNKNOWN_PRICE_HINT = "pass --yes to launch anyway, or set confirm_above above 0 in the profile"
 
 
 #: GCE's rule for resource names, which the other clouds accept too: the name is also a file

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +30,7 @@ from orchestrate.core.api.errors import (
     OrchestrateError,
     ProviderError,
 )
+from orchestrate.core.api.retry import Retry
 
 T = TypeVar("T")
 TOKEN_ENV = ("LINODE_TOKEN", "LINODE_CLI_TOKEN")
@@ -121,27 +121,22 @@ def map_error(exc: BaseException, *, context: str, region: str | None = None) ->
 
 
 class LinodeApi:
-    """One driver, and every call through `call` (retries, then orchestrate's errors)."""
+    """One driver, and every call through `call`: retried with orchestrate's `Retry`, then
+    turned into orchestrate's errors."""
 
-    def __init__(
-        self, driver: Any, *, deadline_s: float = 60.0, sleep: Callable[[float], None] = time.sleep
-    ) -> None:
+    def __init__(self, driver: Any, retry: Retry) -> None:
         self.driver = driver
-        self.deadline_s = deadline_s
-        self._sleep = sleep
+        self.retry = retry
         # libcloud's connection holds the request in flight in attributes, so threads (core's
         # `status` refreshes rows in parallel) take turns on one driver.
         self._lock = threading.Lock()
 
     def call(self, fn: Callable[[], T], *, context: str, region: str | None = None) -> T:
-        started = time.monotonic()
-        delay = 0.25
-        while True:
-            try:
-                with self._lock:
-                    return fn()
-            except Exception as exc:
-                if not is_retryable(exc) or time.monotonic() - started + delay > self.deadline_s:
-                    raise map_error(exc, context=context, region=region) from exc
-                self._sleep(delay)
-                delay = min(delay * 2, 8.0)
+        def locked() -> T:
+            with self._lock:
+                return fn()
+
+        try:
+            return self.retry.call(locked, retry_if=is_retryable)
+        except Exception as exc:
+            raise map_error(exc, context=context, region=region) from exc

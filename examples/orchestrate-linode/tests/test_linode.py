@@ -15,6 +15,7 @@ from fake_linode import FakeLinode
 from orchestrate.core.api import provider as p
 from orchestrate.core.api.errors import AuthError, NotFound, ProfileError
 from orchestrate.core.api.provider import GpuRequest, LaunchSpec, Provider
+from orchestrate.core.api.retry import Retry
 from orchestrate.core.cloud.failover import create_with_failover
 
 import orchestrate_linode
@@ -25,7 +26,10 @@ PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBdLwkMVsD9m3Yy2pC6bJ5yN0o0gE5
 
 
 def spec_for(options: LinodeOptions, script: str | None = None) -> LaunchSpec:
-    return LaunchSpec("nb", "linode", options, options.ssh_user, PUBLIC_KEY, startup_script=script)
+    labels = {"orchestrate-name": "nb"}
+    return LaunchSpec(
+        "nb", "linode", options, options.ssh_user, PUBLIC_KEY, labels=labels, startup_script=script
+    )
 
 
 def test_defaults_are_the_smallest_gpu_plan() -> None:
@@ -54,7 +58,7 @@ def test_gpu_comes_from_the_plan(plan: str, gpu: Any) -> None:
         ({"plan": "p2.xlarge"}, "not a Linode plan id"),
         ({"region": "us_east"}, "not a Linode region"),
         ({"regions": ["us-east", "us-east"]}, "twice"),
-        ({"ssh_port": 0}, "1-65535"),
+        ({"ssh_port": 0}, "between 1 and 65535"),
         ({"api_endpoint": "ftp://x"}, "scheme://host"),
         ({"token": "secret"}, "unknown key 'token'"),
     ],
@@ -71,8 +75,8 @@ def test_flags() -> None:
     assert provider.apply_overrides(options, {"gpu": "rtx6000:2"}).plan == "g1-gpu-rtx6000-2"
     assert provider.apply_overrides(options, {"gpu": "none"}).plan == "g6-standard-2"
     assert provider.apply_overrides(options, {"zone": "eu-central"}).regions == ("eu-central",)
-    with pytest.raises(ProfileError, match="no plan with 3"):
-        provider.apply_overrides(options, {"gpu": "rtx-4000-ada:3"})
+    with pytest.raises(ProfileError, match=r"no plan with 'rtx4000-ada:3'"):
+        provider.apply_overrides(options, {"gpu": "rtx4000-ada:3"})
     with pytest.raises(ProfileError, match="does not take --host"):
         provider.apply_overrides(options, {"host": "me@box"})
 
@@ -85,11 +89,9 @@ def test_plan_shows_the_requests_without_secrets(monkeypatch: pytest.MonkeyPatch
     assert [(r.method, r.path) for r in plan] == [
         ("GET", "/v4/regions"),
         ("GET", "/v4/linode/types"),
-        ("GET", "/v4/linode/instances"),
         ("POST", "/v4/linode/instances"),
-        ("GET", "/v4/linode/instances/<id>"),
     ]
-    body = plan[3].body
+    body = plan[2].body
     assert body is not None
     assert (body["region"], body["type"], body["label"]) == (
         "eu-central",
@@ -98,7 +100,7 @@ def test_plan_shows_the_requests_without_secrets(monkeypatch: pytest.MonkeyPatch
     )
     text = json.dumps([r.body for r in plan])
     assert "never-printed-token" not in text and PUBLIC_KEY.split()[1] not in text
-    assert "SHA256:" in text and "<random, never stored>" in text
+    assert "ssh-ed25519 public key" in text and "<random, never stored>" in text
 
 
 def test_options_and_plan_load_no_libcloud() -> None:
@@ -147,13 +149,18 @@ def test_life_cycle_with_failover(fake: FakeLinode, tmp_path: Path) -> None:
     events: list[str] = []
     record = create_with_failover(provider, spec, lambda kind, msg, data: events.append(kind))
     assert events == ["try", "stockout", "try", "created"]
-    assert record.status == p.RUNNING and record.zone == "eu-central"
+    # Contract v2: create returns the Linode while it provisions; core polls `get`, as here.
+    assert record.status == p.PENDING and record.cloud_id and record.options == options
+    record, running = Retry(attempts=5, sleep=lambda s: None).poll(
+        lambda: provider.get(record), lambda r: r.status == p.RUNNING
+    )
+    assert running and record.zone == "eu-central"
     assert record.address and record.address.startswith("203.0.113.")
     assert (record.ssh_user, record.ssh_port) == ("root", 22)
     (created,) = fake.instances.values()
     assert created["label"] == "orchestrate-nb" and created["type"] == "g1-gpu-rtx6000-1"
     assert created["_authorized_keys"] == [PUBLIC_KEY]
-    assert created["tags"] == ["orchestrate"]
+    assert created["tags"] == ["orchestrate", "orchestrate-name=nb"]
     assert base64.b64decode(created["_user_data"]).decode() == "#!/bin/sh\necho boot\n"
     posted = fake.calls("POST", "/v4/linode/instances")[-1]
     assert len(posted["root_pass"]) >= 32 and posted["root_pass"] not in json.dumps(record.extra)
@@ -162,7 +169,8 @@ def test_life_cycle_with_failover(fake: FakeLinode, tmp_path: Path) -> None:
     assert found is not None and found.cloud_id == record.cloud_id
     provider.stop(record)
     assert provider.get(record).status == p.STOPPED
-    assert provider.start(record).status == p.RUNNING
+    assert provider.start(record).status == p.PENDING
+    assert provider.get(record).status == p.RUNNING
     provider.destroy(record)
     with pytest.raises(NotFound):
         provider.get(record)

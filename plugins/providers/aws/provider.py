@@ -188,7 +188,7 @@ class AwsProvider(Provider):
             return [zone]
         return list(options.zones) or self._available_zones(key)
 
-    def region_of(self, zone: str) -> str:
+    def region_of(self, zone: str, options: Any) -> str:
         return region_of(zone)
 
     # ------------------------------------------------------------ building blocks

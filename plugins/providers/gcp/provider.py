@@ -231,7 +231,7 @@ class GcpProvider(Provider):
             ),
         )
 
-    def region_of(self, zone: str) -> str:
+    def region_of(self, zone: str, options: Any) -> str:
         return region_of(zone)
 
     # ------------------------------------------------------------------ create

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrate.core.api.errors import ProfileError
+from orchestrate.core.api.optionchecks import check_table
 from orchestrate.core.api.provider import GpuRequest
 
 NO_GPU = "none"
@@ -123,23 +124,16 @@ def parse_gpu(value: Any, where: str) -> tuple[str | None, int]:
     return (name, count) if count else (None, 0)
 
 
-KEYS = ("host", "gpu")
-
-
 def parse_options(table: Mapping[str, Any], where: str) -> SshOptions:
     """Validate ``[profiles.NAME.ssh]``; ``host`` may still come from ``--host``."""
+    values = check_table(table, {"host": parse_host, "gpu": parse_gpu}, where)
     options = SshOptions()
-    for key, raw in table.items():
-        if key == "host":
-            user, address, port = parse_host(raw, f"{where}: host")
-            options = replace(options, user=user, address=address, port=port)
-        elif key == "gpu":
-            name, count = parse_gpu(raw, f"{where}: gpu")
-            options = replace(options, gpu_name=name, gpu_count=count)
-        else:
-            raise ProfileError(
-                f"{where}: unknown key {key!r}", hint=f"known keys: {', '.join(KEYS)}"
-            )
+    if "host" in values:
+        user, address, port = values["host"]
+        options = replace(options, user=user, address=address, port=port)
+    if "gpu" in values:
+        name, count = values["gpu"]
+        options = replace(options, gpu_name=name, gpu_count=count)
     return options
 
 
