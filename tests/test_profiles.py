@@ -188,22 +188,22 @@ def test_finding_every_keys_line_scans_the_file_once(
 ) -> None:
     """5000 keys used to mean 5000 scans of a 5000-line file (25 million line matches, 26 s).
     The work is counted, not timed: one index per file, each line read once."""
-    from orchestrate.core.store import profiles
+    from orchestrate.core.store import profilefile
 
     keys = 5000
     text = "[profiles.many]\n" + "".join(f'k{i} = "v"\n' for i in range(keys)) + "[profiles.b.x]\n"
     text += "".join(f"s{i} = {i}\n" for i in range(keys))
     path = tmp_path / "many.toml"
     path.write_text(text)
-    built: list[profiles.LineIndex] = []
-    original = profiles.LineIndex.__init__
+    built: list[profilefile.LineIndex] = []
+    original = profilefile.LineIndex.__init__
 
-    def counting(self: profiles.LineIndex, lines: list[str]) -> None:
+    def counting(self: profilefile.LineIndex, lines: list[str]) -> None:
         original(self, lines)
         built.append(self)
 
-    monkeypatch.setattr(profiles.LineIndex, "__init__", counting)
-    (many, b) = sorted(profiles.read_file(path), key=lambda raw: raw.name, reverse=True)
+    monkeypatch.setattr(profilefile.LineIndex, "__init__", counting)
+    (many, b) = sorted(profilefile.read_file(path), key=lambda raw: raw.name, reverse=True)
     assert len(built) == 1 and built[0].scanned == len(text.splitlines()) == 2 * keys + 2
     assert many.origins["k4999"].line == keys + 1, "lines are still exact"
     assert b.origins["x.s0"].line == keys + 3

@@ -73,7 +73,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """List profiles, or show one resolved (files, extends, provider options)."""
-        from orchestrate.core.store.profiles import ProfileSet, default_files, searched_files
+        from orchestrate.core.store.profilefile import default_files, searched_files
+        from orchestrate.core.store.profiles import ProfileSet
 
         runtime: Runtime = ctx.obj
         files = default_files(runtime.config)
