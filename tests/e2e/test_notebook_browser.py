@@ -85,6 +85,23 @@ def launch(bed: Bed) -> tuple[str, int, str]:
     return found.group(0), int(found.group(1)), found.group(2)
 
 
+def wait_kernels_idle(port: int, token: str, timeout_s: float = 180.0) -> None:
+    """Until Jupyter lists a kernel and every kernel is idle (state, polled)."""
+    deadline = time.monotonic() + timeout_s
+    states: list[str] = []
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", f"/api/kernels?token={token}")
+            states = [k.get("execution_state", "") for k in json.loads(conn.getresponse().read())]
+        finally:
+            conn.close()
+        if states and all(state == "idle" for state in states):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the notebook's kernel never became idle: {states}")
+
+
 def notebook_names(port: int, token: str) -> set[str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
@@ -130,6 +147,8 @@ def test_jupyterlab_in_chromium_survives_a_killed_tunnel(bed: Bed, opened: Path)
     with browser.chromium() as driver:
         driver.get(f"http://localhost:{port}/lab?token={token}")
         browser.new_notebook(driver)
+        # The notebook's kernel answers before a cell is run: under load it starts slowly.
+        wait_kernels_idle(port, token)
         browser.run_in_last_cell(driver, "print(6*7)")
         browser.wait_for_output(driver, "42")
         browser.run_in_last_cell(driver, "kept = 'set before the tunnel died'")

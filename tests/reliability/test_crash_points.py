@@ -79,10 +79,10 @@ def test_crash_then_status_relaunch_and_down(
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, err
     if slow is not None:
-        # The step began on the host as the launch died; its first write there, to the dead
-        # connection, ends it, so it never marks itself done.
+        # The step began on the host as the launch died. Its output reaches the dead
+        # connection through the stage's line tagger, which the first failed write ends; the
+        # step itself may still finish (it is idempotent, as every step must be).
         wait_for("the step to have started on the host", lambda: slow.starts == 1, timeout=10)
-        assert not slow.done
 
     info = status_json(bed, "nb")
     assert len(info) == 1, info
@@ -107,7 +107,9 @@ def test_crash_then_status_relaunch_and_down(
     notebook_answers(relaunch.stdout)
     assert inserts(bed) == 1, "a second instance was created"
     if slow is not None:
-        assert slow.starts == 2 and slow.done
+        # Done in the end: by the relaunch (run again), or by the orphan run it then found
+        # done (not run again).
+        assert slow.done and slow.starts in (1, 2), slow.starts
 
     bed.cli("down", "nb", "--yes")
     assert_all_gone(bed)

@@ -107,6 +107,9 @@ def run_in_last_cell(driver: Any, code: str) -> None:
     editor.click()
     editor.send_keys(Keys.CONTROL, "a")
     editor.send_keys(code)
+    # On a loaded machine the editor can still be settling and drop keys: run only once the
+    # cell holds exactly the code (a page state, not a pause).
+    wait_for(driver, lambda drv: editor.text.strip() == code, f"the cell to read {code!r}")
     editor.send_keys(Keys.SHIFT, Keys.ENTER)
 
 

@@ -34,9 +34,17 @@ def _launch_hint(runtime: Runtime) -> str:
     """The launch command for the provider in use (the default profile's), not a fixed
     cloud: a user of another provider would be sent to one they do not use."""
     from orchestrate.core.api.errors import OrchestrateError
+    from orchestrate.core.store.profilefile import default_files, read_file
+    from orchestrate.core.store.profiles import DEFAULT_PROFILE
 
+    # Read from the files alone: resolving a profile loads every provider plugin, which a
+    # `status` that lists nothing must not pay for.
+    provider = None
     try:
-        provider = runtime.profile(None).provider
+        for path in default_files(runtime.config):
+            for raw in read_file(path):
+                if raw.name == DEFAULT_PROFILE and isinstance(raw.table.get("provider"), str):
+                    provider = raw.table["provider"]
     except OrchestrateError:
         provider = None
     if provider:
