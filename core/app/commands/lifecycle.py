@@ -69,9 +69,12 @@ def register(app: typer.Typer) -> None:
 
             # Bad input first: a busy --port is refused before the price is even shown.
             check_port(row, chosen.port, explicit=port is not None)
+        # A dry run builds its requests first: a plan the provider refuses (the ssh provider
+        # without a host) is one line, not one after the price.
+        text = dry_run_text(runtime, plan) if dry_run else None
         _price_gate(plan, chosen.confirm_above, yes=yes or dry_run)
-        if dry_run:
-            echo(dry_run_text(runtime, plan))
+        if text is not None:
+            echo(text)
             return
         outcome = bring_up(
             runtime,
