@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bed.docker_engine import docker
-from tests.support.e2e import Bed, adopt_bed_key, make_bed, write_profile
+from tests.support.e2e import Bed, gcp_bed
 
 pytestmark = [pytest.mark.bed, pytest.mark.slow]
 
@@ -29,12 +28,8 @@ pytestmark = [pytest.mark.bed, pytest.mark.slow]
 def bed(
     orch_home: Path, gce_api, gce_credentials: Path, ssh_host, docker_engine, jupyter_image
 ) -> Iterator[Bed]:
-    adopt_bed_key(orch_home, ssh_host.key_path)
-    made = make_bed(orch_home, Path.cwd(), gce_api, ssh_host, jupyter_image)
-    write_profile(made, gce_credentials)
-    yield made
-    made.cli("down", "nb", "--yes", check=False)
-    docker("rm", "-f", made.container, check=False)
+    with gcp_bed(orch_home, gce_api, gce_credentials, ssh_host, jupyter_image) as made:
+        yield made
 
 
 def still_running_line(err: str) -> str:
