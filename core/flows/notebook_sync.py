@@ -53,10 +53,10 @@ def sync_notebooks(session: Any, folder: str, local: Path, progress: Progress) -
         with channel.makefile("rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 count += _unpack(tar, member, local)
-        errors = channel.makefile_stderr("rb").read().decode("utf-8", "replace").splitlines()
+        errors = _stderr_lines(channel)
         status = channel.recv_exit_status()
     except (OSError, tarfile.TarError, EOFError) as exc:
-        said = _stderr_tail(channel)  # e.g. sudo asking for a password, or no such folder
+        said = " ".join(_stderr_lines(channel)[-1:]).strip()  # e.g. sudo wants a password
         raise HostError(
             f"copying notebooks from {folder} failed: {said or exc}",
             hint="nothing was deleted; run `down` again",
@@ -75,12 +75,13 @@ def sync_notebooks(session: Any, folder: str, local: Path, progress: Progress) -
     return count
 
 
-def _stderr_tail(channel: Any) -> str:
+def _stderr_lines(channel: Any) -> list[str]:
+    """What the host's tar (or sudo) said on stderr; nothing when it cannot be read."""
     try:
-        lines = channel.makefile_stderr("rb").read().decode("utf-8", "replace").splitlines()
+        raw: bytes = channel.makefile_stderr("rb").read()
     except OSError:
-        return ""
-    return lines[-1].strip() if lines else ""
+        return []
+    return raw.decode("utf-8", "replace").splitlines()
 
 
 def _unpack(tar: tarfile.TarFile, member: tarfile.TarInfo, local: Path) -> int:
