@@ -27,6 +27,31 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 
 
 @dataclass(frozen=True)
+class ClusterContext:
+    """Where a host stands in a cluster (`launch --nodes N`); None on a lone instance.
+
+    Addresses are internal ones (`InstanceRecord.internal_address`): nodes talk to each
+    other only there. `token_file` is the path on the host of the cluster's secret (a 0600
+    file, root's, written by core over SSH before any step runs); steps read it on the
+    host, so the secret never appears in a script, a command line or a log.
+    """
+
+    name: str
+    role: str  # "head" or "worker"
+    index: int  # 0 for the head, 1.. for workers
+    size: int
+    head_address: str
+    node_address: str
+    token_file: str = "/etc/orchestrate/cluster/token"
+    ray_port: int = 6379
+    dashboard_port: int = 8265
+
+    @property
+    def is_head(self) -> bool:
+        return self.role == "head"
+
+
+@dataclass(frozen=True)
 class StepContext:
     """What the steps need to know about the launch; built once per command.
 
@@ -46,6 +71,7 @@ class StepContext:
     autostop: str | None = None
     reboot_command: str = "systemctl reboot || reboot"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    cluster: ClusterContext | None = None
 
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never reach a log or the terminal."""

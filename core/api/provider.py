@@ -32,6 +32,11 @@ STATES = (RUNNING, STOPPED, PENDING, STOPPING, TERMINATED, UNKNOWN)
 #: the default `Provider.find` recognises orchestrate's instances by it.
 NAME_LABEL = "orchestrate-name"
 
+#: The label core puts on every node of a cluster (in `LaunchSpec.labels`) with the
+#: cluster's name; `ClusterNetworks.ensure_cluster_network` opens traffic between the
+#: instances that carry it with the same value.
+CLUSTER_LABEL = "orchestrate-cluster"
+
 
 @dataclass(frozen=True)
 class GpuRequest:
@@ -57,6 +62,10 @@ class LaunchSpec:
     gpu: GpuRequest | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     startup_script: str | None = None
+    #: the cluster this instance is a node of (None for a lone instance). The provider
+    #: marks the instance (a network tag, a security group) so that the rule from
+    #: `ClusterNetworks.ensure_cluster_network(cluster, options)` applies to it.
+    cluster: str | None = None
 
 
 @dataclass
@@ -84,6 +93,9 @@ class InstanceRecord:
     ssh_port: int = 22
     extra: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    #: the address other instances of the same network reach it on (GCE's networkIP, EC2's
+    #: private IP). Cluster nodes talk to each other on it, never on `address`.
+    internal_address: str | None = None
     options: Any = field(default=None, compare=False, repr=False)
 
 
@@ -318,4 +330,25 @@ class GpuLocations(Protocol):
 
     def gpu_locations(self, options: Any) -> Mapping[str, Sequence[str]]:
         """The regions (or zones) each GPU is offered in, by the provider's GPU names."""
+        ...
+
+
+@runtime_checkable
+class ClusterNetworks(Protocol):
+    """What a provider implements to make clusters (`launch --nodes N`, N > 1).
+
+    Core creates and deletes the N instances through `create` and `destroy`, with
+    `LaunchSpec.cluster` set; the provider only adds the network rule that lets the
+    cluster's nodes reach each other on their internal addresses, on every port, and
+    nothing else: the rule's source and target are the cluster's own instances (GCE:
+    source and target tags; EC2: a security group that admits itself), never an address
+    range. A provider without it cannot make clusters, and `launch --nodes` says so.
+    """
+
+    def ensure_cluster_network(self, cluster: str, options: Any) -> None:
+        """Create the rule for `cluster` if missing (called before the first create)."""
+        ...
+
+    def release_cluster_network(self, cluster: str, options: Any) -> None:
+        """Delete that rule once the cluster's last node is gone. Gone already is fine."""
         ...
