@@ -50,14 +50,27 @@ def test_price_above_threshold_stops_launch_before_any_request(t4, cli, gce_api)
     from orchestrate.core.money import billing, prices
 
     expected = prices.hourly(
-        "gcp", "n1-standard-2", "nvidia-tesla-t4", 1, False, disk_type="pd-balanced", disk_gb=50
-    )
+        "gcp", "n1-standard-2", "nvidia-tesla-t4", 1, False, disk_type="pd-balanced", disk_gb=50,
+        regions=["us-east1"],
+    )  # fmt: skip
     lines = result.err.strip().splitlines()
     assert lines[0] == prices.price_line(expected)
     assert f"about {billing.money(expected.per_hour)}/h" in lines[-1]
     assert "above your confirm_above of $0.050/h" in lines[-1]
     assert "pass --yes" in lines[-1]
     assert gce_api.requests == [], "nothing may reach the cloud before the user agrees"
+
+
+def test_price_line_names_the_region_of_the_profiles_zone(t4, cli) -> None:
+    """The price file holds the reference region's prices only (us-central1 for GCE): an
+    instance bound for us-east1-d must not read them as its own region's."""
+    t4(100)
+    result = cli("launch", "nb", "--profile", "t4", "--dry-run")
+    assert result.code == 0, result.err
+    line = next(x for x in result.err.splitlines() if x.startswith("estimated price:"))
+    assert "list prices for us-central1 (the price file's reference; us-east1 may differ)" in (
+        line
+    ), line
 
 
 def test_dry_run_shows_the_price_and_asks_nothing(t4, cli) -> None:

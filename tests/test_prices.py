@@ -181,6 +181,21 @@ def test_price_line_names_parts_and_basis(toy: Any) -> None:
     )
 
 
+def test_price_line_says_when_the_instance_runs_outside_the_reference_region(toy: Any) -> None:
+    def basis(regions: list[str]) -> str:
+        return hourly("sep", "n1-standard-2", regions=regions, prices=toy).basis
+
+    assert basis(["r1"]) == "sep list prices for r1 of 2025-01-02, approximate"
+    assert basis(["r2", "r1", "r2"]) == (
+        "sep list prices for r1 (the price file's reference; r2 may differ) of 2025-01-02, "
+        "approximate"
+    )
+    assert basis([]) == (
+        "sep list prices for r1 (the price file's reference region; others may differ) of "
+        "2025-01-02, approximate"
+    )
+
+
 def test_shipped_family_rates_agree_with_the_shipped_table() -> None:
     """Sizes the table leaves out are priced from family rates: those must give the table's
     own price for a size it has, or the two kinds of estimate would disagree."""

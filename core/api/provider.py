@@ -113,6 +113,10 @@ class PriceQuery:
     #: None: the provider's price list names the disk its instances get (EC2: gp3).
     disk_type: str | None = None
     disk_gb: float = 0
+    #: The regions the instance may land in, as far as the options say without asking the
+    #: cloud (the profile's zones); empty: not known before the create. The price line
+    #: names them when the price file's figures are for another region.
+    regions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ data, which the tests catch); `orchestrate.core.money.prices` does the arithmeti
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -100,6 +100,20 @@ class ProviderPrices:
     def basis(self) -> str:
         """ "gcp list prices for us-central1 of 2025-01-15, approximate": said with every price."""
         return f"{self.name} list prices for {self.region} of {self.date}, approximate"
+
+    def basis_for(self, regions: Sequence[str]) -> str:
+        """`basis`, honest about where the instance runs: the file holds the reference
+        region's prices only, so an instance bound for another region is told that its
+        region may differ rather than shown prices that read as its own. Empty `regions`:
+        the cloud picks the zone at create time, so the reference is all that is known."""
+        others = [region for region in dict.fromkeys(regions) if region != self.region]
+        if not regions:
+            where = f"{self.region} (the price file's reference region; others may differ)"
+        elif others:
+            where = f"{self.region} (the price file's reference; {', '.join(others)} may differ)"
+        else:
+            return self.basis
+        return f"{self.name} list prices for {where} of {self.date}, approximate"
 
     def machine(self, machine_type: str) -> MachinePrice | None:
         """The machine type from the table, else priced from its family's rates (GCE custom

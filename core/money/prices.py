@@ -18,7 +18,7 @@ Billing rules that shape the arithmetic:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,7 @@ def hourly(
     *,
     disk_type: str | None = None,
     disk_gb: float = 0,
+    regions: Sequence[str] | None = None,
     prices: Mapping[str, ProviderPrices] | None = None,
 ) -> Estimate:
     """The estimated price per hour of a running instance: machine + GPUs (+ its disk).
@@ -97,6 +98,7 @@ def hourly(
     provider bills them anyway); on EC2 the machine price already includes them. With a
     `disk_type` and `disk_gb` the boot disk's hourly share is added too, since it bills
     while the instance runs. Unknown parts make ``per_hour`` None, never a guess.
+    `regions` (where the instance may land) words the basis: see `basis_for`.
     """
     table = (prices if prices is not None else load_prices()).get(provider)
     gpu = gpu or None
@@ -160,7 +162,7 @@ def hourly(
         disk_per_hour=disk_price or None,
         per_hour=total,
         currency=table.currency,
-        basis=table.basis,
+        basis=table.basis if regions is None else table.basis_for(regions),
         notes=tuple(notes),
     )
 
@@ -255,4 +257,5 @@ def estimate(provider: str, query: PriceQuery) -> Estimate:
         query.spot,
         disk_type=query.disk_type,
         disk_gb=query.disk_gb,
+        regions=query.regions,
     )

@@ -85,7 +85,11 @@ class AwsProvider(Provider):
         """EC2 prices include the GPUs; the root volume is the price list's default (gp3)."""
         opts = _options(options)
         return PriceQuery(
-            machine_type=opts.instance_type, gpu=opts.gpu, spot=opts.spot, disk_gb=opts.disk_gb
+            machine_type=opts.instance_type,
+            gpu=opts.gpu,
+            spot=opts.spot,
+            disk_gb=opts.disk_gb,
+            regions=(opts.region,),  # an EC2 profile works in one region
         )
 
     def redacted_options(self, options: Any) -> Mapping[str, Any]:

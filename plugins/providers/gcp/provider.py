@@ -113,6 +113,7 @@ class GcpProvider(Provider):
             spot=opts.interruptible,
             disk_type=opts.disk_type,
             disk_gb=opts.disk_gb,
+            regions=tuple(dict.fromkeys(region_of(zone) for zone in opts.zones)),
         )
 
     def redacted_options(self, options: Any) -> Mapping[str, Any]:
