@@ -9,6 +9,7 @@ traceback instead.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Optional
 
 import typer
 from orchestrate.core.api import compat
-from orchestrate.core.api.errors import OrchestrateError
+from orchestrate.core.api.errors import Interrupted, OrchestrateError
 from orchestrate.core.wiring.runtime import Runtime, echo
 
 HELP = "A GPU Jupyter notebook on any cloud in one command, and never a GPU billing by accident."
@@ -156,6 +157,31 @@ def _debug_requested(argv: Sequence[str]) -> bool:
     return False
 
 
+def _interrupts_said(command: Any) -> None:
+    """Make Ctrl-C in any command end as one line, "orchestrate: interrupted", exit 130.
+
+    Why: Typer from 0.26 turns a KeyboardInterrupt that leaves a command into a silent
+    Exit(130) before `main` can see it (older releases raised Abort, which `main` words).
+    Each command's callback turns it into `Interrupted` first, which Typer lets through, so
+    the line is the same whichever Typer runs. A command that handles Ctrl-C itself (the
+    foreground tunnel, `launch`'s still-running line) is unchanged.
+    """
+    for sub in getattr(command, "commands", {}).values():
+        _interrupts_said(sub)
+    callback = getattr(command, "callback", None)
+    if callback is None:
+        return
+
+    @functools.wraps(callback)
+    def said(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            raise Interrupted("interrupted") from exc
+
+    command.callback = said
+
+
 def one_line(text: str) -> str:
     """`text` with every control character written as an escape: an error is one line on
     the terminal whatever a user typed (click quotes a bad argument as it came, with its
@@ -184,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pm.hook.orchestrate_register_commands(app=app)
         command = typer.main.get_command(app)
         _plain_values(command)
+        _interrupts_said(command)
         result = command.main(
             args=args, prog_name="orchestrate", standalone_mode=False, obj=runtime
         )
