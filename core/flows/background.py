@@ -7,10 +7,15 @@ NAME PORT`; it connects with the pinned host key, opens the tunnel, writes its p
 to the state row, prints one "ready PORT" line to its parent and then runs until SIGTERM
 (`tunnel NAME --close`, `stop`, `down`). A pid is only signalled after checking its command
 line, so a recycled pid is never killed.
+
+A tunnel held in the foreground (`launch`, `start`, `tunnel NAME` without --detach) is in the
+row too, for as long as it is open (`held_in_foreground`): `status` and `open` describe the
+tunnel that is alive, whichever process holds it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
@@ -43,6 +48,87 @@ def is_our_tunnel(pid: int | None, name: str) -> bool:
         return False
     args = _cmdline(pid)
     return MODULE in args and name in args
+
+
+def _holder_path(name: str, pid: int) -> Path:
+    """The file a foreground tunnel's process keeps locked while its tunnel is open."""
+    from orchestrate.core.store.paths import private_dir, state_dir
+
+    return private_dir(state_dir() / "tunnels") / f"{name}.{pid}.lock"
+
+
+def is_foreground_tunnel(pid: int | None, name: str) -> bool:
+    """True when `pid` holds `name`'s tunnel in the foreground now.
+
+    The holder keeps a lock on its file; the kernel drops the lock when the process ends in
+    any way (Ctrl-C, SIGTERM, SIGKILL, a crash), so a dead holder reads as no tunnel, and a
+    recycled pid cannot pass for one: the lock, not the pid, says it is alive.
+    """
+    if not pid:
+        return False
+    path = _holder_path(name, pid)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    path.unlink(missing_ok=True)  # left by a holder that was killed
+    return False
+
+
+def tunnel_kind(row: InstanceRow) -> str | None:
+    """ "detached" or "foreground" when the row's tunnel is alive, else None."""
+    if is_our_tunnel(row.tunnel_pid, row.name):
+        return "detached"
+    if is_foreground_tunnel(row.tunnel_pid, row.name):
+        return "foreground"
+    return None
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (the terminal closed) while a foreground tunnel is open: it ends as
+    Ctrl-C does, so the tunnel closes and the row forgets it before the process exits."""
+
+
+def _end_as_interrupt(signum: int, frame: Any) -> None:
+    raise _Terminated(signal.Signals(signum).name)
+
+
+@contextmanager
+def held_in_foreground(state: Any, name: str, local_port: int) -> Iterator[None]:
+    """Record this process's open tunnel in `name`'s row for the `with` block.
+
+    Without it `status` showed no tunnel while a foreground one served the notebook. The
+    row names this pid and port; the lock on the holder file says the pid is alive and is
+    this tunnel (`is_foreground_tunnel`). On the way out the row is cleared unless another
+    tunnel took it over meanwhile.
+    """
+    import threading
+
+    pid = os.getpid()
+    path = _holder_path(name, pid)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    handlers: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for ending in (signal.SIGTERM, signal.SIGHUP):
+            handlers[ending] = signal.signal(ending, _end_as_interrupt)
+    try:
+        state.update(name, tunnel_pid=pid, local_port=local_port)
+        yield
+    finally:
+        for ending, handler in handlers.items():
+            signal.signal(ending, handler)
+        current = state.get(name)
+        if current is not None and current.tunnel_pid == pid:
+            state.update(name, tunnel_pid=None)
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def control_path(name: str) -> Path:
@@ -116,8 +202,10 @@ def open_notebook_tunnel(
 ) -> NotebookTunnel:
     """The tunnel to `row`'s notebook on `port`: detached (replacing the row's background
     tunnel), or in this process over `session` (required then)."""
+    # One tunnel per instance: a background one still alive would keep the port this one
+    # wants, and this one would quietly take the next port while `status` named the old.
+    close_detached(row)
     if detach:
-        close_detached(row)
         return NotebookTunnel(start_detached(row.name, port, explicit=explicit), None)
     assert session is not None, "an in-process tunnel runs over an open session"
     tunnel = open_tunnel(runtime, session, port, remote_port, explicit=explicit)
@@ -150,9 +238,11 @@ def reopen(
 
     session = connect(runtime, row.name, ensure_ssh_key(), progress)
     try:
-        yield open_notebook_tunnel(
+        opened = open_notebook_tunnel(
             runtime, row, session, wanted, launched.remote_port, explicit=explicit, detach=False
         )
+        with held_in_foreground(runtime.state(), row.name, opened.local_port):
+            yield opened
     finally:
         session.close()
 

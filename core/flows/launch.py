@@ -13,6 +13,7 @@ import json
 import secrets
 import shlex
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -462,20 +463,24 @@ def _bring_up_host(
         local_port, tunnel = opened.local_port, opened.tunnel
         if detach:
             crash_point("tunnel-started")
-        else:
-            state.update(name, local_port=local_port)
-        token = jupyter.wait_ready(
-            local_port, plan.context.token, read_logs=read_logs, progress=progress
-        )
-        if token != plan.context.token:
-            state.update(name, token=token)
-        url = url_for(local_port, token)
-        state.event(name, "ready", f"jupyter answers through the tunnel on port {local_port}")
-        outcome = Outcome(name, url, local_port, token, report.summary(), kept_tunnel=keep)
-        if tunnel is not None and foreground is not None:
-            foreground(tunnel, url)
-        elif tunnel is not None:
-            tunnel.close()
+        with ExitStack() as held:
+            if tunnel is not None and foreground is not None:
+                # From here `status` shows this process's tunnel, until it closes.
+                held.enter_context(background.held_in_foreground(state, name, local_port))
+            elif not detach:
+                state.update(name, local_port=local_port)
+            token = jupyter.wait_ready(
+                local_port, plan.context.token, read_logs=read_logs, progress=progress
+            )
+            if token != plan.context.token:
+                state.update(name, token=token)
+            url = url_for(local_port, token)
+            state.event(name, "ready", f"jupyter answers through the tunnel on port {local_port}")
+            outcome = Outcome(name, url, local_port, token, report.summary(), kept_tunnel=keep)
+            if tunnel is not None and foreground is not None:
+                foreground(tunnel, url)
+            elif tunnel is not None:
+                tunnel.close()
         return outcome
     except BaseException:
         if early is not None:

@@ -56,10 +56,11 @@ def hold_in_foreground(tunnel: Any, url: str, *, browse: bool, say: Say, say_err
 
 
 def local_url(row: InstanceRow) -> str | None:
-    """The tunnel's local URL without the token, when this instance's tunnel is alive."""
-    from orchestrate.core.flows.background import is_our_tunnel
+    """The tunnel's local URL without the token, when this instance's tunnel is alive
+    (detached, or held by a foreground command)."""
+    from orchestrate.core.flows.background import tunnel_kind
 
-    if row.local_port and is_our_tunnel(row.tunnel_pid, row.name):
+    if row.local_port and tunnel_kind(row) is not None:
         return f"http://localhost:{row.local_port}/"
     return None
 
@@ -84,8 +85,8 @@ class Opened:
 def ensure_url(runtime: Any, name: str, *, progress: Say) -> Opened:
     """The notebook URL of `name`, starting the background tunnel if none is alive.
 
-    A live background tunnel is reused as it is: restarting it would cut the kernels'
-    websockets of a browser tab already open on it.
+    A live tunnel, background or foreground, is reused as it is: restarting it would cut the
+    kernels' websockets of a browser tab already open on it.
     """
     from orchestrate.core.flows import background
     from orchestrate.core.flows.launch import url_for

@@ -137,7 +137,7 @@ def _look_up(runtime: Any, row: InstanceRow) -> _Refreshed:
 
 
 def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, Any]]:
-    from orchestrate.core.flows.background import is_our_tunnel
+    from orchestrate.core.flows.background import tunnel_kind
     from orchestrate.core.flows.notebook_url import local_url, token_where
     from orchestrate.core.money.costs import cost_notes
 
@@ -190,9 +190,8 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
         # One instance asked for by name: plugins may also read its host over SSH.
         live = bool(name and refresh and row.status == "running")
         plugin_notes = plugin_status_notes(runtime, row, live=live)
-        tunnel = "detached" if is_our_tunnel(row.tunnel_pid, row.name) else "none"
-        if tunnel == "detached" and row.local_port:
-            tunnel = f"localhost:{row.local_port}"
+        kind = tunnel_kind(row)
+        tunnel = f"localhost:{row.local_port}" if kind and row.local_port else "none"
         out.append(
             {
                 "name": row.name,
@@ -206,6 +205,8 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
                 "autostop": launched.autostop,
                 "uptime_s": now - row.started_at if row.started_at else None,
                 "tunnel": tunnel,
+                "tunnel_kind": kind,
+                "tunnel_pid": row.tunnel_pid if kind else None,
                 "url": local_url(row),
                 "token_in": token_where(row),
                 "setup_hash": row.setup_hash,

@@ -4,6 +4,12 @@
 through libcloud's real driver; the instance it gets resolves to the bed's real sshd; host
 steps run for real (no accelerator: this machine has no GPU); the real Jupyter image runs
 under the real Docker engine; the tunnel is real, and so are the HTTP requests through it.
+
+The commands that hold the terminal (a foreground tunnel, `logs --follow`, `ssh`) also run
+here on a real pty, ended as a user ends them: Ctrl-C typed on the terminal, SIGTERM, a kill.
+Each ends with exit 130 or 0 and one clear line, and leaves nothing behind: no process of
+ours here, no command left running on the host (the bed's host is this machine, so its
+processes are visible here), and a state row that describes what is really alive.
 """
 
 from __future__ import annotations
@@ -18,11 +24,19 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.bed.docker_engine import docker
+from tests.reliability.support import (
+    command_lines,
+    launch_args,
+    status_json,
+    tunnel_processes,
+)
 from tests.support.e2e import Bed, gcp_bed, trust_for
+from tests.support.terminal import CTRL_C, Terminal
 
 pytestmark = [pytest.mark.bed, pytest.mark.slow]
 
@@ -248,7 +262,108 @@ def test_ssh_config_pins_the_host_key_after_launch(bed: Bed) -> None:
     assert f"orchestrate-nb {bed.ssh.host_key.split()[0]} {bed.ssh.host_key.split()[1]}" in known
     result = subprocess.run(
         ["ssh", "-F", str(config), "-o", "BatchMode=yes", "nb", "uname", "-n"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == os.uname().nodename
+
+
+def _terminal(bed: Bed, *args: str) -> Terminal:
+    return Terminal(
+        [sys.executable, "-m", "orchestrate.core.app.cli", *args],
+        cwd=bed.work,
+        env=os.environ.copy(),
+    )
+
+
+def _status(bed: Bed) -> dict[str, Any]:
+    [row] = status_json(bed, "nb", "--offline")
+    return row
+
+
+def _tunnel(bed: Bed) -> tuple[str, str | None]:
+    row = _status(bed)
+    return row["tunnel"], row["tunnel_kind"]
+
+
+def _session_processes(leader: int) -> list[int]:
+    """Processes still in the session the test's command led (its children included)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == leader and fields[0] != "Z":  # session id, state
+            found.append(int(entry.name))
+    return found
+
+
+def _host_processes(*argv: str) -> list[int]:
+    """Processes on the bed's host whose command line is exactly `argv`."""
+    wanted = [a.encode() for a in argv]
+    return [pid for pid, cmdline in command_lines() if cmdline[: len(wanted)] == wanted]
+
+
+def _one_line_after(term: Terminal, mark: str) -> list[str]:
+    """What the command said after `mark`: the ^C the terminal echoes aside."""
+    tail = term.text.rsplit(mark, 1)[-1]
+    assert "Traceback" not in term.text, term.text
+    return [line.replace("^C", "").strip() for line in tail.splitlines() if line.strip("^C \n")]
+
+
+def test_status_describes_the_tunnel_that_is_alive_detached_or_foreground(bed: Bed) -> None:
+    first = bed.cli(*launch_args())
+    port = int(URL.search(first.stdout).group(1))  # type: ignore[union-attr]
+    assert _tunnel(bed) == (f"localhost:{port}", "detached")
+
+    # A foreground launch with a live background tunnel reuses it: no second tunnel on
+    # the next port, and status goes on naming the one that serves.
+    term = _terminal(bed, "launch", "nb", "--profile", "e2e", "--no-browser")
+    try:
+        found = term.expect(URL.pattern)
+        assert int(found.group(1)) == port, term.text
+        assert term.wait() == 0, term.text
+    finally:
+        term.close()
+    assert "the background tunnel keeps serving" in term.text, term.text
+    assert len(tunnel_processes(bed)) == 1
+    assert _tunnel(bed) == (f"localhost:{port}", "detached")
+
+    # A foreground tunnel replaces the background one on its port; status names it, its
+    # pid and port, while it is open, and forgets it however it ends.
+    for ending in ("ctrl-c", "sigterm", "sigkill"):
+        term = _terminal(bed, "tunnel", "nb", "--no-browser")
+        try:
+            term.expect("Ctrl-C closes it")
+            shown = _status(bed)
+            assert shown["tunnel"] == f"localhost:{port}", (ending, shown, term.text)
+            assert (shown["tunnel_kind"], shown["tunnel_pid"]) == ("foreground", term.proc.pid)
+            assert tunnel_processes(bed) == [], "the background tunnel was replaced"
+            text = bed.cli("status", "nb", "--offline").stdout
+            assert f"tunnel=localhost:{port} (foreground, pid {term.proc.pid})" in text, text
+            if ending == "ctrl-c":
+                term.send(CTRL_C)
+                assert term.wait(30) == 0, term.text
+            elif ending == "sigterm":
+                term.proc.send_signal(signal.SIGTERM)
+                assert term.wait(30) == 0, term.text
+            else:
+                term.proc.kill()  # a crash: nothing of ours runs to clear the row
+                assert term.wait(30) == -signal.SIGKILL
+        finally:
+            term.close()
+        assert "Traceback" not in term.text, term.text
+        shown = _status(bed)
+        assert (shown["tunnel"], shown["tunnel_kind"], shown["url"]) == ("none", None, None), (
+            ending,
+            shown,
+        )
+        assert not _port_open(port), ending
+        assert _session_processes(term.proc.pid) == [], ending
+    assert shown["status"] == "running"

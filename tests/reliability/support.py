@@ -118,19 +118,27 @@ def tunnel_processes(bed: Bed) -> list[int]:
     """PIDs of background tunnels that belong to this bed (their environment names its
     ORCHESTRATE_HOME), so other tests' and other people's processes are never touched."""
     found = []
+    for pid, cmdline in command_lines():
+        if b"orchestrate.core.flows.background" not in cmdline:
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"ORCHESTRATE_HOME={bed.home}".encode() in environ:
+            found.append(pid)
+    return sorted(found)
+
+
+def command_lines() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, argv) of every process on this machine, skipping those that end meanwhile."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"orchestrate.core.flows.background" not in cmdline:
-                continue
-            environ = (entry / "environ").read_bytes().split(b"\0")
+            yield int(entry.name), (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"ORCHESTRATE_HOME={bed.home}".encode() in environ:
-            found.append(int(entry.name))
-    return sorted(found)
 
 
 def kill_tunnels(bed: Bed) -> None:

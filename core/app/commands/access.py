@@ -72,11 +72,13 @@ def register(app: typer.Typer) -> None:
             echo(f"no instances; {_launch_hint(runtime)} creates one")
             return
         for info in rows:
+            held = info["tunnel_kind"]
+            by = f" ({held}, pid {info['tunnel_pid']})" if held else ""
             echo(
                 f"{info['name']:16} {info['status']:10} {info['provider']:6}"
                 f" {info['zone'] or '-':16} {info['address'] or '-':15}"
                 f" gpu={info['gpu'] or 'none'} up={_age(info['uptime_s'])}"
-                f" tunnel={info['tunnel']}"
+                f" tunnel={info['tunnel']}{by}"
             )
             for note in info["notes"]:
                 echo(f"    {note}")
@@ -154,6 +156,11 @@ def register(app: typer.Typer) -> None:
         row = row_named(runtime, name)
         if close:
             ended = background.close_detached(row)
+            if background.is_foreground_tunnel(row.tunnel_pid, name):
+                # Another terminal holds it: only that terminal's Ctrl-C ends it.
+                echo(f"no background tunnel was running; pid {row.tunnel_pid} holds one in "
+                     "the foreground (Ctrl-C there closes it)")  # fmt: skip
+                return
             runtime.state().update(name, tunnel_pid=None)
             echo("background tunnel closed" if ended else "no background tunnel was running")
             return
