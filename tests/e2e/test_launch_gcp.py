@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from tests.reliability.support import (
     launch_args,
     status_json,
     tunnel_processes,
+    wait_for,
 )
 from tests.support.e2e import Bed, gcp_bed, trust_for
 from tests.support.terminal import CTRL_C, Terminal
@@ -310,13 +312,6 @@ def _host_processes(*argv: str) -> list[int]:
     return [pid for pid, cmdline in command_lines() if cmdline[: len(wanted)] == wanted]
 
 
-def _one_line_after(term: Terminal, mark: str) -> list[str]:
-    """What the command said after `mark`: the ^C the terminal echoes aside."""
-    tail = term.text.rsplit(mark, 1)[-1]
-    assert "Traceback" not in term.text, term.text
-    return [line.replace("^C", "").strip() for line in tail.splitlines() if line.strip("^C \n")]
-
-
 def test_status_describes_the_tunnel_that_is_alive_detached_or_foreground(bed: Bed) -> None:
     first = bed.cli(*launch_args())
     port = int(URL.search(first.stdout).group(1))  # type: ignore[union-attr]
@@ -367,3 +362,67 @@ def test_status_describes_the_tunnel_that_is_alive_detached_or_foreground(bed: B
         assert not _port_open(port), ending
         assert _session_processes(term.proc.pid) == [], ending
     assert shown["status"] == "running"
+
+
+def test_ctrl_c_on_logs_follow_ends_it_here_and_on_the_host(bed: Bed) -> None:
+    bed.cli(*launch_args())
+    before = _status(bed)
+    follow = ("docker", "logs", "--tail", "5", "-f", "--", bed.container)
+    # First over the background tunnel's shared connection, then over a direct one.
+    for shared in (True, False):
+        if not shared:
+            bed.cli("tunnel", "nb", "--close")
+            before = _status(bed)
+        term = _terminal(bed, "logs", "nb", "--follow", "--tail", "5")
+        try:
+            wait_for("docker logs -f on the host", lambda: _host_processes(*follow), timeout=60)
+            term.expect(r"\S")  # a log line arrived
+            code, said = term.interrupt()
+        finally:
+            term.close()
+        assert code == 130, term.text
+        assert said == ["orchestrate: interrupted"], (shared, term.text)
+        assert "Traceback" not in term.text
+        wait_for("the host's docker logs to end", lambda: not _host_processes(*follow), timeout=15)
+        assert _session_processes(term.proc.pid) == []
+        after = _status(bed)
+        assert (after["status"], after["tunnel"]) == (before["status"], before["tunnel"])
+
+
+def test_ctrl_c_in_ssh_reaches_the_remote_command_and_leaves_nothing(bed: Bed) -> None:
+    bed.cli(*launch_args())
+    before = _status(bed)
+
+    # Interactive: Ctrl-C ends the command running in the remote shell, not the shell.
+    naptime = f"{random.randint(10_000, 99_999)}.5"
+    term = _terminal(bed, "ssh", "nb")
+    try:
+        term.send(b"echo READY-$((6*7))\n")
+        term.expect("READY-42", timeout=60)
+        term.send(f"sleep {naptime}\n".encode())
+        wait_for("the remote sleep", lambda: _host_processes("sleep", naptime), timeout=30)
+        term.send(CTRL_C)
+        wait_for("the remote sleep to end", lambda: not _host_processes("sleep", naptime))
+        term.send(b"echo STILL-$((6*7))\n")
+        term.expect("STILL-42")
+        term.send(b"exit\n")
+        assert term.wait(30) == 0, term.text
+    finally:
+        term.close()
+    assert "Traceback" not in term.text
+    assert _session_processes(term.proc.pid) == []
+
+    # `ssh NAME -- CMD`: Ctrl-C ends CMD on the host, and the command here with it.
+    naptime = f"{random.randint(10_000, 99_999)}.5"
+    term = _terminal(bed, "ssh", "nb", "--", "sleep", naptime)
+    try:
+        wait_for("the remote sleep", lambda: _host_processes("sleep", naptime), timeout=60)
+        code, said = term.interrupt()
+    finally:
+        term.close()
+    assert code == 130, term.text  # the command's own status, as a shell reports it
+    assert said == ["Connection to 127.0.0.1 closed."], term.text
+    wait_for("the remote sleep to end", lambda: not _host_processes("sleep", naptime), timeout=15)
+    assert _session_processes(term.proc.pid) == []
+    after = _status(bed)
+    assert (after["status"], after["tunnel"]) == (before["status"], before["tunnel"])

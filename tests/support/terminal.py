@@ -88,6 +88,16 @@ class Terminal:
     def send(self, data: bytes) -> None:
         os.write(self.master, data)
 
+    def interrupt(self, timeout: float = 30) -> tuple[int, list[str]]:
+        """Type Ctrl-C and wait for the exit: the status, and the lines the command wrote
+        after the ^C (the terminal's own echo of it aside)."""
+        before = len(self.output)
+        self.send(CTRL_C)
+        code = self.wait(timeout)
+        after = self.output[before:].decode("utf-8", "replace").replace("\r\n", "\n")
+        lines = [line.replace("^C", "").strip() for line in after.splitlines()]
+        return code, [line for line in lines if line]
+
     def wait(self, timeout: float = 60) -> int:
         """The exit status, reading the output meanwhile so the command never blocks on a
         full pty."""

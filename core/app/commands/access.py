@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from functools import partial
 from typing import Any, Optional
 
@@ -101,7 +102,13 @@ def register(app: typer.Typer) -> None:
         flag = " -f" if follow else ""
         command = docker_on_host(f"logs --tail {int(tail)}{flag} -- {container_of(row)} 2>&1")
         try:
-            result = session.run(command, on_line=lambda line, stream: echo(line))
+            if follow:
+                from orchestrate.core.ssh.interruptible import run_until_interrupted
+
+                # Ctrl-C ends `docker logs -f` on the host too, not only here.
+                result = run_until_interrupted(session, command, lambda line, stream: echo(line))
+            else:
+                result = session.run(command, on_line=lambda line, stream: echo(line))
         finally:
             session.close()
         if result.rc != 0:
@@ -135,8 +142,18 @@ def register(app: typer.Typer) -> None:
             )
         _check_host_key(row, key.private_path)
         args = [a for a in ctx.args if a != "--"]
+        # A command run from a terminal gets a terminal on the host, as a shell does: Ctrl-C
+        # then reaches the command there. Without one, OpenSSH only ends itself, and the
+        # command runs on at the host until it next writes. Piped or redirected, the output
+        # stays byte for byte (a remote terminal would turn newlines into CRLF).
+        tty = ["-t"] if args and sys.stdin.isatty() and sys.stdout.isatty() else []
+        if tty:
+            # A command killed by Ctrl-C would end OpenSSH with 255, the code of a failed
+            # connection: the host's shell outlives it (a trap is a handler, which the
+            # command does not inherit) and exits with its status, 130.
+            args = ["trap : INT;", *args]
         runtime.close()
-        os.execv(ssh, ["ssh", "-F", str(config), name, *args])
+        os.execv(ssh, ["ssh", "-F", str(config), *tty, name, *args])
 
     @app.command("tunnel")
     def tunnel_command(
