@@ -65,23 +65,12 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     ours = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
     (site_dir / "test-dependencies.pth").write_text("\n".join(ours) + "\n")
     python = str(path / "bin" / "python")
-    for source in (root, example):
-        subprocess.run(
-            [
-                python,
-                "-m",
-                "pip",
-                "install",
-                "--no-index",
-                "--no-build-isolation",
-                "-q",
-                "--disable-pip-version-check",
-                str(source),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+    # One command, as a user installs both: `pip install <orchestrate> <example>`.
+    subprocess.run(
+        [python, "-m", "pip", "install", "--no-index", "--no-build-isolation", "-q",
+         "--disable-pip-version-check", str(root), str(example)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
     yield path
 
 
