@@ -119,3 +119,12 @@ def test_the_minimal_provider_in_contributing_runs_and_is_short() -> None:
     assert provider.get(dataclasses.replace(record, options=options)).address == "192.0.2.1"
     provider.destroy(record)
     assert provider.find(spec) is None
+
+
+def test_the_example_provider_fits_in_150_lines() -> None:
+    """The contract is meant to be met in little code: the Linode example (provider and
+    options; its registration hook, fake API and tests aside) must stay within 150 lines."""
+    package = Path(__file__).resolve().parents[1] / "examples/orchestrate-linode/orchestrate_linode"
+    counted = [f for f in package.glob("*.py") if f.name != "__init__.py"]
+    lines = sum(len(f.read_text(encoding="utf-8").splitlines()) for f in counted)
+    assert counted and lines <= 150, lines

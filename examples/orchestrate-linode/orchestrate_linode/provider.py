@@ -1,5 +1,4 @@
-"""Orchestrate's provider contract on Linode's v4 JSON API, and ``[profiles.NAME.linode]``.
-Each Linode region is a zone of core's failover loop; core's labels become ``k=v`` tags."""
+"""Orchestrate's provider contract on Linode's v4 API; each region is a zone of the failover."""
 
 import base64
 import re
@@ -51,7 +50,7 @@ def plan_for_gpu(text: str) -> str:  # --gpu rtx6000[:N], rtx4000-ada[:N], none 
 
 
 def create_body(spec: p.LaunchSpec, region: str, secret: str, keys: list[str], data: str) -> Any:
-    """``POST /v4/linode/instances``: what `create` sends, and --dry-run with placeholders."""
+    """`create`'s request, and --dry-run's with placeholders; labels become k=v tags."""
     o, meta = spec.options, {"metadata": {"user_data": data}} if spec.startup_script else {}
     tags = ["orchestrate", *o.tags, *(f"{k}={v}" for k, v in spec.labels.items())]
     return dict(region=region, type=o.plan, image=o.image, root_pass=secret, tags=tags,
@@ -109,8 +108,9 @@ class LinodeProvider(p.Provider):
     def create(self, spec: p.LaunchSpec, zone: str) -> p.InstanceRecord:
         data = base64.b64encode((spec.startup_script or "").encode()).decode()
         body = create_body(spec, zone, secrets.token_urlsafe(32), [spec.ssh_public_key], data)
+        api, where = self.api(spec.options), f"creating {spec.name} in {zone}"
         try:
-            node = self.api(spec.options).call("POST", "/linode/instances", body, context=zone)
+            node = api.call("POST", "/linode/instances", body, context=where)
         except HttpRefused as exc:  # a 400 naming the region or the plan: try the next region
             errors = exc.document.get("errors", []) if isinstance(exc.document, dict) else []
             if exc.status == 400 and any(e.get("field") in ("region", "type") for e in errors):
