@@ -125,10 +125,12 @@ def role_ours(args: argparse.Namespace) -> None:
     import base64
 
     import paramiko
+    from orchestrate.core.ssh.heap import cap_arenas
     from orchestrate.core.ssh.tunnel import TunnelTuning
 
     from bench.tunnel_variants import BenchTunnel
 
+    cap_arenas()  # as the detached tunnel's process does first (core/flows/background.py)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     addr, port = args.ssh.rsplit(":", 1)
@@ -600,7 +602,7 @@ def footprint(
                 moved += chunk
             cpu = _cpu_s(pid) - cpu0
             run_client(bed, port, lat=conns)
-            time.sleep(0.5)
+            time.sleep(1.0)  # quiet: our tunnel gives free heap back within a second of it
             after = _rss_mb(pid)
         out[kind] = {
             "rss_rest_MB": rest,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 from orchestrate.core.api.provider import Provider
 from orchestrate.core.cloud.failover import create_with_failover
@@ -25,10 +26,11 @@ def test_every_documented_method_has_that_signature() -> None:
     assert len(documented) >= 15, documented
     for name, params in documented.items():
         method = getattr(Provider, name, None)
-        if method is None:  # the optional capabilities (RefreshesMany, GpuLocations)
+        if method is None:  # the optional capabilities (RefreshesMany, GpuLocations, ...)
             from orchestrate.core.api import provider as p
 
-            method = getattr(p.RefreshesMany, name, None) or getattr(p.GpuLocations, name)
+            capabilities = (p.RefreshesMany, p.GpuLocations, p.OwnPrices)
+            (method,) = [getattr(c, name) for c in capabilities if hasattr(c, name)]
         actual = [n for n in inspect.signature(method).parameters if n != "self"]
         assert actual == params, f"CONTRIBUTING says {name}({', '.join(params)}), code {actual}"
 
@@ -40,6 +42,39 @@ def test_every_public_provider_method_is_documented() -> None:
         if callable(member) and not name.startswith("_")
     }
     assert public <= set(_documented()), public - set(_documented())
+
+
+def test_every_optional_capability_is_documented() -> None:
+    from orchestrate.core.api import provider as p
+
+    for capability in (p.RefreshesMany, p.GpuLocations, p.OwnPrices):
+        methods = [n for n, m in vars(capability).items() if callable(m) and n[0] != "_"]
+        assert methods and set(methods) <= set(_documented()), (capability.__name__, methods)
+        assert f"`{capability.__name__}`" in SECTION
+
+
+def _shown(fn: Any, name: str) -> str:
+    """`name(a, b, *, c)` as CONTRIBUTING writes a signature."""
+    parts: list[str] = []
+    for param_name, param in inspect.signature(fn).parameters.items():
+        if param.kind is param.KEYWORD_ONLY and "*" not in parts:
+            parts.append("*")
+        parts.append(param_name)
+    return f"`{name}({', '.join(p for p in parts if p != 'self')})`"
+
+
+def test_the_helpers_are_documented_with_their_signatures() -> None:
+    from orchestrate.core.api import httpapi, typedoptions
+
+    for fn, name in (
+        (httpapi.JsonApi, "JsonApi"),
+        (httpapi.JsonApi.call, "call"),
+        (httpapi.token_from, "token_from"),
+        (typedoptions.options_from, "options_from"),
+        (typedoptions.checked, "checked"),
+        (typedoptions.checks_of, "checks_of"),
+    ):
+        assert _shown(fn, name) in DOC, _shown(fn, name)
 
 
 def test_create_with_failover_is_documented_with_its_signature() -> None:
@@ -84,3 +119,12 @@ def test_the_minimal_provider_in_contributing_runs_and_is_short() -> None:
     assert provider.get(dataclasses.replace(record, options=options)).address == "192.0.2.1"
     provider.destroy(record)
     assert provider.find(spec) is None
+
+
+def test_the_example_provider_fits_in_150_lines() -> None:
+    """The contract is meant to be met in little code: the Linode example (provider and
+    options; its registration hook, fake API and tests aside) must stay within 150 lines."""
+    package = Path(__file__).resolve().parents[1] / "examples/orchestrate-linode/orchestrate_linode"
+    counted = [f for f in package.glob("*.py") if f.name != "__init__.py"]
+    lines = sum(len(f.read_text(encoding="utf-8").splitlines()) for f in counted)
+    assert counted and lines <= 150, lines

@@ -12,12 +12,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext, collect_steps
 from orchestrate.core.api.provider import GpuRequest
-from orchestrate.core.host.probe import probe_script
+from orchestrate.core.host.probe import parse_facts, probe_script
 from orchestrate.core.host.runner import stage_script
 from orchestrate.core.host.stagescript import step_graph
 from orchestrate.plugins.host.shell import PRELUDE
@@ -89,6 +90,34 @@ def test_stage_for_a_gpu_host(tmp_path: Path) -> None:
     steps = all_steps(context)
     scripts = [(s.name, s.script(context, facts)) for s in steps]
     shellcheck({"stage-gpu": stage_script(scripts, step_graph(steps))}, "bash", tmp_path)
+
+
+@pytest.mark.skipif(
+    shutil.which("docker") is None or os.geteuid() != 0,
+    reason="needs the docker client, and root so the probe runs it without sudo",
+)
+def test_probe_with_docker_installed_but_its_daemon_down(tmp_path: Path) -> None:
+    """The probe asks the daemon three things at once: when it does not answer, docker is
+    installed but not running, with the daemon's own error, and nothing else is claimed."""
+    context = StepContext(instance="p", gpu=None, notebook_image="jupyter/base-notebook")
+    env = {
+        **os.environ,
+        "DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock",
+        "TMPDIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        ["sh", "-c", probe_script(context)], env=env, capture_output=True, text=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+    facts = parse_facts(done.stdout)
+    assert facts.docker.installed and not facts.docker.running
+    assert (facts.docker.client_version or "").startswith("Docker version")
+    assert "Cannot connect to the Docker daemon" in facts.docker.error
+    assert not facts.image.present and facts.container.state is None
+    deadline = time.monotonic() + 10  # removed in the background, after the facts
+    while list(tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.iterdir()) == [], "the probe leaves no temporary folder behind"
 
 
 def test_shellcheck_catches_mistakes(tmp_path: Path) -> None:

@@ -160,9 +160,10 @@ class Provider(abc.ABC):
     #: the login user of the image the provider boots, used for SSH.
     default_ssh_user: str = "orchestrate"
     #: True when the machine is not the provider's to power off or delete (an existing host
-    #: reached over SSH): `stop` then stops the notebook container instead of calling
-    #: `Provider.stop`, and `down` removes the container itself before `destroy`, which only
-    #: forgets the machine. Cloud providers leave it False.
+    #: reached over SSH): `stop` and `down` then remove orchestrate's containers there (the
+    #: notebook container, and any other carrying the `orchestrate-name` label) instead of
+    #: calling `Provider.stop`, and `destroy` only forgets the machine. Cloud providers leave
+    #: it False.
     stops_container_only: bool = False
 
     #: the options dataclass the default `validate_options` checks a sub-table against
@@ -355,4 +356,40 @@ class ClusterNetworks(Protocol):
 
     def release_cluster_network(self, cluster: str, options: Any) -> None:
         """Delete that rule once the cluster's last node is gone. Gone already is fine."""
+        ...
+
+
+@dataclass(frozen=True)
+class GpuOffer:
+    """One GPU shape a provider rents, as `OwnPrices.gpu_offers` lists it for `orchestrate
+    gpus`: the GPU, the machine type that carries it and what the whole instance costs."""
+
+    gpu: str
+    model: str
+    memory_gb: float
+    machine_type: str
+    count: int = 1
+    #: USD per hour for the whole instance; None: not sold that way.
+    on_demand: float | None = None
+    spot: float | None = None
+    where: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class OwnPrices(Protocol):
+    """What a provider implements when it prices its own instances (a cloud that core's
+    price file has no section for): `launch`'s price line and `confirm_above`, the cost
+    `status` shows and the `orchestrate gpus` catalog then come from it.
+
+    The numbers are the provider's to keep current (a small table in the plugin, or its
+    cloud's pricing API); core says they are approximate and whose they are.
+    """
+
+    def price(self, query: PriceQuery) -> float | None:
+        """USD per hour for a running instance of `query` (from `price_query`), or None
+        when the provider has no price for it (`launch` then says "price unknown")."""
+        ...
+
+    def gpu_offers(self) -> Sequence[GpuOffer]:
+        """Every GPU shape the provider rents, for `orchestrate gpus`."""
         ...

@@ -404,6 +404,9 @@ def _lend(session: Any, name: str, row: InstanceRow, local_port: int) -> Any:
 
 
 def main(argv: list[str]) -> int:
+    from orchestrate.core.ssh.heap import cap_arenas
+
+    cap_arenas()  # before any thread: a process that lives for days must not creep (heap.py)
     name, port = argv[0], int(argv[1])
     try:
         return _serve(name, port, "--explicit" in argv[2:])

@@ -1,7 +1,7 @@
 """`stop` and `down`: the two ways billing ends, from any state a launch can leave.
 
 `stop` ends the tunnel and powers the machine off (or, on a host that is not orchestrate's,
-stops only the notebook container). `down` copies the notebooks home if asked, ends the
+removes only orchestrate's containers there). `down` copies the notebooks home if asked, ends the
 tunnel, deletes the instance and forgets it; a row with no cloud id yet is looked up by name
 on the provider (the create may have reached the cloud), so nothing keeps billing unseen.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestrate.core.api.errors import HostError, HostKeyMismatch, NotFound
 from orchestrate.core.flows.notebook_sync import sync_notebooks
-from orchestrate.core.host.hostdocker import container_of, docker_on_host
+from orchestrate.core.host.hostdocker import remove_ours
 from orchestrate.core.store.state import InstanceRow
 
 Progress = Callable[[str], None]
@@ -33,17 +33,18 @@ def stop(runtime: Any, row: InstanceRow, *, progress: Progress) -> bool:
     if row.cloud_id is None and row.status == "creating":
         return False
     if provider.stops_container_only:
-        # The machine is the user's own (an existing host): only the notebook stops.
+        # The machine is the user's own (an existing host): only orchestrate's containers
+        # go (the notebooks stay in the host folder; `start` makes the container again).
         from orchestrate.core.flows.rows import connect
         from orchestrate.core.ssh.keys import ensure_ssh_key
 
         session = connect(runtime, row.name, ensure_ssh_key(), progress)
         try:
-            result = session.run(docker_on_host(f"stop -- {container_of(row)}"))
+            result = session.run(remove_ours(row))
         finally:
             session.close()
         if result.rc != 0:
-            raise HostError(f"stopping the notebook container failed: {result.stderr.strip()}")
+            raise HostError(f"removing the notebook container failed: {result.stderr.strip()}")
     else:
         # "stopping" first: a `status` refreshing meanwhile sees the cloud stop and must
         # know the user asked for it (not autostop), and that its own answer is stale.
@@ -109,7 +110,7 @@ def down(
                 if sync_to is not None:
                     sync_notebooks(session, launched.notebooks_dir, sync_to, progress)
                 if container_only:
-                    session.run(docker_on_host(f"rm -f -- {container_of(row)}"))
+                    session.run(remove_ours(row))
             finally:
                 session.close()
     if background.close_detached(row):

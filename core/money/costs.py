@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrate.core.api.errors import OrchestrateError
-from orchestrate.core.api.provider import PriceQuery
+from orchestrate.core.api.provider import OwnPrices, PriceQuery
 from orchestrate.core.money import prices
 from orchestrate.core.money.billing import spent_line
 from orchestrate.core.store.state import InstanceRow
@@ -24,10 +24,19 @@ def query_for(provider: Any, options: Any) -> PriceQuery | None:
     return prices.with_default_disk(provider.name, query) if query is not None else None
 
 
+def estimate_of(provider: Any, query: PriceQuery) -> prices.Estimate:
+    """The hourly estimate of `query`: from the provider itself when it prices its own
+    instances (`OwnPrices`), else from core's price file."""
+    name: str = provider.name
+    if isinstance(provider, OwnPrices):
+        return prices.own_estimate(name, query, provider.price(query))
+    return prices.estimate(name, query)
+
+
 def estimate_for(provider: Any, options: Any) -> prices.Estimate | None:
     """The hourly estimate of a provider's validated options, or None when unpriced."""
     query = query_for(provider, options)
-    return prices.estimate(provider.name, query) if query is not None else None
+    return estimate_of(provider, query) if query is not None else None
 
 
 def _query_for_row(runtime: Any, row: InstanceRow) -> PriceQuery | None:
@@ -44,7 +53,7 @@ def price_extra(provider: Any, options: Any) -> dict[str, Any]:
     if query is None:
         return {"price_per_hour": None, "disk_type": None, "disk_gb": None}
     return {
-        "price_per_hour": prices.estimate(provider.name, query).per_hour,
+        "price_per_hour": estimate_of(provider, query).per_hour,
         "disk_type": query.disk_type,
         "disk_gb": query.disk_gb,
     }
@@ -56,11 +65,12 @@ def _money_facts(runtime: Any, row: InstanceRow) -> tuple[float | None, str | No
         return extra.get("price_per_hour"), extra.get("disk_type"), float(extra.get("disk_gb") or 0)
     try:
         query = _query_for_row(runtime, row)
+        if query is None:
+            return None, None, 0.0
+        per_hour = estimate_of(runtime.provider(row.provider), query).per_hour
     except OrchestrateError:
         return None, None, 0.0
-    if query is None:
-        return None, None, 0.0
-    return prices.estimate(row.provider, query).per_hour, query.disk_type, query.disk_gb
+    return per_hour, query.disk_type, query.disk_gb
 
 
 def cost_notes(runtime: Any, row: InstanceRow) -> list[str]:

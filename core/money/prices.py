@@ -245,6 +245,18 @@ def with_default_disk(provider: str, query: PriceQuery) -> PriceQuery:
     return dataclasses.replace(query, disk_type=table.default_disk)
 
 
+def own_estimate(provider: str, query: PriceQuery, per_hour: float | None) -> Estimate:
+    """The estimate of a provider that prices its own instances (`OwnPrices`): one figure
+    for the whole instance, or unknown when the provider has none."""
+    gpu = query.gpu
+    missing = () if per_hour is not None else (f"{provider} has no price for {query.machine_type}",)
+    return Estimate(
+        provider, query.machine_type, gpu.name if gpu else None, gpu.count if gpu else 0,
+        query.spot, per_hour, None, None, per_hour,
+        basis=f"{provider}'s own price list, approximate", notes=missing,
+    )  # fmt: skip
+
+
 def estimate(provider: str, query: PriceQuery) -> Estimate:
     """The hourly estimate of a provider's `PriceQuery` (see `Provider.price_query`)."""
     query = with_default_disk(provider, query)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrate.core.api.errors import HostError
 from orchestrate.core.ssh import tunnel_link as link
+from orchestrate.core.ssh.heap import IdleTrim
 from orchestrate.core.ssh.ports import bind_listener
 from orchestrate.core.ssh.tunnel_channels import ChannelOpener
 from orchestrate.core.ssh.tunnel_display import live_line, run_foreground
@@ -135,6 +136,7 @@ class Tunnel:
         self._eofs = EofBatcher()
         self._channels = ChannelOpener(remote_host, remote_port, tuning, self._eofs)
         self._workers = Workers(f"tunnel-{local_port}-conn")
+        self._idle_trim = IdleTrim()
         self._watch = TransportWatch(
             current=lambda: self._transport,
             reconnect=reconnect,
@@ -272,6 +274,8 @@ class Tunnel:
         if self.tuning.prewarm is False:
             self._nudge_once()  # else the spare thread does it, before its first open
             self._warmed.set()
+        conns = self._conns
+        self._idle_trim.tick(conns.active(), conns.total + conns.bytes_up + conns.bytes_down)
 
     def _lost(self) -> None:
         self._up.clear()  # new connections wait (bounded) for the reconnect

@@ -13,6 +13,7 @@ import shlex
 
 from orchestrate.core.api.hooks import hookimpl
 from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext
+from orchestrate.core.api.provider import NAME_LABEL
 from orchestrate.core.api.templates import heredoc_delimiter
 
 CONFIG_LABEL = "orchestrate.config"
@@ -66,6 +67,7 @@ def script(context: StepContext, facts: Facts) -> str:
     delimiter = heredoc_delimiter(env_text, "ORCHESTRATE_ENV")
     return f"""set -euo pipefail
 name={shlex.quote(context.notebook_container)}
+label={shlex.quote(f"{NAME_LABEL}={context.instance}")}
 image={shlex.quote(context.notebook_image)}
 wanted={shlex.quote(config_hash(context))}
 container_dir={shlex.quote(context.notebooks_container_dir)}
@@ -103,7 +105,7 @@ gid=$(id -g -- "$ORCHESTRATE_LOGIN_USER")
 # --user root with NB_UID/NB_GID: Jupyter Docker Stacks images then run Jupyter as the login
 # user's uid, so notebooks written to the host folder belong to that user.
 docker run -d --name "$name" --restart unless-stopped \\
-    --label "{CONFIG_LABEL}=$wanted" \\
+    --label "{CONFIG_LABEL}=$wanted" --label "$label" \\
     -p "127.0.0.1:$port:{CONTAINER_PORT}" \\
     -v "$host_dir:$container_dir" \\
     --env-file "$envfile" --user root -e NB_UID="$uid" -e NB_GID="$gid" \\

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from orchestrate.core.api import gpu_table
 from orchestrate.core.api.hooks import hookimpl
 from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext
+from orchestrate.core.api.provider import NAME_LABEL
 from orchestrate.plugins.host.shell import step_script
 
 NAME = "verify"
@@ -55,7 +56,7 @@ while :; do
     attempt=$((attempt + 1))
     # $0 of the inner sh is the CUDA check, passed as an argument: never re-quoted.
     # shellcheck disable=SC2016
-    out=$(docker run --rm --gpus all -e NVIDIA_DISABLE_REQUIRE=1 \
+    out=$(docker run --rm --label "$LABEL" --gpus all -e NVIDIA_DISABLE_REQUIRE=1 \
         -e NVIDIA_DRIVER_CAPABILITIES=compute,utility "$IMAGE" \
         sh -c 'nvidia-smi && if command -v python3 >/dev/null; then python3 -c "$0";
             else echo "$1"; fi' "$CUDA_CHECK" "$SKIPPED" 2>&1) || true
@@ -103,6 +104,7 @@ def steps_for(context: StepContext) -> list[HostStep]:
             _BODY,
             {
                 "IMAGE": image,
+                "LABEL": f"{NAME_LABEL}={ctx.instance}",  # `stop`/`down` find it by it
                 "DEADLINE_S": deadline_s,
                 "RETRY_S": retry_s,
                 "SKIPPED": CONTEXT_SKIPPED,

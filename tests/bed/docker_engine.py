@@ -180,6 +180,13 @@ class DockerEngine:
                 self._process = None
                 users.close()
 
+    def detach(self) -> None:
+        """Let go of the engine without stopping it, for a command that starts it and
+        exits (`python -m tests.bed.parts engine up`): `release_bed_dockerd` stops it later."""
+        users, self._users_handle, self._process = self._users_handle, None, None
+        if users is not None:
+            users.close()
+
     def __enter__(self) -> DockerEngine:
         return self
 
@@ -318,6 +325,21 @@ def _start_dockerd(
             )
         time.sleep(0.1)
     return process, exec_root, log_path
+
+
+def release_bed_dockerd(cache_dir: Path, timeout: float = 30.0) -> dict[str, object]:
+    """Stop the dockerd the bed started (recorded in `cache_dir`) when no bed user holds
+    it any more; a dockerd the bed did not start, or one in use, is left running."""
+    state = _read_state(cache_dir)
+    pid = state.get("pid") if state else None
+    if not (isinstance(pid, int) and _pid_is_dockerd(pid)):
+        return {"stopped": False, "why": "no dockerd started by the bed runs"}
+    with _locked(cache_dir / "dockerd.lock"), (cache_dir / "dockerd.users").open("a") as users:
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return {"stopped": False, "why": "another bed user still holds it", "pid": pid}
+        return {"stopped": _stop_recorded_dockerd(cache_dir, None, timeout), "pid": pid}
 
 
 def ensure_dockerd(cache_dir: Path, *, ready_timeout: float = 60.0) -> DockerEngine:

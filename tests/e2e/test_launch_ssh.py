@@ -23,7 +23,7 @@ from orchestrate.core.store.paths import state_db
 from orchestrate.core.store.state import InstanceRow, State
 
 from tests.bed.docker_engine import docker
-from tests.support.e2e import Bed, adopt_bed_key, make_bed
+from tests.support.e2e import Bed, adopt_bed_key, bed_profile, make_bed
 
 pytestmark = [pytest.mark.bed, pytest.mark.slow]
 
@@ -67,18 +67,7 @@ def bed(orch_home: Path, ssh_host, docker_engine, jupyter_image) -> Iterator[Bed
     """A profile with no provider table at all: the host comes from --host."""
     adopt_bed_key(orch_home, ssh_host.key_path)
     made = make_bed(orch_home, Path.cwd(), None, ssh_host, jupyter_image)
-    (made.work / "orchestrate.toml").write_text(
-        f"""
-[profiles.box]
-provider = "ssh"
-image = "{made.image}"
-port = {made.local_port}
-remote_port = {made.remote_port}
-container_name = "{made.container}"
-autostop = "off"
-""",
-        encoding="utf-8",
-    )
+    (made.work / "orchestrate.toml").write_text(bed_profile(made, "box", "ssh"), encoding="utf-8")
     yield made
     leftover = made.cli("status", "--offline", "--json", check=False)
     for info in json.loads(leftover.stdout or "[]"):
@@ -147,17 +136,39 @@ def test_launch_on_an_existing_host_and_down_keeps_the_machine(bed: Bed) -> None
         on_host.unlink(missing_ok=True)
 
 
-def test_stop_stops_the_container_not_the_machine(bed: Bed) -> None:
+def labelled(bed: Bed, suffix: str, label: str) -> str:
+    """A container made (not started) with `label`: one orchestrate left behind (a GPU
+    check's, cut short) when the label names our instance, someone else's otherwise."""
+    name = f"{bed.container}-{suffix}"
+    docker("create", "--label", label, "--name", name, bed.image, "true")
+    return name
+
+
+def test_stop_and_down_remove_our_containers_not_the_machine(bed: Bed) -> None:
     bed.cli(
         "launch", "nb", "--profile", "box", "--host", host_flag(bed), "--detach", "--no-browser"
     )
-    bed.cli("stop", "nb")
-    assert bed.ssh.sshd.running
-    assert container_state(bed.container) == "exited"
-    started = bed.cli("start", "nb", "--detach", "--no-browser")
-    found = URL.search(started.stdout)
-    assert found and get(int(found.group(1)), f"/api/status?token={found.group(2)}") == 200
-    assert container_state(bed.container) == "running"
+    notebook = docker("inspect", "-f", '{{index .Config.Labels "orchestrate-name"}}', bed.container)
+    assert notebook.stdout.strip() == "nb", "the notebook container carries the name label"
+    ours = labelled(bed, "check", "orchestrate-name=nb")
+    other = labelled(bed, "other", "orchestrate-name=someone-else")
+    try:
+        bed.cli("stop", "nb")
+        assert bed.ssh.sshd.running
+        assert container_state(bed.container) is None and container_state(ours) is None
+        assert container_state(other) == "created", "another instance's container stays"
+        started = bed.cli("start", "nb", "--detach", "--no-browser")
+        found = URL.search(started.stdout)
+        assert found and get(int(found.group(1)), f"/api/status?token={found.group(2)}") == 200
+        assert container_state(bed.container) == "running"
+
+        ours = labelled(bed, "check2", "orchestrate-name=nb")
+        bed.cli("down", "nb", "--yes")
+        assert container_state(bed.container) is None and container_state(ours) is None
+        assert container_state(other) == "created" and bed.ssh.sshd.running
+    finally:
+        for name in (ours, other):
+            docker("rm", "-f", name, check=False)
 
 
 # -- a live detached tunnel lends its connection --------------------------------------------

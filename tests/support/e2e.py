@@ -113,6 +113,20 @@ def trust_for(home: Path, path: Path) -> None:
             os.environ["ORCHESTRATE_HOME"] = saved
 
 
+def bed_profile(bed: Bed, name: str, provider: str) -> str:
+    """The common part of a profile on `bed`: its image, ports and container, no autostop;
+    the provider's own table follows it."""
+    return f"""
+[profiles.{name}]
+provider = "{provider}"
+image = "{bed.image}"
+port = {bed.local_port}
+remote_port = {bed.remote_port}
+container_name = "{bed.container}"
+autostop = "off"
+"""
+
+
 def write_profile(bed: Bed, credentials: Path, *, name: str = "e2e") -> Path:
     """The e2e profile for `bed`."""
     return write_gcp_profile(

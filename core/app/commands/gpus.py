@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
-from orchestrate.core.api.provider import GpuLocations
+from orchestrate.core.api.provider import GpuLocations, OwnPrices
 from orchestrate.core.wiring.runtime import Runtime, echo, echo_json
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -88,6 +88,46 @@ def gpu_row(
         "note": gpu.note,
         "prices_as_of": table.date,
     }
+
+
+def offer_rows(provider: str, offers: Sequence[Any]) -> list[dict[str, Any]]:
+    """Catalog rows from a provider that prices its own instances (`OwnPrices.gpu_offers`),
+    in the shape `gpu_row` gives, oldest generation first."""
+    from orchestrate.core.api import gpu_table
+
+    order = [g.key for g in gpu_table.GENERATIONS]
+    keyed = []
+    for offer in offers:
+        key = gpu_table.generation_of("", offer.model)
+        generation = gpu_table.generation(key) if key != gpu_table.UNKNOWN else None
+        driver = gpu_table.driver_row(key)
+        rank = order.index(key) if key in order else len(order)
+        row = {
+            "provider": provider, "gpu": offer.gpu, "model": offer.model,
+            "generation": generation.label if generation else "unknown",
+            "compute_capability": generation.compute if generation else None,
+            "driver": f"R{driver.branch} {driver.modules}", "max_cuda": driver.max_cuda,
+            "memory_gb": offer.memory_gb, "on_demand_per_hour": offer.on_demand,
+            "spot_per_hour": offer.spot, "machine_type": offer.machine_type,
+            "price_basis": f"the whole {offer.machine_type} ({offer.count} GPU)",
+            "currency": "USD", "where": list(offer.where),
+            "where_source": f"the {provider} plugin", "note": None, "prices_as_of": None,
+        }  # fmt: skip
+        keyed.append(((rank, offer.memory_gb, offer.gpu, offer.count), row))
+    return [row for _, row in sorted(keyed, key=lambda item: item[0])]
+
+
+def own_entry(provider: str, offers: Sequence[Any]) -> dict[str, Any]:
+    """The `gpus` entry of a provider that prices its own instances."""
+    return {
+        "prices": {
+            "date": "its own", "region": "its regions", "currency": "USD",
+            "sources": [f"the {provider} plugin"], "note": "prices the plugin supplies",
+            "basis": "per hour for the whole instance with its GPUs",
+        },
+        "locations_error": None,
+        "rows": offer_rows(provider, offers),
+    }  # fmt: skip
 
 
 def catalog_rows(
@@ -236,6 +276,10 @@ def register(app: typer.Typer) -> None:
         result: dict[str, Any] = {}
         for name in names:
             table = prices.get(name)
+            own = registered.get(name)
+            if table is None and isinstance(own, OwnPrices):
+                result[name] = own_entry(name, own.gpu_offers())
+                continue
             if table is None:
                 result[name] = {"prices": None, "rows": []}
                 continue
@@ -296,7 +340,8 @@ def register(app: typer.Typer) -> None:
                 f"as of {meta['date']} ({meta['note']})"
             )
             echo(f"  sources: {' '.join(meta['sources'])}")
-            live = {r["where_source"] for r in entry["rows"]} - {f"data file, {meta['date']}"}
+            live = {r["where_source"] for r in entry["rows"]}
+            live = {source for source in live if source.startswith("provider API")}
             if live:
                 echo(f"  places: {', '.join(sorted(live))} (orchestrate gpus --refresh)")
             echo(f"  prices: {meta['basis']}")

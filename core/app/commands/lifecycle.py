@@ -184,8 +184,9 @@ def _price_gate(plan: Any, threshold: float | None, *, yes: bool) -> None:
         return
     _progress(prices.price_line(estimate))
     from orchestrate.core.api.gpu_catalog import stale_note
+    from orchestrate.core.api.provider import OwnPrices
 
-    stale = stale_note()
+    stale = None if isinstance(plan.provider, OwnPrices) else stale_note()  # core's file only
     if stale is not None:
         _progress(stale)
     if yes or not confirm_needed(estimate.per_hour, threshold):

@@ -1,160 +1,150 @@
-"""`LinodeProvider`: orchestrate's provider contract (v2) on Linode (Akamai) through libcloud.
+"""Orchestrate's provider contract on Linode's v4 API; each region is a zone of the failover."""
 
-Linode has regions, no zones: each region is a "zone" of orchestrate's failover loop. A
-Linode gets the user's key in root's ``authorized_keys`` (and a random root password that
-Linode requires, never stored or shown), the tag ``orchestrate`` and orchestrate's labels as
-``key=value`` tags, by which core's default `find` recognises it after a crash. `create`
-returns the Linode while it is still provisioning: core polls `get` until it runs.
-A powered-off Linode still bills; only `down` ends the bill (the description says so).
-"""
-
-from __future__ import annotations
-
+import base64
+import re
 import secrets
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrate.core.api import provider as p
-from orchestrate.core.api.errors import NotFound, ProfileError
+from orchestrate.core.api.errors import CapacityError, ProfileError
+from orchestrate.core.api.httpapi import HttpRefused, JsonApi, token_from
+from orchestrate.core.api.optionchecks import endpoint, integer, string, string_list
 from orchestrate.core.api.retry import Retry
+from orchestrate.core.api.typedoptions import checked
 
-from orchestrate_linode.api import LinodeApi, build_driver, load_token
-from orchestrate_linode.options import REGION, LinodeOptions, plan_for_gpu
-
-STATES = {"running": p.RUNNING, "stopped": p.STOPPED, "stopping": p.STOPPING}  # else PENDING
-
-
-def label_for(name: str) -> str:
-    return f"orchestrate-{name}"[:64]  # core's names are [a-z][-a-z0-9]*: valid labels
-
-
-def create_body(spec: p.LaunchSpec, options: LinodeOptions, region: str) -> dict[str, Any]:
-    """``POST /v4/linode/instances`` as `create` sends it, for --dry-run: secrets elided."""
-    body: dict[str, Any] = {
-        "region": region, "type": options.plan, "image": options.image,
-        "label": label_for(spec.name), "root_pass": "<random, never stored>",
-        "authorized_keys": [f"<{spec.ssh_public_key.split()[0]} public key>"],
-        "tags": tags_for(spec, options),
-    }  # fmt: skip
-    if spec.startup_script:
-        body["metadata"] = {"user_data": f"<base64 of {len(spec.startup_script)} bytes>"}
-    return body
+GPUS = {  # --gpu name: plan for N GPUs, GPU name, model, GB, USD/h per GPU (Linode, 2024)
+    "rtx6000": ("g1-gpu-rtx6000-{}", "nvidia-quadro-rtx-6000", "Quadro RTX 6000 (TU102)", 24, 1.5),
+    "rtx4000-ada": ("g2-gpu-rtx4000a{}-s", "nvidia-rtx-4000-ada", "RTX 4000 Ada (AD104)", 20, 0.52),
+}
+OFFERS = [p.GpuOffer(g[1], g[2], g[3] * n, g[0].format(n), n, g[4] * n)
+          for g in GPUS.values() for n in (1, 2, 4)]  # fmt: skip
+PRICES = {"g6-standard-2": 0.036} | {o.machine_type: o.on_demand for o in OFFERS}
+PLAN = string(re.compile(f"^({'|'.join(PRICES)})$"), f"one of {', '.join(PRICES)}")
+REGION = string(re.compile(r"^[a-z]{2}-[a-z]+(?:-\d+)?$"), "a Linode region like us-east")
+STATES = {"running": p.RUNNING, "offline": p.STOPPED, "shutting_down": p.STOPPING}
+HINT = "make a token at https://cloud.linode.com/profile/tokens; export LINODE_TOKEN"
 
 
-def tags_for(spec: p.LaunchSpec, options: LinodeOptions) -> list[str]:
-    return ["orchestrate", *options.tags, *(f"{k}={v}" for k, v in spec.labels.items())]
+@dataclass(frozen=True)
+class LinodeOptions:
+    region: str = checked("us-east", REGION)
+    regions: tuple[str, ...] = checked((), string_list(REGION))  # default: all with GPUs
+    plan: str = checked("g1-gpu-rtx6000-1", PLAN)
+    image: str = "linode/ubuntu22.04"
+    token_file: str | None = None  # a path; else LINODE_TOKEN from the environment
+    api_endpoint: str = checked("https://api.linode.com", endpoint)
+    tags: tuple[str, ...] = ()
+    ssh_user: str = "root"
+    ssh_port: int = checked(22, integer(1, 65535))
+
+
+def plan_for_gpu(text: str) -> str:  # --gpu rtx6000[:N], rtx4000-ada[:N], none (a CPU plan)
+    name, _, count = text.strip().lower().partition(":")
+    if name in ("none", "") or count == "0":
+        return "g6-standard-2"
+    if name not in GPUS or (count or "1") not in ("1", "2", "4"):
+        raise ProfileError(f"--gpu: Linode has no plan with {text!r}", hint="e.g. rtx6000:2")
+    return GPUS[name][0].format(count or "1")
+
+
+def create_body(spec: p.LaunchSpec, region: str, secret: str, keys: list[str], data: str) -> Any:
+    """`create`'s request, and --dry-run's with placeholders; labels become k=v tags."""
+    o, meta = spec.options, {"metadata": {"user_data": data}} if spec.startup_script else {}
+    tags = ["orchestrate", *o.tags, *(f"{k}={v}" for k, v in spec.labels.items())]
+    return dict(region=region, type=o.plan, image=o.image, root_pass=secret, tags=tags,
+                label=f"orchestrate-{spec.name}"[:64], authorized_keys=keys, **meta)  # fmt: skip
 
 
 class LinodeProvider(p.Provider):
     name = "linode"
     description = "Linode (Akamai) GPU plans: RTX 6000, RTX 4000 Ada (stopped Linodes still bill)"
-    default_ssh_user = "root"
     options_class = LinodeOptions
+    retry = Retry(deadline_s=60.0, first_s=0.25, max_s=8.0)  # tests give theirs a no-op sleep
 
-    def __init__(self, *, sleep: Callable[[float], object] = time.sleep) -> None:
-        self.retry = Retry(deadline_s=60.0, first_s=0.25, max_s=8.0, sleep=sleep)
-        self._apis: dict[tuple[str, str | None], LinodeApi] = {}
+    def api(self, o: LinodeOptions) -> JsonApi:
+        token = token_from(o.token_file, ["LINODE_TOKEN"], "linode", HINT)
+        auth = {"Authorization": f"Bearer {token}"}
+        return JsonApi("linode", o.api_endpoint + "/v4", auth, HINT, self.retry)
 
-    def apply_overrides(self, options: LinodeOptions, overrides: Mapping[str, Any]) -> Any:
+    def apply_overrides(self, o: LinodeOptions, overrides: Mapping[str, Any]) -> Any:
         if "zone" in overrides:
-            region = REGION(overrides["zone"], "--zone")
-            options = replace(options, region=region, regions=(region,))
+            o = replace(o, region=REGION(overrides["zone"], "--zone"), regions=(overrides["zone"],))
         if "gpu" in overrides:
-            options = replace(options, plan=plan_for_gpu(str(overrides["gpu"])))
-        return super().apply_overrides(options, {k: v for k, v in overrides.items()
-                                                 if k not in ("zone", "gpu")})  # fmt: skip
+            o = replace(o, plan=plan_for_gpu(str(overrides["gpu"])))
+        return super().apply_overrides(o, {**overrides, "zone": None, "gpu": None})
 
-    def gpu_request(self, options: LinodeOptions) -> p.GpuRequest | None:
-        return options.gpu
+    def gpu_request(self, o: LinodeOptions) -> p.GpuRequest | None:
+        found = [p.GpuRequest(f.gpu, f.count) for f in OFFERS if f.machine_type == o.plan]
+        return found[0] if found else None
 
-    def ssh_user(self, options: LinodeOptions) -> str:
-        return options.ssh_user
+    def ssh_user(self, o: LinodeOptions) -> str:
+        return o.ssh_user
+
+    def price_query(self, o: LinodeOptions) -> p.PriceQuery:
+        return p.PriceQuery(o.plan, self.gpu_request(o))
+
+    def price(self, query: p.PriceQuery) -> float | None:  # with gpu_offers: `p.OwnPrices`
+        return PRICES.get(query.machine_type)
+
+    def gpu_offers(self) -> Sequence[p.GpuOffer]:
+        return OFFERS
 
     def plan(self, spec: p.LaunchSpec) -> Sequence[p.PlannedRequest]:
-        body = create_body(spec, spec.options, (spec.options.regions or [spec.options.region])[0])
-        return [p.PlannedRequest("GET", "/v4/regions"), p.PlannedRequest("GET", "/v4/linode/types"),
+        keys = [f"<{spec.ssh_public_key.split()[0]} public key>"]
+        data = f"<base64 of {len(spec.startup_script or '')} bytes>"
+        region = (spec.options.regions or [spec.options.region])[0]
+        body = create_body(spec, region, "<random, never stored>", keys, data)
+        return [p.PlannedRequest("GET", "/v4/regions"),
                 p.PlannedRequest("POST", "/v4/linode/instances", body)]  # fmt: skip
 
-    def _api(self, options: LinodeOptions) -> LinodeApi:
-        key = (options.api_endpoint, options.token_file)
-        if key not in self._apis:
-            driver = build_driver(load_token(options.token_file), options.api_endpoint)
-            self._apis[key] = LinodeApi(driver, self.retry)
-        return self._apis[key]
-
-    def _size(self, api: LinodeApi, plan: str) -> Any:
-        for size in api.call(api.driver.list_sizes, context="listing plans"):
-            if size.id == plan:
-                return size
-        raise ProfileError(f"linode has no plan {plan!r}", hint="see `linode-cli linodes types`")
-
-    def preflight(self, spec: p.LaunchSpec) -> None:
-        self._size(self._api(spec.options), spec.options.plan)  # the token and the plan work
-
     def candidate_zones(self, spec: p.LaunchSpec) -> Sequence[str]:
-        """`regions` as listed, else every region selling this plan's kind, `region` first."""
-        options, api = spec.options, self._api(spec.options)
-        if options.regions:
-            return list(options.regions)
-        found = api.call(api.driver.list_locations, context="listing regions")
-        wanted = "GPU Linodes" if options.gpu else "Linodes"
-        usable = [r.id for r in found if wanted in r.extra.get("capabilities", [])]
-        return sorted(usable, key=lambda region: (region != options.region, region))
+        o, kind = spec.options, "GPU Linodes" if self.gpu_request(spec.options) else "Linodes"
+        found = self.api(o).call("GET", "/regions", context="listing regions")["data"]
+        usable = [r["id"] for r in found if kind in r.get("capabilities", [])]
+        return list(o.regions) or sorted(usable, key=lambda r: (r != o.region, r))  # `region` first
 
     def create(self, spec: p.LaunchSpec, zone: str) -> p.InstanceRecord:
-        from libcloud.compute.base import NodeImage, NodeLocation
+        data = base64.b64encode((spec.startup_script or "").encode()).decode()
+        body = create_body(spec, zone, secrets.token_urlsafe(32), [spec.ssh_public_key], data)
+        api, where = self.api(spec.options), f"creating {spec.name} in {zone}"
+        try:
+            node = api.call("POST", "/linode/instances", body, context=where)
+        except HttpRefused as exc:  # a 400 naming the region or the plan: try the next region
+            errors = exc.document.get("errors", []) if isinstance(exc.document, dict) else []
+            if exc.status == 400 and any(e.get("field") in ("region", "type") for e in errors):
+                raise CapacityError(exc.message, zone=zone) from None
+            raise
+        return self.record(node, spec.options)  # still provisioning: core polls `get`
 
-        options, api = spec.options, self._api(spec.options)
-        size = self._size(api, options.plan)  # outside the call below: it holds the lock
-        node = api.call(lambda: api.driver.create_node(
-            location=NodeLocation(zone, zone, "", api.driver), name=label_for(spec.name),
-            size=size, root_pass=secrets.token_urlsafe(32),
-            image=NodeImage(options.image, options.image, api.driver),
-            ex_authorized_keys=[spec.ssh_public_key.strip()], ex_tags=tags_for(spec, options),
-            ex_userdata=spec.startup_script,
-        ), context=f"creating {spec.name} in {zone}", region=zone)  # fmt: skip
-        return self._record(spec.name, node, options)
+    def record(self, node: Mapping[str, Any], o: LinodeOptions) -> p.InstanceRecord:
+        labels = dict(t.split("=", 1) for t in node.get("tags", []) if "=" in t)
+        status, address = STATES.get(node.get("status", ""), p.PENDING), node.get("ipv4", [None])[0]
+        return p.InstanceRecord(labels.get(p.NAME_LABEL, ""), self.name, node.get("region"),
+                                str(node["id"]), status, address, o.ssh_user, o.ssh_port,
+                                labels=labels)  # fmt: skip
 
-    def _record(self, name: str, node: Any, options: LinodeOptions) -> p.InstanceRecord:
-        tags = [t.partition("=") for t in node.extra.get("tags") or [] if "=" in t]
-        return p.InstanceRecord(
-            name, self.name, node.extra.get("location"), str(node.id),
-            STATES.get(str(node.state), p.PENDING), (node.public_ips or [None])[0],
-            options.ssh_user, options.ssh_port, labels={k: v for k, _, v in tags},
-            options=options,
-        )  # fmt: skip
-
-    def _node(self, record: p.InstanceRecord) -> tuple[LinodeApi, Any]:
-        api = self._api(record.options)
-        get = lambda: api.driver.ex_get_node(record.cloud_id)  # noqa: E731
-        return api, api.call(get, context=f"reading {record.name}")
+    def call(self, record: p.InstanceRecord, method: str, action: str = "") -> Any:
+        path = f"/linode/instances/{record.cloud_id}" + (f"/{action}" if action else "")
+        return self.api(record.options).call(method, path, context=f"{method} {record.name}")
 
     def get(self, record: p.InstanceRecord) -> p.InstanceRecord:
-        return self._record(record.name, self._node(record)[1], record.options)
+        return self.record(self.call(record, "GET"), record.options)
 
     def start(self, record: p.InstanceRecord) -> p.InstanceRecord:
-        api, node = self._node(record)
-        if STATES.get(str(node.state)) == p.STOPPED:
-            api.call(lambda: api.driver.start_node(node), context=f"booting {record.name}")
+        if self.get(record).status == p.STOPPED:
+            self.call(record, "POST", "boot")
         return replace(record, status=p.PENDING)  # core polls `get` until it runs
 
     def stop(self, record: p.InstanceRecord) -> None:
-        api, node = self._node(record)
-        if STATES.get(str(node.state)) != p.STOPPED:
-            api.call(lambda: api.driver.stop_node(node), context=f"stopping {record.name}")
+        if self.get(record).status != p.STOPPED:
+            self.call(record, "POST", "shutdown")
             self.retry.poll(lambda: self.get(record), lambda r: r.status == p.STOPPED)
 
     def destroy(self, record: p.InstanceRecord) -> None:
-        try:
-            api, node = self._node(record)
-            api.call(lambda: api.driver.destroy_node(node), context=f"deleting {record.name}")
-        except NotFound:
-            return
+        self.call(record, "DELETE")  # gone already: `NotFound`, which core's `down` accepts
 
-    def list(self, options: LinodeOptions) -> Sequence[p.InstanceRecord]:
-        api = self._api(options)
-        nodes = api.call(api.driver.list_nodes, context="listing Linodes")
-        ours = [self._record("", n, options) for n in nodes if "orchestrate" in n.extra["tags"]]
-        return [replace(r, name=r.labels.get(p.NAME_LABEL, "")) for r in ours]
+    def list(self, o: LinodeOptions) -> Sequence[p.InstanceRecord]:
+        nodes = self.api(o).call("GET", "/linode/instances", context="listing Linodes")["data"]
+        return [self.record(n, o) for n in nodes if "orchestrate" in n.get("tags", [])]

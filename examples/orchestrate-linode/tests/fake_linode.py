@@ -1,12 +1,14 @@
 """A small stateful fake of the Linode v4 API on 127.0.0.1, enough for the provider's calls.
 
-Served over real HTTP so libcloud's real Linode driver talks to it: bearer-token auth,
+Served over real HTTP, so the provider's real requests reach it: bearer-token auth,
 paginated lists (``page``/``pages``/``results``), instances that go ``provisioning`` ->
 ``running`` on the next read, ``shutdown`` -> ``offline``, ``boot`` -> ``running``, delete.
 Errors use Linode's shape, ``{"errors": [{"reason": ..., "field": ...}]}``.
 
 `refuse` makes instance creation in a region fail as Linode does for a bad field, to drive
-the failover test; `requests` logs (method, path, JSON body) for assertions.
+the failover test; `requests` logs (method, path, JSON body) for assertions. `address` is
+the IPv4 address every Linode gets (a machine standing in for it, such as the test bed's
+sshd on 127.0.0.1); by default one from the documentation range.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ TYPES = [
 @dataclass
 class FakeLinode:
     endpoint: str = ""
+    address: str | None = None
     instances: dict[int, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     refuse: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -143,7 +146,7 @@ class FakeLinode:
             "region": body["region"],
             "type": body["type"],
             "image": body["image"],
-            "ipv4": [f"203.0.113.{self.next_id % 250 + 1}"],
+            "ipv4": [self.address or f"203.0.113.{self.next_id % 250 + 1}"],
             "ipv6": "2001:db8::1/128",
             "tags": body.get("tags", []),
             "hypervisor": "kvm",
@@ -186,8 +189,8 @@ def error(reason: str, bad_field: str | None = None) -> dict[str, Any]:
     return {"errors": [entry]}
 
 
-def start_fake_linode() -> FakeLinode:
-    fake = FakeLinode()
+def start_fake_linode(address: str | None = None) -> FakeLinode:
+    fake = FakeLinode(address=address)
 
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:

@@ -1,9 +1,10 @@
-"""orchestrate-linode against orchestrate's public API: options, plan, registration, and
-the life cycle through libcloud's real Linode driver against a fake Linode API on loopback."""
+"""orchestrate-linode against orchestrate's public API: options, plan, prices, registration,
+and the life cycle over real HTTP against a fake Linode API on loopback."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from fake_linode import FakeLinode
 from orchestrate.core.api import provider as p
 from orchestrate.core.api.errors import AuthError, NotFound, ProfileError
-from orchestrate.core.api.provider import GpuRequest, LaunchSpec, Provider
+from orchestrate.core.api.provider import GpuRequest, LaunchSpec, OwnPrices, PriceQuery, Provider
 from orchestrate.core.api.retry import Retry
 from orchestrate.core.cloud.failover import create_with_failover
 
@@ -23,6 +24,13 @@ from orchestrate_linode import LinodeOptions, LinodeProvider
 
 WHERE = "orchestrate.toml:9: [profiles.gpu.linode]"
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBdLwkMVsD9m3Yy2pC6bJ5yN0o0gE5i3J0k0aLq7cQxP me"
+
+
+def quick() -> LinodeProvider:
+    """The provider with a retry policy that does not sleep, as every wait costs nothing here."""
+    provider = LinodeProvider()
+    provider.retry = Retry(deadline_s=60.0, first_s=0.25, max_s=8.0, sleep=lambda s: None)
+    return provider
 
 
 def spec_for(options: LinodeOptions, script: str | None = None) -> LaunchSpec:
@@ -39,25 +47,37 @@ def test_defaults_are_the_smallest_gpu_plan() -> None:
     assert options.ssh_user == "root"
 
 
+def test_it_prices_its_own_plans() -> None:
+    """Orchestrate's price file has no Linode section: the plugin supplies prices and offers."""
+    provider = LinodeProvider()
+    assert isinstance(provider, OwnPrices)
+    options = provider.validate_options({"plan": "g1-gpu-rtx6000-2"}, WHERE)
+    query = provider.price_query(options)
+    assert query == PriceQuery("g1-gpu-rtx6000-2", GpuRequest("nvidia-quadro-rtx-6000", 2))
+    assert provider.price(query) == 3.0 and provider.price(PriceQuery("g9-none")) is None
+    offers = {o.machine_type: o for o in provider.gpu_offers()}
+    assert offers["g2-gpu-rtx4000a4-s"].count == 4 and offers["g2-gpu-rtx4000a4-s"].memory_gb == 80
+
+
 @pytest.mark.parametrize(
     ("plan", "gpu"),
     [
         ("g1-gpu-rtx6000-2", ("nvidia-quadro-rtx-6000", 2)),
-        ("g2-gpu-rtx4000a4-m", ("nvidia-rtx-4000-ada", 4)),
-        ("g6-dedicated-8", None),
+        ("g2-gpu-rtx4000a4-s", ("nvidia-rtx-4000-ada", 4)),
+        ("g6-standard-2", None),
     ],
 )
 def test_gpu_comes_from_the_plan(plan: str, gpu: Any) -> None:
     options = LinodeProvider().validate_options({"plan": plan}, WHERE)
-    assert options.gpu == (GpuRequest(*gpu) if gpu else None)
+    assert LinodeProvider().gpu_request(options) == (GpuRequest(*gpu) if gpu else None)
 
 
 @pytest.mark.parametrize(
     ("table", "fragment"),
     [
-        ({"plan": "p2.xlarge"}, "not a Linode plan id"),
+        ({"plan": "p2.xlarge"}, "'p2.xlarge' is not one of g6-standard-2, g1-gpu-rtx6000-1"),
         ({"region": "us_east"}, "not a Linode region"),
-        ({"regions": ["us-east", "us-east"]}, "twice"),
+        ({"regions": ["us-east", "us_west"]}, "regions[1]: 'us_west' is not a Linode region"),
         ({"ssh_port": 0}, "between 1 and 65535"),
         ({"api_endpoint": "ftp://x"}, "scheme://host"),
         ({"token": "secret"}, "unknown key 'token'"),
@@ -88,10 +108,9 @@ def test_plan_shows_the_requests_without_secrets(monkeypatch: pytest.MonkeyPatch
     plan = provider.plan(spec_for(options, script="#!/bin/sh\necho hi\n"))
     assert [(r.method, r.path) for r in plan] == [
         ("GET", "/v4/regions"),
-        ("GET", "/v4/linode/types"),
         ("POST", "/v4/linode/instances"),
     ]
-    body = plan[2].body
+    body = plan[1].body
     assert body is not None
     assert (body["region"], body["type"], body["label"]) == (
         "eu-central",
@@ -103,14 +122,14 @@ def test_plan_shows_the_requests_without_secrets(monkeypatch: pytest.MonkeyPatch
     assert "ssh-ed25519 public key" in text and "<random, never stored>" in text
 
 
-def test_options_and_plan_load_no_libcloud() -> None:
+def test_options_and_plan_load_no_http_client() -> None:
     probe = (
         "import sys\n"
         "from orchestrate.core.api.provider import LaunchSpec\n"
         "from orchestrate_linode import LinodeProvider\n"
         "p = LinodeProvider(); o = p.validate_options({}, 'x')\n"
         f"p.plan(LaunchSpec('nb', 'linode', o, 'root', {PUBLIC_KEY!r}))\n"
-        "print('libcloud' in sys.modules)\n"
+        "print('urllib.request' in sys.modules)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
@@ -125,7 +144,7 @@ def test_the_hook_registers_the_provider() -> None:
 
 
 def test_gpu_regions_first_the_preferred_one(fake: FakeLinode) -> None:
-    provider = LinodeProvider(sleep=lambda s: None)
+    provider = quick()
     options = provider.validate_options(
         {"api_endpoint": fake.endpoint, "region": "eu-central"}, WHERE
     )
@@ -139,20 +158,21 @@ def test_gpu_regions_first_the_preferred_one(fake: FakeLinode) -> None:
 
 
 def test_life_cycle_with_failover(fake: FakeLinode, tmp_path: Path) -> None:
-    provider = LinodeProvider(sleep=lambda s: None)
+    provider = quick()
     options = provider.validate_options(
         {"api_endpoint": fake.endpoint, "regions": ["us-east", "eu-central"]}, WHERE
     )
     fake.refuse["us-east"] = ("No GPU capacity in this region", "region")
     spec = spec_for(options, script="#!/bin/sh\necho boot\n")
-    provider.preflight(spec)
     events: list[str] = []
     record = create_with_failover(provider, spec, lambda kind, msg, data: events.append(kind))
     assert events == ["try", "stockout", "try", "created"]
     # Contract v2: create returns the Linode while it provisions; core polls `get`, as here.
-    assert record.status == p.PENDING and record.cloud_id and record.options == options
+    assert record.status == p.PENDING and record.cloud_id
+    record = dataclasses.replace(record, options=options)  # what core hands lifecycle calls
     record, running = Retry(attempts=5, sleep=lambda s: None).poll(
-        lambda: provider.get(record), lambda r: r.status == p.RUNNING
+        lambda: dataclasses.replace(provider.get(record), options=options),
+        lambda r: r.status == p.RUNNING,
     )
     assert running and record.zone == "eu-central"
     assert record.address and record.address.startswith("203.0.113.")
@@ -174,27 +194,27 @@ def test_life_cycle_with_failover(fake: FakeLinode, tmp_path: Path) -> None:
     provider.destroy(record)
     with pytest.raises(NotFound):
         provider.get(record)
-    provider.destroy(record)
+    with pytest.raises(NotFound):  # gone already: core's `down` says so and forgets the row
+        provider.destroy(record)
     assert provider.find(spec) is None
 
 
 def test_a_wrong_token_is_an_auth_error(fake: FakeLinode, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LINODE_TOKEN", "wrong")
-    provider = LinodeProvider(sleep=lambda s: None)
+    provider = quick()
     options = provider.validate_options({"api_endpoint": fake.endpoint}, WHERE)
     with pytest.raises(AuthError) as caught:
-        provider.preflight(spec_for(options))
+        provider.candidate_zones(spec_for(options))
     assert "wrong" not in caught.value.line() and "LINODE_TOKEN" in caught.value.line()
 
 
 def test_no_token_says_how_to_make_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("LINODE_TOKEN", "LINODE_CLI_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("LINODE_TOKEN", raising=False)
     provider = LinodeProvider()
     with pytest.raises(AuthError, match="no API token"):
-        provider.preflight(spec_for(provider.validate_options({}, WHERE)))
+        provider.candidate_zones(spec_for(provider.validate_options({}, WHERE)))
     token_file = tmp_path / "token"
     token_file.write_text("", encoding="utf-8")
     options = provider.validate_options({"token_file": str(token_file)}, WHERE)
     with pytest.raises(AuthError, match="is empty"):
-        provider.preflight(spec_for(options))
+        provider.candidate_zones(spec_for(options))

@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from orchestrate.core.api.errors import ProfileError
-from orchestrate.core.api.optionchecks import Check, check_table, merge_zones
-from orchestrate.core.api.optionchecks import boolean as _boolean
+from orchestrate.core.api.optionchecks import check_table, merge_zones
 from orchestrate.core.api.optionchecks import endpoint as _endpoint
 from orchestrate.core.api.optionchecks import integer as _integer
 from orchestrate.core.api.optionchecks import kind_name as _kind_name
 from orchestrate.core.api.optionchecks import string as _string
 from orchestrate.core.api.provider import GpuRequest
+from orchestrate.core.api.typedoptions import checked, checks_of
 from orchestrate.plugins.providers.aws import instance_types as types
 
 #: Canonical's AWS account: only images it owns are trusted as "Ubuntu".
@@ -40,48 +40,6 @@ _OWNER = re.compile(r"^(?:\d{12}|amazon|self|aws-marketplace)$")
 _GROUP = re.compile(r"^[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{1,255}$")
 _KEY_NAME = re.compile(r"^[\x20-\x7e]{1,255}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-
-
-@dataclass(frozen=True)
-class AwsOptions:
-    """Validated EC2 options; frozen (hashable) so API sessions can be cached by them."""
-
-    region: str = "us-east-1"
-    zones: tuple[str, ...] = ()
-    instance_type: str = "g4dn.xlarge"
-    ami: str | None = None
-    ami_owner: str = CANONICAL_OWNER
-    ami_name: str = UBUNTU_2204_NAME
-    key_name: str | None = None
-    security_group: str = DEFAULT_SECURITY_GROUP
-    subnet_id: str | None = None
-    public_ip: bool = True
-    spot: bool = False
-    disk_gb: int = 50
-    credentials: str | None = None
-    endpoint: str | None = None
-    ssh_user: str = "ubuntu"
-    ssh_port: int = 22
-
-    @property
-    def gpu(self) -> GpuRequest | None:
-        row = types.gpu_of(self.instance_type)
-        return GpuRequest(row.gpu, row.gpus) if row else None
-
-    @property
-    def architecture(self) -> str:
-        return types.architecture(self.instance_type)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly view for `redacted_options`: the credentials key is a name or a path."""
-        data = asdict(self)
-        data["zones"] = list(self.zones)
-        gpu = self.gpu
-        data["gpu"] = f"{gpu.name}:{gpu.count}" if gpu else NO_GPU
-        return data
-
-
-# ---------------------------------------------------------------- validation
 
 
 def _zone_text(value: Any, where: str) -> str:
@@ -113,25 +71,54 @@ def _instance_type(value: Any, where: str) -> str:
     return text
 
 
-_CHECKS: dict[str, Check] = {
-    "region": _string(_REGION, "a region like us-east-1"),
-    "zone": _zone_text,
-    "zones": _zones,
-    "instance_type": _instance_type,
-    "ami": _string(_AMI, "an AMI id like ami-0123456789abcdef0"),
-    "ami_owner": _string(_OWNER, "a 12-digit account id, amazon, self or aws-marketplace"),
-    "ami_name": _string(re.compile(r"^[\x20-\x7e]{1,128}$"), "an image name pattern"),
-    "key_name": _string(_KEY_NAME, "a key pair name (printable ASCII, at most 255)"),
-    "security_group": _string(_GROUP, "a security group name"),
-    "subnet_id": _string(_SUBNET, "a subnet id like subnet-0123456789abcdef0"),
-    "public_ip": _boolean,
-    "spot": _boolean,
-    "disk_gb": _integer(8, 16384),
-    "credentials": _string(re.compile(r"^\S(?:.*\S)?$"), "a profile name or a file path"),
-    "endpoint": _endpoint,
-    "ssh_user": _string(_USER, "a login name like ubuntu"),
-    "ssh_port": _integer(1, 65535),
-}
+@dataclass(frozen=True)
+class AwsOptions:
+    """Validated EC2 options; frozen (hashable) so API sessions can be cached by them."""
+
+    region: str = checked("us-east-1", _string(_REGION, "a region like us-east-1"))
+    zones: tuple[str, ...] = checked((), _zones)
+    instance_type: str = checked("g4dn.xlarge", _instance_type)
+    ami: str | None = checked(None, _string(_AMI, "an AMI id like ami-0123456789abcdef0"))
+    ami_owner: str = checked(
+        CANONICAL_OWNER,
+        _string(_OWNER, "a 12-digit account id, amazon, self or aws-marketplace"),
+    )
+    ami_name: str = checked(
+        UBUNTU_2204_NAME, _string(re.compile(r"^[\x20-\x7e]{1,128}$"), "an image name pattern")
+    )
+    key_name: str | None = checked(
+        None, _string(_KEY_NAME, "a key pair name (printable ASCII, at most 255)")
+    )
+    security_group: str = checked(DEFAULT_SECURITY_GROUP, _string(_GROUP, "a security group name"))
+    subnet_id: str | None = checked(
+        None, _string(_SUBNET, "a subnet id like subnet-0123456789abcdef0")
+    )
+    public_ip: bool = True
+    spot: bool = False
+    disk_gb: int = checked(50, _integer(8, 16384))
+    credentials: str | None = checked(
+        None, _string(re.compile(r"^\S(?:.*\S)?$"), "a profile name or a file path")
+    )
+    endpoint: str | None = checked(None, _endpoint)
+    ssh_user: str = checked("ubuntu", _string(_USER, "a login name like ubuntu"))
+    ssh_port: int = checked(22, _integer(1, 65535))
+
+    @property
+    def gpu(self) -> GpuRequest | None:
+        row = types.gpu_of(self.instance_type)
+        return GpuRequest(row.gpu, row.gpus) if row else None
+
+    @property
+    def architecture(self) -> str:
+        return types.architecture(self.instance_type)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly view for `redacted_options`: the credentials key is a name or a path."""
+        data = asdict(self)
+        data["zones"] = list(self.zones)
+        gpu = self.gpu
+        data["gpu"] = f"{gpu.name}:{gpu.count}" if gpu else NO_GPU
+        return data
 
 
 def region_of(zone: str) -> str:
@@ -150,7 +137,8 @@ def _check_zone_in_region(zone: str, region: str, where: str) -> None:
 
 def parse_options(table: Mapping[str, Any], where: str) -> AwsOptions:
     """Validate a ``[profiles.NAME.aws]`` table; every error names `where` and the key."""
-    values = check_table(table, _CHECKS, where)
+    # `zone = "z"` is shorthand for `zones = ["z"]`: the one key that is not a field.
+    values = check_table(table, {**checks_of(AwsOptions), "zone": _zone_text}, where)
     merge_zones(values, where)
     options = AwsOptions(**values)
     for zone in options.zones:

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from orchestrate.core.api import gpu_catalog
 from orchestrate.core.api.errors import ProfileError
-from orchestrate.core.api.optionchecks import Check, check_table, merge_zones
-from orchestrate.core.api.optionchecks import boolean as _boolean
+from orchestrate.core.api.optionchecks import check_table, merge_zones
 from orchestrate.core.api.optionchecks import endpoint as _endpoint
 from orchestrate.core.api.optionchecks import integer as _integer
 from orchestrate.core.api.optionchecks import kind_name as _kind_name
 from orchestrate.core.api.optionchecks import string as _string
 from orchestrate.core.api.optionchecks import string_list as _string_list
 from orchestrate.core.api.provider import GpuRequest
+from orchestrate.core.api.typedoptions import checked, checks_of
 
 DEFAULT_API_ENDPOINT = "https://www.googleapis.com"
 #: The seed's zone (us-east1-d) is in this region: auto-selected zones start here.
@@ -64,31 +64,84 @@ _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _IMAGE_PATH = re.compile(r"^(?:projects/[a-z][a-z0-9-]+/)?global/images/[a-z][-a-z0-9]*$")
 
 
+def _labels(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise ProfileError(f"{where} must be a table of strings, not {_kind_name(value)}")
+    result = []
+    for key, text in value.items():
+        if not isinstance(text, str):
+            raise ProfileError(f"{where}.{key} must be a string, not {_kind_name(text)}")
+        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(text):
+            raise ProfileError(
+                f"{where}.{key}: GCE labels are lowercase letters, digits, '_' and '-'",
+                hint="keys start with a letter; both at most 63 characters",
+            )
+        if key.startswith("orchestrate"):
+            raise ProfileError(
+                f"{where}.{key}: label keys starting with 'orchestrate' are "
+                "reserved for orchestrate's own labels"
+            )
+        result.append((key, text))
+    return tuple(sorted(result))
+
+
+def _scope(value: Any, where: str) -> str:
+    text = _string()(value, where)
+    if text.startswith(AUTH_SCOPE_PREFIX) or text in SCOPE_ALIASES:
+        return str(text)
+    raise ProfileError(
+        f"{where}: unknown scope {text!r}", hint=f"use a URL or one of {', '.join(SCOPE_ALIASES)}"
+    )
+
+
+def _boot_image(value: Any, where: str) -> str:
+    return str(
+        _string(_IMAGE_PATH, "an image path like projects/P/global/images/NAME")(value, where)
+    )
+
+
+ZONE = _string(_ZONE, "a zone like us-east1-d")
+
+
 @dataclass(frozen=True)
 class GcpOptions:
     """Validated GCP options; frozen (hashable) so API connections can be cached by them."""
 
-    project: str | None = None
+    project: str | None = checked(None, _string(_PROJECT, "a GCP project id"))
     credentials: str | None = None
-    zones: tuple[str, ...] = ()
-    region: str | None = None
-    machine_type: str = "n1-standard-2"
-    accelerator: str | None = DEFAULT_ACCELERATOR
-    accelerator_count: int = 1
-    image_family: str = "ubuntu-2204-lts"
-    image_project: str = "ubuntu-os-cloud"
-    boot_image: str | None = None
-    disk_gb: int = 50
-    disk_type: str = "pd-balanced"
+    zones: tuple[str, ...] = checked((), _string_list(ZONE))
+    region: str | None = checked(None, _string(_REGION, "a region like us-east1"))
+    machine_type: str = checked(
+        "n1-standard-2", _string(_SLUG, "a machine type like n1-standard-2")
+    )
+    accelerator: str | None = checked(
+        DEFAULT_ACCELERATOR,
+        _string(
+            re.compile(r"^(?:none|[a-z0-9]+(?:-[a-z0-9]+)*)$"),
+            "an accelerator type like nvidia-tesla-t4, or none",
+        ),
+    )
+    accelerator_count: int = checked(1, _integer(0, 16))
+    image_family: str = checked(
+        "ubuntu-2204-lts", _string(_NAME, "an image family like ubuntu-2204-lts")
+    )
+    image_project: str = checked(
+        "ubuntu-os-cloud", _string(_PROJECT, "a project id like ubuntu-os-cloud")
+    )
+    boot_image: str | None = checked(None, _boot_image)
+    disk_gb: int = checked(50, _integer(10, 65536))
+    disk_type: str = checked("pd-balanced", _string(_SLUG, "a disk type like pd-balanced"))
     spot: bool = False
     preemptible: bool = False
-    labels: tuple[tuple[str, str], ...] = ()
-    network: str = "default"
-    service_account: str = "default"
-    scopes: tuple[str, ...] = field(default=DEFAULT_SCOPES)
-    api_endpoint: str = DEFAULT_API_ENDPOINT
-    ssh_user: str = "orchestrate"
-    ssh_port: int = 22
+    labels: tuple[tuple[str, str], ...] = checked((), _labels)
+    network: str = checked("default", _string(_NAME, "a network name"))
+    service_account: str = checked(
+        "default", _string(re.compile(r"^(?:default|[^@\s]+@[^@\s]+)$"), "an email or 'default'")
+    )
+    scopes: tuple[str, ...] = checked(DEFAULT_SCOPES, _string_list(_scope))
+    api_endpoint: str = checked(DEFAULT_API_ENDPOINT, _endpoint)
+    ssh_user: str = checked("orchestrate", _string(_USER, "a login name like orchestrate"))
+    ssh_port: int = checked(22, _integer(1, 65535))
     os_login: bool = False
 
     @property
@@ -163,77 +216,10 @@ def parse_gpu(text: str, where: str = "--gpu") -> tuple[str | None, int]:
 # ---------------------------------------------------------------- validation
 
 
-def _labels(value: Any, where: str) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, dict):
-        raise ProfileError(f"{where} must be a table of strings, not {_kind_name(value)}")
-    result = []
-    for key, text in value.items():
-        if not isinstance(text, str):
-            raise ProfileError(f"{where}.{key} must be a string, not {_kind_name(text)}")
-        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(text):
-            raise ProfileError(
-                f"{where}.{key}: GCE labels are lowercase letters, digits, '_' and '-'",
-                hint="keys start with a letter; both at most 63 characters",
-            )
-        if key.startswith("orchestrate"):
-            raise ProfileError(
-                f"{where}.{key}: label keys starting with 'orchestrate' are "
-                "reserved for orchestrate's own labels"
-            )
-        result.append((key, text))
-    return tuple(sorted(result))
-
-
-def _scope(value: Any, where: str) -> str:
-    text = _string()(value, where)
-    if text.startswith(AUTH_SCOPE_PREFIX) or text in SCOPE_ALIASES:
-        return str(text)
-    raise ProfileError(
-        f"{where}: unknown scope {text!r}", hint=f"use a URL or one of {', '.join(SCOPE_ALIASES)}"
-    )
-
-
-def _boot_image(value: Any, where: str) -> str:
-    return str(
-        _string(_IMAGE_PATH, "an image path like projects/P/global/images/NAME")(value, where)
-    )
-
-
-_CHECKS: dict[str, Check] = {
-    "project": _string(_PROJECT, "a GCP project id"),
-    "credentials": _string(),
-    "zone": _string(_ZONE, "a zone like us-east1-d"),
-    "zones": _string_list(_string(_ZONE, "a zone like us-east1-d")),
-    "region": _string(_REGION, "a region like us-east1"),
-    "machine_type": _string(_SLUG, "a machine type like n1-standard-2"),
-    "accelerator": _string(
-        re.compile(r"^(?:none|[a-z0-9]+(?:-[a-z0-9]+)*)$"),
-        "an accelerator type like nvidia-tesla-t4, or none",
-    ),
-    "accelerator_count": _integer(0, 16),
-    "image_family": _string(_NAME, "an image family like ubuntu-2204-lts"),
-    "image_project": _string(_PROJECT, "a project id like ubuntu-os-cloud"),
-    "boot_image": _boot_image,
-    "disk_gb": _integer(10, 65536),
-    "disk_type": _string(_SLUG, "a disk type like pd-balanced"),
-    "spot": _boolean,
-    "preemptible": _boolean,
-    "labels": _labels,
-    "network": _string(_NAME, "a network name"),
-    "service_account": _string(
-        re.compile(r"^(?:default|[^@\s]+@[^@\s]+)$"), "an email or 'default'"
-    ),
-    "scopes": _string_list(_scope),
-    "api_endpoint": _endpoint,
-    "ssh_user": _string(_USER, "a login name like orchestrate"),
-    "ssh_port": _integer(1, 65535),
-    "os_login": _boolean,
-}
-
-
 def parse_options(table: Mapping[str, Any], where: str) -> GcpOptions:
     """Validate a ``[profiles.NAME.gcp]`` table; every error names `where` and the key."""
-    values = check_table(table, _CHECKS, where)
+    # `zone = "z"` is shorthand for `zones = ["z"]`: the one key that is not a field.
+    values = check_table(table, {**checks_of(GcpOptions), "zone": ZONE}, where)
     merge_zones(values, where)
     builtin = gpu_catalog.gce_builtin_gpu(values.get("machine_type", GcpOptions.machine_type))
     if builtin is not None and "accelerator" not in values:  # g2/a2/a3 bring their own GPUs
@@ -291,7 +277,7 @@ def with_overrides(options: GcpOptions, overrides: Mapping[str, Any]) -> GcpOpti
             hint="drop the flag or set the value in the profile's gcp table",
         )
     if "zone" in given:
-        zone = _CHECKS["zone"](given["zone"], "--zone")
+        zone = ZONE(given["zone"], "--zone")
         options = replace(options, zones=(zone,))
     if "gpu" in given:
         accelerator, count = parse_gpu(str(given["gpu"]))

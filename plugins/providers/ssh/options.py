@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrate.core.api.errors import ProfileError
-from orchestrate.core.api.optionchecks import check_table
 from orchestrate.core.api.provider import GpuRequest
+from orchestrate.core.api.typedoptions import checked, options_from
 
 NO_GPU = "none"
 HOST_HINT = "write it as user@address[:port], e.g. ubuntu@192.0.2.10 or me@box.lan:2222"
@@ -124,17 +124,19 @@ def parse_gpu(value: Any, where: str) -> tuple[str | None, int]:
     return (name, count) if count else (None, 0)
 
 
+@dataclass(frozen=True)
+class SshTable:
+    """The table as written: each key parsed by its check into the parts `SshOptions` keeps."""
+
+    host: tuple[str, str, int] | None = checked(None, parse_host)
+    gpu: tuple[str | None, int] = checked((None, 0), parse_gpu)
+
+
 def parse_options(table: Mapping[str, Any], where: str) -> SshOptions:
     """Validate ``[profiles.NAME.ssh]``; ``host`` may still come from ``--host``."""
-    values = check_table(table, {"host": parse_host, "gpu": parse_gpu}, where)
-    options = SshOptions()
-    if "host" in values:
-        user, address, port = values["host"]
-        options = replace(options, user=user, address=address, port=port)
-    if "gpu" in values:
-        name, count = values["gpu"]
-        options = replace(options, gpu_name=name, gpu_count=count)
-    return options
+    written = options_from(SshTable, table, where)
+    user, address, port = written.host or (None, None, 22)
+    return SshOptions(user, address, port, *written.gpu)
 
 
 def with_overrides(options: SshOptions, overrides: Mapping[str, Any]) -> SshOptions:
