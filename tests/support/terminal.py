@@ -90,7 +90,10 @@ class Terminal:
 
     def interrupt(self, timeout: float = 30) -> tuple[int, list[str]]:
         """Type Ctrl-C and wait for the exit: the status, and the lines the command wrote
-        after the ^C (the terminal's own echo of it aside)."""
+        after the ^C (the terminal's own echo of it aside). What the command was still
+        writing is read first, so it is not taken for what the ^C made it say."""
+        while self._pump(0.5):
+            pass
         before = len(self.output)
         self.send(CTRL_C)
         code = self.wait(timeout)
