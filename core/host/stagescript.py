@@ -38,6 +38,10 @@ export ORCHESTRATE_WORKDIR ORCHESTRATE_LOGIN_USER ORCHESTRATE_LOGIN_HOME
 mkfifo "$ORCHESTRATE_WORKDIR/finished" || exit 90
 exec 3<>"$ORCHESTRATE_WORKDIR/finished"
 
+# save FILE: writes the here-document on stdin to FILE with bash's own read and printf
+# (a `cat` per step is a process start, a few ms each on a busy small VM).
+save() { local body=''; IFS= read -r -d '' body || true; printf '%s' "$body" >"$1"; }
+
 # Every output line of a step is tagged with its name: steps run at the same time, and the
 # runner gives each its own output tail.
 tag_lines() { awk -v tag="##orchestrate out=$1 " '{ print tag $0; fflush() }'; }
@@ -146,7 +150,7 @@ def stage_script(
         if not script.endswith("\n"):
             script += "\n"
         target = f'"$ORCHESTRATE_WORKDIR/step-{i}.sh"'
-        parts.append(f"cat >{target} <<'{delimiter}'\n{script}{delimiter}\n")
+        parts.append(f"save {target} <<'{delimiter}'\n{script}{delimiter}\n")
         names.append(shlex.quote(name))
         if after is None:
             deps = [i - 1] if i else []
