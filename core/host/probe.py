@@ -7,10 +7,10 @@ JSON object.
 
 It cannot count on jq or python3 on the host (a minimal image has neither), so it builds the
 JSON itself: `js` quotes any text as a JSON string (backslash, quote and control characters
-escaped), and strings made only of safe characters skip the pipeline and the subshell
-(`jv`, `add`): a busy small VM spends a few ms on each fork. The probe never fails:
-a fact it cannot learn is null/false, and a command that could hang (nvidia-smi with a wedged
-driver, docker with a stuck daemon) runs under `timeout`.
+escaped), and strings without a quote, backslash or control character skip the pipeline and
+the subshell (`jv`, `add`): a busy small VM spends a few ms on each fork. The probe never
+fails: a fact it cannot learn is null/false, and a command that could hang (nvidia-smi with a
+wedged driver, docker with a stuck daemon) runs under `timeout`.
 
 Facts JSON (schema 1)::
 
@@ -56,6 +56,7 @@ from orchestrate.core.api.hoststeps import (
 from orchestrate.core.api.templates import fill
 
 if TYPE_CHECKING:  # pragma: no cover - types only
+    from orchestrate.core.ssh.channelio import CommandResult
     from orchestrate.core.ssh.session import Session
 
 SCHEMA = 1
@@ -80,7 +81,7 @@ has() { command -v "$1" >/dev/null 2>&1; }
 # tabs become spaces, newlines become \n; backslash and double quote are escaped.
 js() {
     case $1 in
-        *[!A-Za-z0-9._:/@+=,%~^' '-]*)
+        *[\"\\]* | *[[:cntrl:]]*)
             printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\010\013-\037' | tr '\t' ' ' |
                 sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' |
                 awk 'NR > 1 { printf "\\n" } { printf "%s", $0 }')"
@@ -92,7 +93,7 @@ js() {
 # each $(...) is a fork, a few ms on a busy small VM, and the facts hold dozens of strings.
 jv() {
     case $1 in
-        *[!A-Za-z0-9._:/@+=,%~^' '-]*) J=$(js "$1") ;;
+        *[\"\\]* | *[[:cntrl:]]*) J=$(js "$1") ;;
         *) J="\"$1\"" ;;
     esac
 }
@@ -178,6 +179,7 @@ if [ -n "$dq" ]; then
     fmt_image='{{.Id}}{{range .Config.Env}}{{println}}{{.}}{{end}}'
     fmt_state='{{.State.Status}}|{{.Config.Image}}'
     docker --version >"$dq/client" 2>/dev/null &
+    client_pid=$!
     # shellcheck disable=SC2016
     as_root sh -c '
         { docker info --format "$2" >"$1/info" 2>&1; echo $? >"$1/info.rc"; } &
@@ -186,7 +188,9 @@ if [ -n "$dq" ]; then
         { docker inspect --type container --format "$4" "$6" >"$1/state" 2>/dev/null
           echo $? >"$1/state.rc"; } &
         wait' sh "$dq" "$fmt" "$fmt_image" "$fmt_state" "$image" "$container" >"$dq/root" 2>&1
-    wait
+    # its own job only: a caller may have started others in this shell (the stage beside
+    # the probe after a reboot, `stagescript.probe_then_stage_command`)
+    wait "$client_pid"
     # one-line answers are read without a `cat` process each
     { read -r docker_client <"$dq/client"; } 2>/dev/null || :
     rc=''
@@ -419,18 +423,26 @@ def facts_from_dict(data: Mapping[str, Any]) -> Facts:
     )
 
 
-def probe(
-    session: Session, context: StepContext, steps: Iterable[HostStep] = (), *, timeout: float = 120
-) -> Facts:
-    """Run the probe over `session` and parse it: one channel, one exec."""
-    result = session.run(
-        probe_command(probe_script(context, steps)),
-        timeout=timeout,
-        done_when=lambda out: out.endswith(f"\n{END}\n"),
-    )
+def probe_ended(out: str) -> bool:
+    """Whether the probe's output so far is complete (its last line came)."""
+    return out.endswith(f"\n{END}\n")
+
+
+def facts_from_result(result: CommandResult) -> Facts:
+    """Facts from a finished probe; `HostError` when it failed before printing them."""
     if result.rc != 0 and "{" not in result.stdout:
         raise HostError(
             f"the host probe failed with exit status {result.rc}: "
             f"{(result.stderr or result.stdout).strip()[-300:]}"
         )
     return parse_facts(result.stdout)
+
+
+def probe(
+    session: Session, context: StepContext, steps: Iterable[HostStep] = (), *, timeout: float = 120
+) -> Facts:
+    """Run the probe over `session` and parse it: one channel, one exec."""
+    result = session.run(
+        probe_command(probe_script(context, steps)), timeout=timeout, done_when=probe_ended
+    )
+    return facts_from_result(result)

@@ -176,6 +176,31 @@ def stage_command(facts: Facts) -> str:
     )
 
 
+def probe_then_stage_command(probe: str) -> str:
+    """One exec that runs the probe (`probe.probe_script`) and the stage the runner answers
+    with on stdin, as root; EOF with nothing before it runs nothing.
+
+    The runner uses it after a reboot, instead of a second channel, exec and root shell:
+    the stage's shell (sudo, bash, the script's temp file) starts beside the probe and
+    waits for the script while the runner plans from the facts. The probe runs with stdin
+    closed, so nothing in it can read the stage. A login that is neither root nor a
+    passwordless sudoer starts no stage (the runner refuses with `stage_command`'s
+    message).
+    """
+    runner = shlex.quote(_STAGE_RUNNER)
+    head = (
+        "exec 3<&0\n"
+        'if [ "$(id -u)" -eq 0 ]; then bash -c ' + runner + " <&3 &\n"
+        "elif sudo -n true >/dev/null 2>&1; then sudo -n bash -c " + runner + " <&3 &\n"
+        "fi\n"
+        "stage=$!\n"
+        "exec 3<&-\n"
+    )
+    tail = '[ -z "$stage" ] || wait "$stage"\n'
+    script = head + "{\n" + probe.rstrip("\n") + "\n} </dev/null\n" + tail
+    return "sh -c " + shlex.quote(script)
+
+
 def split_output(line: str) -> tuple[str, str] | None:
     """(step name, output line) for a step's tagged output line, None for anything else."""
     if not line.startswith(OUTPUT):
