@@ -315,6 +315,7 @@ def test_reboot_ends_the_stage_then_ssh_reprobe_and_the_second_run_applies_nothi
             )  # fmt: skip
             report = runner.run()
             assert session.connects == 2, "one reconnection, after the reboot"
+            assert session.commands == 3, "probe, stage; then probe and stage in one exec"
         assert [r.name for r in report.applied] == ["fake-driver", "fake-verify"]
         assert all(r.ok for r in report.applied)
         assert report.reboots == 1 and report.probes == 2

@@ -180,6 +180,24 @@ def test_probe_json_survives_any_text(shell: str) -> None:
     assert facts.os.kernel and facts.user.uid >= 0
 
 
+#: Shell-special but JSON-plain: the probe copies it without the escaping pipeline.
+PLAIN = "it's (x) [y] !#&*;<>?|{}$HOME ~ % ünïcødé"
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_probe_json_copies_plain_text_as_is(shell: str) -> None:
+    context = StepContext(instance="x", gpu=None, notebook_image=PLAIN)
+    extra = HostStep(
+        name="plain", description="", needed=lambda f: False, script=lambda c, f: "",
+        probe=f"printf '%s' {shlex.quote(PLAIN)}",
+    )  # fmt: skip
+    out = subprocess.run(
+        [shell, "-c", probe_script(context, [extra])], capture_output=True, text=True, timeout=60
+    )
+    facts = parse_facts(out.stdout)
+    assert facts.image.name == PLAIN and facts.extra["plain"] == PLAIN
+
+
 def test_facts_from_partial_json() -> None:
     facts = facts_from_dict({"schema": 1, "gpus": [{"slot": "0000:00:04.0", "device_id": "1EB8"}],
                              "lspci": (FIXTURES / "t4.lspci").read_text()})  # fmt: skip

@@ -10,7 +10,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from orchestrate.core.host.stagescript import parse_marker, split_output, stage_script
+from orchestrate.core.host.probe import END, parse_facts
+from orchestrate.core.host.stagescript import (
+    parse_marker,
+    probe_then_stage_command,
+    split_output,
+    stage_script,
+)
 
 WAIT_FOR = """set -euo pipefail
 for _ in $(seq 300); do [ -e {path} ] && break; sleep 0.1; done
@@ -103,3 +109,38 @@ def test_a_failure_lets_running_steps_end_and_exits_with_its_status(tmp_path: Pa
     assert ("broken", "fail") in events and ("slow", "done") in events
     assert ("after", "start") not in events
     assert output["broken"][-1] == "bad"
+
+
+def _probe_script() -> str:
+    from orchestrate.core.api.hoststeps import StepContext
+    from orchestrate.core.host.probe import probe_script
+
+    return probe_script(StepContext(instance="x", gpu=None, notebook_image="img"))
+
+
+def test_probe_then_stage_prints_the_facts_then_runs_the_stage_it_is_sent() -> None:
+    """After a reboot the probe and the rest of the setup share one exec: the facts come
+    first, whole, without reading stdin; the stage sent on stdin then runs as root with its
+    markers, and its exit status is the command's."""
+    command = probe_then_stage_command(_probe_script())
+    with subprocess.Popen(
+        ["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        first = [proc.stdout.readline() for _ in range(2)]  # before any stdin is sent
+        facts = parse_facts("".join(first))
+        assert first[1].strip() == END and facts.user.privilege == "root"
+        stage = stage_script([("hello", "echo hi from $(id -un)\n"), ("bad", "exit 7\n")])
+        rest, _ = proc.communicate(stage, timeout=60)
+    assert proc.returncode == 7
+    assert "##orchestrate out=hello hi from root" in rest
+    assert "##orchestrate step=bad event=fail rc=7" in rest
+
+
+def test_probe_then_stage_with_nothing_sent_only_probes() -> None:
+    proc = subprocess.run(
+        ["sh", "-c", probe_then_stage_command(_probe_script())],
+        input="", capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.endswith(f"\n{END}\n")
+    assert parse_facts(proc.stdout).os.kernel

@@ -7,9 +7,10 @@ JSON object.
 
 It cannot count on jq or python3 on the host (a minimal image has neither), so it builds the
 JSON itself: `js` quotes any text as a JSON string (backslash, quote and control characters
-escaped), and strings made only of safe characters skip the pipeline. The probe never fails:
-a fact it cannot learn is null/false, and a command that could hang (nvidia-smi with a wedged
-driver, docker with a stuck daemon) runs under `timeout`.
+escaped), and strings without a quote, backslash or control character skip the pipeline and
+the subshell (`jv`, `add`): a busy small VM spends a few ms on each fork. The probe never
+fails: a fact it cannot learn is null/false, and a command that could hang (nvidia-smi with a
+wedged driver, docker with a stuck daemon) runs under `timeout`.
 
 Facts JSON (schema 1)::
 
@@ -55,6 +56,7 @@ from orchestrate.core.api.hoststeps import (
 from orchestrate.core.api.templates import fill
 
 if TYPE_CHECKING:  # pragma: no cover - types only
+    from orchestrate.core.ssh.channelio import CommandResult
     from orchestrate.core.ssh.session import Session
 
 SCHEMA = 1
@@ -79,7 +81,7 @@ has() { command -v "$1" >/dev/null 2>&1; }
 # tabs become spaces, newlines become \n; backslash and double quote are escaped.
 js() {
     case $1 in
-        *[!A-Za-z0-9._:/@+=,%~^' '-]*)
+        *[\"\\]* | *[[:cntrl:]]*)
             printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\010\013-\037' | tr '\t' ' ' |
                 sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' |
                 awk 'NR > 1 { printf "\\n" } { printf "%s", $0 }')"
@@ -87,10 +89,20 @@ js() {
         *) printf '"%s"' "$1" ;;
     esac
 }
-# jn TEXT: TEXT as a JSON string, or null when empty.
-jn() { if [ -n "$1" ]; then js "$1"; else printf null; fi; }
-# jb COMMAND...: true or false by the command's exit status.
-jb() { if "$@"; then printf true; else printf false; fi; }
+# jv TEXT: sets J to TEXT as a JSON string. Plain text (the usual case) costs no process:
+# each $(...) is a fork, a few ms on a busy small VM, and the facts hold dozens of strings.
+jv() {
+    case $1 in
+        *[\"\\]* | *[[:cntrl:]]*) J=$(js "$1") ;;
+        *) J="\"$1\"" ;;
+    esac
+}
+# add PREFIX TEXT: appends PREFIX and TEXT as a JSON string to the facts ($o); addn: null
+# when TEXT is empty.
+add() { jv "$2"; o="$o$1$J"; }
+addn() { if [ -n "$2" ]; then add "$1" "$2"; else o="$o${1}null"; fi; }
+# tf COMMAND...: sets T to true or false by the command's exit status.
+tf() { if "$@"; then T=true; else T=false; fi; }
 # t SECONDS COMMAND...: run with a time limit where coreutils' timeout exists.
 t() { if has timeout; then timeout "$@"; else shift; "$@"; fi; }
 
@@ -127,8 +139,12 @@ for dev in /sys/bus/pci/devices/*; do
     read -r class <"$dev/class"
     case $class in 0x03*) ;; *) continue ;; esac
     read -r device <"$dev/device"
-    gpus="$gpus${gpus:+,}{\"slot\":$(js "${dev##*/}"),\"device_id\":$(js "${device#0x}")"
-    gpus="$gpus,\"class\":$(js "$class")}"
+    jv "${dev##*/}"
+    gpus="$gpus${gpus:+,}{\"slot\":$J"
+    jv "${device#0x}"
+    gpus="$gpus,\"device_id\":$J"
+    jv "$class"
+    gpus="$gpus,\"class\":$J}"
 done
 lspci_out=''
 if [ -n "$gpus" ] && has lspci; then lspci_out=$(lspci -nn -d 10de: 2>/dev/null); fi
@@ -163,6 +179,7 @@ if [ -n "$dq" ]; then
     fmt_image='{{.Id}}{{range .Config.Env}}{{println}}{{.}}{{end}}'
     fmt_state='{{.State.Status}}|{{.Config.Image}}'
     docker --version >"$dq/client" 2>/dev/null &
+    client_pid=$!
     # shellcheck disable=SC2016
     as_root sh -c '
         { docker info --format "$2" >"$1/info" 2>&1; echo $? >"$1/info.rc"; } &
@@ -171,13 +188,16 @@ if [ -n "$dq" ]; then
         { docker inspect --type container --format "$4" "$6" >"$1/state" 2>/dev/null
           echo $? >"$1/state.rc"; } &
         wait' sh "$dq" "$fmt" "$fmt_image" "$fmt_state" "$image" "$container" >"$dq/root" 2>&1
-    wait
-    docker_client=$(cat "$dq/client" 2>/dev/null)
+    # its own job only: a caller may have started others in this shell (the stage beside
+    # the probe after a reboot, `stagescript.probe_then_stage_command`)
+    wait "$client_pid"
+    # one-line answers are read without a `cat` process each
+    { read -r docker_client <"$dq/client"; } 2>/dev/null || :
     rc=''
     [ -r "$dq/info.rc" ] && read -r rc <"$dq/info.rc"
     if [ "$rc" = 0 ]; then
         docker_running=true
-        docker_info=$(cat "$dq/info")
+        { read -r docker_info <"$dq/info"; } 2>/dev/null || :
     else
         docker_error=$(cat "$dq/info" "$dq/root" 2>/dev/null | tail -n 1)
     fi
@@ -195,7 +215,8 @@ if [ "$docker_running" = true ]; then
     rc=''
     [ -r "$dq/state.rc" ] && read -r rc <"$dq/state.rc"
     if [ "$rc" = 0 ]; then
-        state=$(cat "$dq/state")
+        state=''
+        { read -r state <"$dq/state"; } 2>/dev/null || :
         container_state=${state%%|*}
         container_image=${state#*|}
     fi
@@ -211,47 +232,63 @@ IFS='|' read -r d_server d_cgroup d_default d_runtimes <<EOF
 $docker_info
 EOF
 runtimes=''
-for r in $d_runtimes; do runtimes="$runtimes${runtimes:+,}$(js "$r")"; done
+for r in $d_runtimes; do jv "$r"; runtimes="$runtimes${runtimes:+,}$J"; done
 
-# Everything is printed with one write at the end: sshd sends output as it reads it, and
-# with Nagle on its side each later small piece would wait a round trip for an ACK.
-emit() {
-    printf '{"schema":1,"os":{"id":%s,"version":%s,"codename":%s,"pretty":%s' \
-        "$(js "$ID")" "$(js "$VERSION_ID")" "$(js "$VERSION_CODENAME")" "$(js "$PRETTY_NAME")"
-    printf ',"kernel":%s,"arch":%s,"boot_id":%s' \
-        "$(js "$(uname -r)")" "$(js "$(uname -m)")" "$(js "$boot_id")"
-    printf ',"systemd":%s,"apt":%s,"secure_boot":%s}' \
-        "$(jb test -d /run/systemd/system)" "$(jb has apt-get)" "$secure_boot"
-    printf ',"user":{"name":%s,"uid":%s,"home":%s,"privilege":"%s"}' \
-        "$(js "$(id -un)")" "$uid" "$(js "${HOME:-}")" "$privilege"
-    printf ',"gpus":[%s],"lspci":%s' "$gpus" "$(js "$lspci_out")"
-    printf ',"driver":{"loaded":%s,"open":%s,"installed":%s,"smi_ok":%s,"smi":%s}' \
-        "$(jn "$drv_loaded")" "$drv_open" "$(jn "$drv_installed")" "$smi_ok" "$(js "$smi")"
-    printf ',"docker":{"installed":%s,"client":%s,"running":%s' \
-        "$docker_installed" "$(jn "$docker_client")" "$docker_running"
-    printf ',"server":%s,"runtimes":[%s],"default_runtime":%s' \
-        "$(jn "${d_server:-}")" "$runtimes" "$(jn "${d_default:-}")"
-    printf ',"cgroup_driver":%s,"error":%s}' "$(jn "${d_cgroup:-}")" "$(js "$docker_error")"
-    printf ',"toolkit":{"version":%s}' "$(jn "$toolkit")"
-    printf ',"image":{"name":%s,"present":%s,"id":%s,"cuda":%s,"require_cuda":%s}' \
-        "$(js "$image")" "$image_present" "$(jn "$image_id")" "$(jn "$image_cuda")" \
-        "$(jn "$image_require")"
-    printf ',"container":{"name":%s,"state":%s,"image":%s}' \
-        "$(js "$container")" "$(jn "$container_state")" "$(jn "$container_image")"
-    printf ',"reboot_required":%s' "$(jb test -e /var/run/reboot-required)"
-    printf ',"extra":{'
+# The facts are built in one variable and printed with one write at the end: sshd sends
+# output as it reads it, and with Nagle on its side each later small piece would wait a
+# round trip for an ACK.
+uname_rm=$(uname -r -m)
+o='{"schema":1'
+add ',"os":{"id":' "$ID"
+add ',"version":' "$VERSION_ID"
+add ',"codename":' "$VERSION_CODENAME"
+add ',"pretty":' "$PRETTY_NAME"
+add ',"kernel":' "${uname_rm% *}"
+add ',"arch":' "${uname_rm##* }"
+add ',"boot_id":' "$boot_id"
+tf test -d /run/systemd/system
+o="$o,\"systemd\":$T"
+tf has apt-get
+o="$o,\"apt\":$T,\"secure_boot\":$secure_boot}"
+add ',"user":{"name":' "$(id -un)"
+o="$o,\"uid\":$uid"
+add ',"home":' "${HOME:-}"
+o="$o,\"privilege\":\"$privilege\"},\"gpus\":[$gpus]"
+add ',"lspci":' "$lspci_out"
+addn ',"driver":{"loaded":' "$drv_loaded"
+o="$o,\"open\":$drv_open"
+addn ',"installed":' "$drv_installed"
+o="$o,\"smi_ok\":$smi_ok"
+add ',"smi":' "$smi"
+o="$o},\"docker\":{\"installed\":$docker_installed"
+addn ',"client":' "$docker_client"
+o="$o,\"running\":$docker_running"
+addn ',"server":' "${d_server:-}"
+o="$o,\"runtimes\":[$runtimes]"
+addn ',"default_runtime":' "${d_default:-}"
+addn ',"cgroup_driver":' "${d_cgroup:-}"
+add ',"error":' "$docker_error"
+addn '},"toolkit":{"version":' "$toolkit"
+add '},"image":{"name":' "$image"
+o="$o,\"present\":$image_present"
+addn ',"id":' "$image_id"
+addn ',"cuda":' "$image_cuda"
+addn ',"require_cuda":' "$image_require"
+add '},"container":{"name":' "$container"
+addn ',"state":' "$container_state"
+addn ',"image":' "$container_image"
+tf test -e /var/run/reboot-required
+o="$o},\"reboot_required\":$T,\"extra\":{"
 @EXTRA@
-    printf '}}'
-}
-json=$(emit)
-printf '%s\n%s\n' "$json" '@END@'
+o="$o}}"
+printf '%s\n%s\n' "$o" '@END@'
 """
 
 _EXTRA_ITEM = """\
 extra_out=$( {{
 {snippet}
 }} 2>/dev/null </dev/null ) || true
-printf '{comma}%s:%s' {name} "$(js "$extra_out")"
+add {prefix} "$extra_out"
 """
 
 
@@ -262,8 +299,7 @@ def probe_script(context: StepContext, steps: Iterable[HostStep] = ()) -> str:
         extras.append(
             _EXTRA_ITEM.format(
                 snippet=step.probe,
-                comma="," if i else "",
-                name=shlex.quote(json.dumps(step.name)),
+                prefix=shlex.quote(("," if i else "") + json.dumps(step.name) + ":"),
             )
         )
     return fill(
@@ -387,18 +423,26 @@ def facts_from_dict(data: Mapping[str, Any]) -> Facts:
     )
 
 
-def probe(
-    session: Session, context: StepContext, steps: Iterable[HostStep] = (), *, timeout: float = 120
-) -> Facts:
-    """Run the probe over `session` and parse it: one channel, one exec."""
-    result = session.run(
-        probe_command(probe_script(context, steps)),
-        timeout=timeout,
-        done_when=lambda out: out.endswith(f"\n{END}\n"),
-    )
+def probe_ended(out: str) -> bool:
+    """Whether the probe's output so far is complete (its last line came)."""
+    return out.endswith(f"\n{END}\n")
+
+
+def facts_from_result(result: CommandResult) -> Facts:
+    """Facts from a finished probe; `HostError` when it failed before printing them."""
     if result.rc != 0 and "{" not in result.stdout:
         raise HostError(
             f"the host probe failed with exit status {result.rc}: "
             f"{(result.stderr or result.stdout).strip()[-300:]}"
         )
     return parse_facts(result.stdout)
+
+
+def probe(
+    session: Session, context: StepContext, steps: Iterable[HostStep] = (), *, timeout: float = 120
+) -> Facts:
+    """Run the probe over `session` and parse it: one channel, one exec."""
+    result = session.run(
+        probe_command(probe_script(context, steps)), timeout=timeout, done_when=probe_ended
+    )
+    return facts_from_result(result)

@@ -14,7 +14,9 @@ How a setup goes:
    ``orchestrate_before_step``/``orchestrate_after_step`` hook calls;
 4. a step that asks for a reboot ends the stage once the steps already running are done (an
    image pull is not cut short): the runner reboots the host, waits for SSH
-   (`Session.reconnect`), probes again and plans the rest from the new facts.
+   (`Session.reconnect`), probes again and plans the rest from the new facts; that stage
+   runs in the probe's own exec (`stagescript.probe_then_stage_command`), the host waiting
+   on stdin while the runner plans.
 
 Full output goes to a per-host log file, with the context's secrets (the notebook token)
 replaced; a failing step raises `StepFailed` with its last lines and the log path.
@@ -23,10 +25,11 @@ replaced; a failing step raises `StepFailed` with its last lines and the log pat
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import shlex
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -42,9 +45,10 @@ from orchestrate.core.api.hoststeps import (
     plan,
 )
 from orchestrate.core.api.retry import Retry
-from orchestrate.core.host.probe import probe, probe_script
+from orchestrate.core.host.probe import facts_from_result, probe, probe_ended, probe_script
 from orchestrate.core.host.stagescript import (
     parse_marker,
+    probe_then_stage_command,
     split_output,
     stage_command,
     stage_script,
@@ -52,6 +56,7 @@ from orchestrate.core.host.stagescript import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - types only
+    from orchestrate.core.ssh.channelio import CommandResult, OnLine
     from orchestrate.core.ssh.session import Session
 
 TAIL_LINES = 15
@@ -137,6 +142,10 @@ class _StageOutcome:
     reboot_by: str | None
 
 
+#: Runs a stage script on an exec already open: (script, on_line) -> its result.
+_Execute = Callable[[str, "OnLine"], "CommandResult"]
+
+
 class Runner:
     """Sets one host up over an open `Session`.
 
@@ -157,6 +166,7 @@ class Runner:
         reboot: Reboot | None = None,
         ssh_deadline_s: float = 600.0,
         stage_timeout_s: float = 3600.0,
+        probe_timeout_s: float = 120.0,
         max_reboots: int = 2,
     ) -> None:
         self.session = session
@@ -168,6 +178,7 @@ class Runner:
         self.reboot = reboot
         self.ssh_deadline_s = ssh_deadline_s
         self.stage_timeout_s = stage_timeout_s
+        self.probe_timeout_s = probe_timeout_s
         self.max_reboots = max_reboots
         self.redact = Redactor(context.secrets())
         self.probes = 0
@@ -195,9 +206,13 @@ class Runner:
 
     def probe(self) -> Facts:
         """One probe round trip; the facts go to the log."""
+        return self._probed(lambda: probe(self.session, self.context, self.steps))
+
+    def _probed(self, get: Callable[[], Facts]) -> Facts:
+        """The facts `get` returns, timed, logged and shown."""
         self._emit("probe", "probing the host")
         started = time.monotonic()
-        facts = probe(self.session, self.context, self.steps)
+        facts = get()
         self.probes += 1
         elapsed = time.monotonic() - started
         self._stamp(f"probe ({elapsed:.2f} s)")
@@ -224,23 +239,11 @@ class Runner:
         if facts is None:
             facts = self.probe()
         report = SetupReport(facts=facts, log_path=self.log_path)
-        for warning in self.warnings(facts):
-            report.warnings.append(warning)
-            self._emit("warning", warning)
+        self._add_warnings(report, facts)
         changed: list[str] = []
         rebooted_for: set[str] = set()
-        while True:
-            todo = self.plan(facts, changed)
-            if not todo:
-                break
-            self._emit("plan", f"{len(todo)} step(s) to run: {', '.join(s.name for s in todo)}")
-            started = time.monotonic()
-            outcome = self.run_stage(todo, facts, report)
-            report.stage_seconds += time.monotonic() - started
-            report.applied.extend(outcome.results)
-            changed.extend(r.name for r in outcome.results)
-            if outcome.reboot_by is None:
-                break
+        outcome = self._next_stage(facts, report, changed, None)
+        while outcome is not None and outcome.reboot_by is not None:
             if outcome.reboot_by in rebooted_for or report.reboots >= self.max_reboots:
                 raise HostError(
                     f"host step {outcome.reboot_by!r} still asks for a reboot after "
@@ -251,21 +254,73 @@ class Runner:
             rebooted_for.add(outcome.reboot_by)
             self._reboot_and_wait(facts, outcome.reboot_by)
             report.reboots += 1
-            facts = self.probe()
-            report.facts = facts
-            for warning in self.warnings(facts):
-                if warning not in report.warnings:
-                    report.warnings.append(warning)
-                    self._emit("warning", warning)
+            with self._probe_then_stage() as (facts, execute):
+                report.facts = facts
+                self._add_warnings(report, facts)
+                outcome = self._next_stage(facts, report, changed, execute)
         report.probes = self.probes
         self._stamp(report.summary())
         self._emit("done", report.summary())
         return report
 
+    def _add_warnings(self, report: SetupReport, facts: Facts) -> None:
+        for warning in self.warnings(facts):
+            if warning not in report.warnings:
+                report.warnings.append(warning)
+                self._emit("warning", warning)
+
+    def _next_stage(
+        self,
+        facts: Facts,
+        report: SetupReport,
+        changed: list[str],
+        execute: _Execute | None,
+    ) -> _StageOutcome | None:
+        """Plan from `facts` and run the stage, if any step is needed (None: none is)."""
+        todo = self.plan(facts, changed)
+        if not todo:
+            return None
+        self._emit("plan", f"{len(todo)} step(s) to run: {', '.join(s.name for s in todo)}")
+        started = time.monotonic()
+        outcome = self.run_stage(todo, facts, report, execute=execute)
+        report.stage_seconds += time.monotonic() - started
+        report.applied.extend(outcome.results)
+        changed.extend(r.name for r in outcome.results)
+        return outcome
+
+    @contextlib.contextmanager
+    def _probe_then_stage(self) -> Iterator[tuple[Facts, _Execute | None]]:
+        """The facts after a reboot, and how to run the stage planned from them: on the
+        same exec as the probe where the session allows it (`Session.exchange`), else as
+        a command of its own (None). Steps are always left to run after the reboot, so the
+        stage's channel and shell start are worth saving; the probe alone stays as it is
+        (on a set-up host, every launch's probe must not start a root shell it won't use).
+        """
+        exchange = getattr(self.session, "exchange", None)
+        if exchange is None:  # a session shared through a tunnel's control socket
+            yield self.probe(), None
+            return
+        script = probe_script(self.context, self.steps)
+        with exchange(probe_then_stage_command(script)) as talk:
+            facts = self._probed(
+                lambda: facts_from_result(talk.read_until(probe_ended, self.probe_timeout_s))
+            )
+
+            def execute(script: str, on_line: OnLine) -> CommandResult:
+                return talk.finish(script, self.stage_timeout_s, on_line)  # type: ignore[no-any-return]
+
+            yield facts, execute
+
     def run_stage(
-        self, steps: Sequence[HostStep], facts: Facts, report: SetupReport | None = None
+        self,
+        steps: Sequence[HostStep],
+        facts: Facts,
+        report: SetupReport | None = None,
+        *,
+        execute: _Execute | None = None,
     ) -> _StageOutcome:
-        """Send `steps` as one stage to one remote bash; stream its markers and output."""
+        """Send `steps` as one stage to one remote bash; stream its markers and output.
+        `execute` runs the stage script on an exec already open (`_probe_then_stage`)."""
         command = stage_command(facts)
         scripts = [(step.name, step.script(self.context, facts)) for step in steps]
         by_name = {step.name: step for step in steps}
@@ -345,9 +400,12 @@ class Runner:
                 self._emit("reboot", f"{name} asks for a reboot", name)
 
         try:
-            result = self.session.run(
-                command, stdin=script, timeout=self.stage_timeout_s, on_line=on_line
-            )
+            if execute is not None:
+                result = execute(script, on_line)
+            else:
+                result = self.session.run(
+                    command, stdin=script, timeout=self.stage_timeout_s, on_line=on_line
+                )
         finally:
             log.close()
 

@@ -38,6 +38,10 @@ export ORCHESTRATE_WORKDIR ORCHESTRATE_LOGIN_USER ORCHESTRATE_LOGIN_HOME
 mkfifo "$ORCHESTRATE_WORKDIR/finished" || exit 90
 exec 3<>"$ORCHESTRATE_WORKDIR/finished"
 
+# save FILE: writes the here-document on stdin to FILE with bash's own read and printf
+# (a `cat` per step is a process start, a few ms each on a busy small VM).
+save() { local body=''; IFS= read -r -d '' body || true; printf '%s' "$body" >"$1"; }
+
 # Every output line of a step is tagged with its name: steps run at the same time, and the
 # runner gives each its own output tail.
 tag_lines() { awk -v tag="##orchestrate out=$1 " '{ print tag $0; fflush() }'; }
@@ -146,7 +150,7 @@ def stage_script(
         if not script.endswith("\n"):
             script += "\n"
         target = f'"$ORCHESTRATE_WORKDIR/step-{i}.sh"'
-        parts.append(f"cat >{target} <<'{delimiter}'\n{script}{delimiter}\n")
+        parts.append(f"save {target} <<'{delimiter}'\n{script}{delimiter}\n")
         names.append(shlex.quote(name))
         if after is None:
             deps = [i - 1] if i else []
@@ -170,6 +174,31 @@ def stage_command(facts: Facts) -> str:
         "setup needs root",
         hint="use the image's default login user (passwordless sudo), or set the host up as root",
     )
+
+
+def probe_then_stage_command(probe: str) -> str:
+    """One exec that runs the probe (`probe.probe_script`) and the stage the runner answers
+    with on stdin, as root; EOF with nothing before it runs nothing.
+
+    The runner uses it after a reboot, instead of a second channel, exec and root shell:
+    the stage's shell (sudo, bash, the script's temp file) starts beside the probe and
+    waits for the script while the runner plans from the facts. The probe runs with stdin
+    closed, so nothing in it can read the stage. A login that is neither root nor a
+    passwordless sudoer starts no stage (the runner refuses with `stage_command`'s
+    message).
+    """
+    runner = shlex.quote(_STAGE_RUNNER)
+    head = (
+        "exec 3<&0\n"
+        'if [ "$(id -u)" -eq 0 ]; then bash -c ' + runner + " <&3 &\n"
+        "elif sudo -n true >/dev/null 2>&1; then sudo -n bash -c " + runner + " <&3 &\n"
+        "fi\n"
+        "stage=$!\n"
+        "exec 3<&-\n"
+    )
+    tail = '[ -z "$stage" ] || wait "$stage"\n'
+    script = head + "{\n" + probe.rstrip("\n") + "\n} </dev/null\n" + tail
+    return "sh -c " + shlex.quote(script)
 
 
 def split_output(line: str) -> tuple[str, str] | None:

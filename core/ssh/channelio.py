@@ -117,3 +117,31 @@ def collect(
         stdout=out.decode("utf-8", "replace"),
         stderr=err.decode("utf-8", "replace"),
     )
+
+
+class Exchange:
+    """One command whose input is written after part of its output was read: the host
+    probe, then the stage the runner plans from the facts, in one exec (`Session.exchange`).
+    The command's first output must not wait for its stdin."""
+
+    def __init__(self, chan: paramiko.Channel, command: str) -> None:
+        self.chan = chan
+        self.command = command
+
+    def read_until(self, done_when: Callable[[str], bool], timeout: float | None) -> CommandResult:
+        """The output up to where `done_when` holds (or the whole, if the command ends first)."""
+        return collect(self.chan, timeout, None, self.command, done_when)
+
+    def finish(
+        self,
+        stdin: str | bytes | None,
+        timeout: float | None,
+        on_line: OnLine | None = None,
+        done_when: Callable[[str], bool] | None = None,
+    ) -> CommandResult:
+        """Send `stdin` and EOF, then read the rest of the output and the exit status (or
+        up to where `done_when` holds)."""
+        if stdin:
+            self.chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
+        self.chan.shutdown_write()
+        return collect(self.chan, timeout, on_line, self.command, done_when)

@@ -23,14 +23,19 @@ import contextlib
 import hashlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from orchestrate.core.api.errors import HostError, HostKeyMismatch
 from orchestrate.core.api.retry import Retry
-from orchestrate.core.ssh.channelio import CommandResult, OnLine, collect, exec_pipelined
+from orchestrate.core.ssh.channelio import (
+    CommandResult,
+    Exchange,
+    OnLine,
+    exec_pipelined,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - types only, keeps start-up light
     import paramiko
@@ -252,6 +257,20 @@ class Session:
         True ends the read at once, rc 0, without waiting for the EOF and exit status that
         sshd sends last (Nagle holds them back most of a round trip); the probe uses it.
         """
+        with self.exchange(command, channel=channel) as exchange:
+            return exchange.finish(stdin, timeout, on_line, done_when)
+
+    @contextlib.contextmanager
+    def exchange(
+        self, command: str, *, channel: paramiko.Channel | None = None
+    ) -> Iterator[Exchange]:
+        """`command` started on its own channel, its stdin still open: read some output,
+        then decide what to send (`Exchange`). The channel closes when the block ends.
+
+        The runner uses it after a reboot: the probe's facts come back, the host waits on
+        stdin while the runner plans, and the stage runs in the same exec, which saves the
+        stage's channel, exec and shell start.
+        """
         if not self.transport.is_active():
             raise HostError(
                 f"the SSH connection to {self.address}:{self.port} is closed",
@@ -270,10 +289,7 @@ class Session:
             ) from exc
         try:
             exec_pipelined(chan, command)
-            if stdin is not None:
-                chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
-            chan.shutdown_write()
-            return collect(chan, timeout, on_line, command, done_when)
+            yield Exchange(chan, command)
         except dropped as exc:
             raise HostError(
                 f"the SSH connection to {self.address}:{self.port} dropped mid-command: {exc}",
