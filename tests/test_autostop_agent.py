@@ -142,7 +142,13 @@ def test_setup_ages_finds_a_running_stage_by_its_script_name(tmp_path: Path) -> 
     script.write_text("sleep 30\n", encoding="utf-8")
     proc = subprocess.Popen(["bash", str(script)])
     try:
+        # Until the child has exec'd bash, its command line is still this Python's: wait for
+        # the exec (bounded), not for a time.
+        deadline = time.monotonic() + 10
         found = agent.setup_ages(mark=mark)
+        while not found and time.monotonic() < deadline:
+            time.sleep(0.01)
+            found = agent.setup_ages(mark=mark)
         assert len(found) == 1 and 0.0 <= found[0] < 30.0, found
     finally:
         proc.kill()
