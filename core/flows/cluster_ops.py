@@ -44,15 +44,21 @@ def down_cluster(
     assert head.cluster is not None
     rows = nodes_of(runtime, head)
     options = _launched_options(runtime, rows)
-    if sync_to is not None and rows and rows[0].node_index == 0:
-        down(runtime, rows[0], sync_to=sync_to, progress=progress, force=force)
-        rows = rows[1:]
+    head_row = rows[0] if rows and rows[0].node_index == 0 else None
+    if sync_to is not None and head_row is not None:
+        # The copy comes first and alone: when it fails, nothing is deleted.
+        down(runtime, head_row, sync_to=sync_to, progress=progress, force=force)
+        head_row = None
+    workers = [row for row in rows if row.node_index]
 
     def one(rt: Runtime, row: InstanceRow) -> None:
         down(rt, row, sync_to=None, progress=progress, force=force)
 
-    results = _in_threads(runtime, rows, one)
-    _raise_first(results, [row.name for row in rows])
+    # Workers first, the head last: while any node is left, the cluster's name finds it.
+    results = _in_threads(runtime, workers, one)
+    _raise_first(results, [row.name for row in workers])
+    if head_row is not None:
+        down(runtime, head_row, sync_to=None, progress=progress, force=force)
     release_network(runtime, head.cluster, head.provider, options, progress)
 
 

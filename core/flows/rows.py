@@ -27,7 +27,7 @@ def row_named(runtime: Runtime, name: str) -> InstanceRow:
         raise UsageError(
             f"no instance named {name!r} (known: {known})", hint="see `orchestrate status`"
         )
-    if row.is_worker:
+    if row.is_worker and row.cluster and runtime.state().get(row.cluster) is not None:
         raise UsageError(
             f"{name} is a worker of the cluster {row.cluster}: commands take the cluster's name",
             hint=f"use `{row.cluster}` (e.g. `orchestrate status {row.cluster}`, "
