@@ -25,10 +25,14 @@ def test_every_documented_method_has_that_signature() -> None:
     assert len(documented) >= 15, documented
     for name, params in documented.items():
         method = getattr(Provider, name, None)
-        if method is None:  # the optional capabilities (RefreshesMany, GpuLocations)
+        if method is None:  # the optional capabilities (RefreshesMany, GpuLocations, ...)
             from orchestrate.core.api import provider as p
 
-            method = getattr(p.RefreshesMany, name, None) or getattr(p.GpuLocations, name)
+            method = (
+                getattr(p.RefreshesMany, name, None)
+                or getattr(p.GpuLocations, name, None)
+                or getattr(p.ClusterNetworks, name)
+            )
         actual = [n for n in inspect.signature(method).parameters if n != "self"]
         assert actual == params, f"CONTRIBUTING says {name}({', '.join(params)}), code {actual}"
 
@@ -40,6 +44,14 @@ def test_every_public_provider_method_is_documented() -> None:
         if callable(member) and not name.startswith("_")
     }
     assert public <= set(_documented()), public - set(_documented())
+
+
+def test_every_cluster_method_is_documented() -> None:
+    from orchestrate.core.api import provider as p
+
+    wanted = {name for name in vars(p.ClusterNetworks) if not name.startswith("_")}
+    wanted = {name for name in wanted if callable(getattr(p.ClusterNetworks, name))}
+    assert wanted and wanted <= set(_documented()), wanted - set(_documented())
 
 
 def test_create_with_failover_is_documented_with_its_signature() -> None:
