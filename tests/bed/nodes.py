@@ -154,6 +154,9 @@ class BedNode:
     ssh_port: int = SSH_PORT
     host_key: str = ""
     storage_driver: str = ""
+    #: How long this node took to start, and the part of it spent importing the image.
+    startup_seconds: float = 0.0
+    image_seconds: float = 0.0
     sshd: Sshd | None = field(default=None, repr=False)
     _holder: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _dockerd: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -208,6 +211,30 @@ class BedNode:
         if ids:
             self.docker("rm", "-f", *ids, timeout=120)
 
+    def wipe(self) -> None:
+        """Make the node a fresh VM again (its instance was deleted): no container, no
+        process but the bed's own, the product's folders empty.  The image stays (it stands
+        for the boot disk's image) and so do sshd and its host key."""
+        self.remove_containers()
+        keep = {p for p in (self._holder, self._dockerd) if p is not None}
+        keep_pids = {p.pid for p in keep}
+        if self.sshd is not None:
+            keep_pids.add(self.sshd.pid)
+        engine = self._dockerd.pid if self._dockerd is not None else None
+        for pid in _netns_pids(self.netns):
+            if pid in keep_pids or (engine is not None and _descends_from(pid, engine)):
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for folder in PRIVATE_DIRS:
+            private = self.workdir / "private" / folder.lstrip("/")
+            for entry in private.iterdir() if private.is_dir() else ():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        self.exec("rm -rf /run/orchestrate*", timeout=30)
+
     def apply_ingress(self, ruleset: str) -> None:
         """Replace the node's filter table with ``ruleset`` (iptables-restore text)."""
         _run(["ip", "netns", "exec", self.netns, "iptables-restore", "-w", "5"], input=ruleset)
@@ -228,7 +255,6 @@ class NodeBed:
     external_net: ipaddress.IPv4Network
     nodes: list[BedNode] = field(default_factory=list)
     startup_seconds: float = 0.0
-    image_seconds: float = 0.0
     _namespaces: list[str] = field(default_factory=list, repr=False)
     _slot_locks: list[IO[str]] = field(default_factory=list, repr=False)
     _ip_forward_before: str = "0"
@@ -269,12 +295,30 @@ class NodeBed:
             raise NodeBedError("tearing the node bed down: " + "; ".join(errors))
 
 
+def _netns_pids(ns: str) -> list[int]:
+    """Processes in a network namespace this bed created."""
+    proc = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=30)
+    return [int(word) for word in proc.stdout.split() if word.isdigit()]
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether ``ancestor`` is ``pid`` or one of its parents (by /proc's parent links)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return False
+
+
 def _kill_netns_processes(ns: str) -> None:
     """SIGKILL what is still running in a namespace this bed created (SSH sessions, agents)."""
-    proc = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=30)
-    for word in proc.stdout.split():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(word), signal.SIGKILL)
+    for pid in _netns_pids(ns):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _stop_node(node: BedNode) -> None:
@@ -455,6 +499,7 @@ def _ensure_image(node: BedNode, tag: str, tarball: Path, changes: Sequence[str]
 def _start_node(
     node: BedNode, authorized_key: str, image: tuple[str, Path, Sequence[str]] | None
 ) -> None:
+    began = time.monotonic()
     _start_holder(node)
     _start_dockerd(node, ready_timeout=60)
     node.remove_containers()  # left by a session that died before its tear-down
@@ -470,7 +515,10 @@ def _start_node(
     )
     node.host_key = node.sshd.host_key_pub
     if image is not None:
+        imported = time.monotonic()
         _ensure_image(node, *image)
+        node.image_seconds = time.monotonic() - imported
+    node.startup_seconds = time.monotonic() - began
 
 
 def start_nodes(
@@ -545,3 +593,9 @@ def deny_all_ruleset() -> str:
     from tests.bed.gce_firewall import iptables_ruleset
 
     return iptables_ruleset([])
+
+
+def docker_in(node: BedNode, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``docker ARGS`` run inside ``node`` on the default socket, the way the product's
+    commands over SSH reach the node's engine; returns the result without checking it."""
+    return node.exec(["docker", *args], timeout=timeout, check=False)
