@@ -97,6 +97,13 @@ PRIVATE_DIRS = (
     "/var/log",
 )
 SSH_PORT = 22
+#: The environment of what the bed starts in a node: nothing of the caller's (a DOCKER_HOST
+#: there would point ``docker`` elsewhere), as a session over SSH gets nothing of the laptop's.
+NODE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+}
 
 
 class NodeBedError(RuntimeError):
@@ -183,7 +190,11 @@ class BedNode:
         over SSH would see it (same network, same mounts: ``docker`` is the node's engine)."""
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         proc = subprocess.run(
-            [*self.enter_argv(), *argv], capture_output=True, text=True, timeout=timeout
+            [*self.enter_argv(), *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=NODE_ENV,
         )
         if check and proc.returncode != 0:
             raise NodeBedError(
@@ -270,11 +281,14 @@ class NodeBed:
 
     def close(self) -> None:
         errors: list[str] = []
-        for node in self.nodes:
-            try:
-                _stop_node(node)
-            except Exception as exc:  # keep tearing down the rest
-                errors.append(f"{node.name}: {exc}")
+        # In parallel: each dockerd takes about a second to stop its containers and exit.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(self.nodes))) as pool:
+            futures = {pool.submit(_stop_node, node): node for node in self.nodes}
+            for future, node in futures.items():
+                try:
+                    future.result(timeout=120)
+                except Exception as exc:  # keep tearing down the rest
+                    errors.append(f"{node.name}: {exc}")
         for ns in reversed(self._namespaces):
             _kill_netns_processes(ns)
             proc = subprocess.run(
@@ -472,7 +486,9 @@ def _start_dockerd(node: BedNode, ready_timeout: float) -> None:
         ]  # fmt: skip
         log_path = node.workdir / "dockerd.log"
         with log_path.open("ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=NODE_ENV
+            )
         node._dockerd = proc
         deadline = time.monotonic() + ready_timeout
         while proc.poll() is None and time.monotonic() < deadline:
@@ -487,13 +503,23 @@ def _start_dockerd(node: BedNode, ready_timeout: float) -> None:
 
 
 def _ensure_image(node: BedNode, tag: str, tarball: Path, changes: Sequence[str]) -> None:
-    """Import the notebook image into the node's engine unless its cached data root has it."""
-    if node.docker("image", "inspect", "--format", "{{.Id}}", tag, check=False).returncode == 0:
-        return
-    argv = ["import"]
-    for change in changes:
-        argv += ["--change", change]
-    node.docker(*argv, str(tarball), tag, timeout=900)
+    """Import the notebook image into the node's engine unless its cached data root has it.
+
+    Tagged ``:latest`` too, as on the machine's engine.  Images of older recipes in the
+    node's data root are removed: that engine is the bed's alone, and a changed recipe would
+    otherwise leave a gigabyte per slot behind each time.
+    """
+    repository, _ = tag.rsplit(":", 1)
+    if node.docker("image", "inspect", "--format", "{{.Id}}", tag, check=False).returncode != 0:
+        argv = ["import"]
+        for change in changes:
+            argv += ["--change", change]
+        node.docker(*argv, str(tarball), tag, timeout=900)
+    node.docker("tag", tag, f"{repository}:latest")
+    listed = node.docker("images", repository, "--format", "{{.Repository}}:{{.Tag}}").stdout
+    stale = [name for name in listed.split() if name not in (tag, f"{repository}:latest")]
+    if stale:
+        node.docker("rmi", *stale, check=False)
 
 
 def _start_node(
