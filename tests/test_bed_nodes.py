@@ -169,8 +169,10 @@ def test_instances_get_the_nodes_addresses_and_sshd_answers_with_its_own_key(
         listed = driver.ex_get_node(instance.name, "us-east1-d")
         assert listed.public_ips == [node.external_address]
         assert listed.private_ips == [node.internal_address]
-        out = _ssh_run(node, node.external_address, node.host_key, "ip -o -4 addr show int0")
+        command = "ip -o -4 addr show int0; hostname; sudo -n hostname 2>&1"
+        out = _ssh_run(node, node.external_address, node.host_key, command)
         assert f" {node.internal_address}/" in out
+        assert out.splitlines()[-2:] == [node.netns, node.netns]  # its own, and sudo is quiet
     keys = {node.host_key for node in clean_nodes}
     assert len(keys) == len(clean_nodes) and ssh_host.host_key not in keys
     # Another node's key is refused for this node's address: the keys really pin hosts.

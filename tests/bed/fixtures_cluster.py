@@ -27,7 +27,7 @@ from tests.bed.docker_engine import DockerEngine
 from tests.bed.fixtures_host import SshHost, _require_root
 from tests.bed.gce_fake import GceFake
 from tests.bed.jupyter_image import rootfs_for_import
-from tests.bed.nodes import NodeBed, deny_all_ruleset, start_nodes
+from tests.bed.nodes import NodeBed, start_nodes
 from tests.bed.nodes import docker_in as _docker_in
 
 CLUSTER_SIZE = 3
@@ -59,9 +59,7 @@ def cluster_nodes(
 def clean_nodes(cluster_nodes: NodeBed) -> Iterator[NodeBed]:
     """``cluster_nodes``, wiped after the test so the next one finds fresh hosts."""
     yield cluster_nodes
-    for node in cluster_nodes:
-        node.wipe()
-        node.apply_ingress(deny_all_ruleset())
+    cluster_nodes.reset()
 
 
 @pytest.fixture

@@ -19,6 +19,10 @@ namespace uses (beds of concurrent sessions then never collide), the internal /2
 because it exists only inside the bed's own namespaces.  Nodes have no default route: they
 need no internet.
 
+Host names.  Each node has its own UTS namespace, named like its network namespace, with an
+``/etc/hosts`` of its own that resolves that name (sudo warns on every call otherwise), so
+Ray and ``--network host`` containers see distinct host names.
+
 Mounts.  The product's remote commands use ``sudo docker`` on the default socket, so a
 command run over SSH on node *i* must find node *i*'s engine at ``/var/run/docker.sock``.
 Each node therefore has a private mount namespace, held by a small "holder" process started
@@ -70,7 +74,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -124,11 +128,13 @@ def _run(argv: Sequence[str], *, timeout: float = 30, input: str | None = None) 
 
 
 # The holder: builds the node's mounts, says "ready", then waits to be ended.  Arguments:
-# $1 the node's workdir (tmp), $2 the node's private folders' root; the rest are the
-# folders to make private.  `exec sleep` keeps the holder's PID the one we started.
+# $1 the node's workdir (tmp), $2 the node's private folders' root, $3 its host name; the
+# rest are the folders to make private.  `exec sleep` keeps the holder's PID the one we started.
 _HOLDER = r"""
 set -eu
-work=$1; private=$2; shift 2
+work=$1; private=$2; name=$3; shift 3
+hostname "$name"
+mount --bind "$work/hosts" /etc/hosts
 mkdir -p "$work/cgroup"
 mount --rbind /sys/fs/cgroup "$work/cgroup"
 mount -t sysfs sysfs /sys
@@ -181,7 +187,7 @@ class BedNode:
         """Prefix that runs a command inside the node's network and mount namespaces."""
         if self._holder is None or self._holder.poll() is not None:
             raise NodeBedError(f"{self.name} is not running")
-        return ["nsenter", "--target", str(self._holder.pid), "--mount", "--net", "--"]
+        return ["nsenter", "--target", str(self._holder.pid), "--mount", "--uts", "--net", "--"]
 
     def exec(
         self, cmd: str | Sequence[str], *, timeout: float = 60, check: bool = True
@@ -270,7 +276,14 @@ class NodeBed:
     _slot_locks: list[IO[str]] = field(default_factory=list, repr=False)
     _ip_forward_before: str = "0"
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def reset(self) -> None:
+        """Every node wiped (:meth:`BedNode.wipe`) and denying all ingress again: what a
+        test that used the nodes leaves for the next one."""
+        for node in self.nodes:
+            node.wipe()
+            node.apply_ingress(deny_all_ruleset())
+
+    def __iter__(self) -> Iterator[BedNode]:
         return iter(self.nodes)
 
     def __len__(self) -> int:
@@ -440,10 +453,14 @@ def _build_network(bed: NodeBed, count: int) -> list[tuple[str, str, str]]:
 def _start_holder(node: BedNode) -> None:
     private = node.workdir / "private"
     private.mkdir(parents=True, exist_ok=True)
+    # Its own host name, resolvable like a VM's (sudo warns on every call otherwise).
+    hosts = Path("/etc/hosts").read_text()
+    (node.workdir / "hosts").write_text(f"{hosts.rstrip()}\n127.0.1.1\t{node.netns}\n")
     argv = [
         "nsenter", f"--net=/run/netns/{node.netns}", "--",
-        "unshare", "--mount", "--propagation", "private", "--",
-        "sh", "-c", _HOLDER, "holder", str(node.workdir), str(private), *PRIVATE_DIRS,
+        "unshare", "--mount", "--uts", "--propagation", "private", "--",
+        "sh", "-c", _HOLDER, "holder", str(node.workdir), str(private), node.netns,
+        *PRIVATE_DIRS,
     ]  # fmt: skip
     log = (node.workdir / "holder.log").open("ab")
     holder = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
