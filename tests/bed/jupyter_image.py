@@ -558,3 +558,30 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+@contextmanager
+def rootfs_for_import(cache_dir: Path) -> Iterator[tuple[str, Path, list[str]]]:
+    """The current recipe's (tag, rootfs tarball, ``--change`` lines), held for importing.
+
+    For the multi-node bed, whose node engines import the image from the tarball.  The build
+    lock is held while the caller imports, because a build of another recipe (another
+    branch's session sharing the cache) deletes tarballs it considers stale.  When the tarball
+    is gone but this machine's engine still has the image, the tarball is made again from it
+    with ``docker export`` (seconds) instead of a rebuild (minutes); with neither, the image is
+    built.  Needs the machine's engine (:func:`tests.bed.docker_engine.ensure_dockerd`).
+    """
+    ensure_jupyter_image(cache_dir)  # built or imported here first: the tarball exists now
+    folder = cache_dir / "jupyter-image"
+    tarball = folder / f"rootfs-{rootfs_hash()}.tar"
+    tag = image_tag()
+    with _build_lock(folder):
+        if not tarball.exists():
+            partial = folder / f".{tarball.name}.{os.getpid()}.partial"
+            container = docker("create", tag, "true").stdout.strip()
+            try:
+                docker("export", "--output", str(partial), container, timeout=900)
+            finally:
+                docker("rm", "-f", container, check=False)
+            partial.replace(tarball)
+        yield tag, tarball, image_changes()

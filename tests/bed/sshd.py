@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -222,6 +223,7 @@ class Sshd:
     log_path: Path
     netns: str | None = None
     banner: str = ""
+    enter: tuple[str, ...] = ()
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -248,7 +250,7 @@ class Sshd:
         (the host is back), as `start_sshd` does.
         """
         self.stop()
-        argv = [SSHD, "-D", "-e", "-f", str(self.config_path)]
+        argv = [*self.enter, SSHD, "-D", "-e", "-f", str(self.config_path)]
         if self.netns is not None:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         with self.log_path.open("ab") as log:
@@ -297,6 +299,7 @@ def start_sshd(
     listen: str = "127.0.0.1",
     port: int | None = None,
     netns: str | None = None,
+    enter: Sequence[str] = (),
     ready_timeout: float = 15.0,
 ) -> Sshd:
     """Start ``/usr/sbin/sshd -D`` with its own host key and config in ``workdir``.
@@ -305,7 +308,9 @@ def start_sshd(
     ``user`` may log in.  With ``netns``, sshd runs inside that network
     namespace (``ip netns exec``) and ``listen`` should be an address there; the
     default port is then 22 (a namespace the tests made has nothing on it),
-    otherwise a free port on ``listen`` in our namespace.
+    otherwise a free port on ``listen`` in our namespace.  ``enter`` is a command prefix
+    that puts sshd in other namespaces (``nsenter ...``, the multi-node bed's way into a
+    node's network and mount namespaces) when ``listen`` is reachable from ours.
 
     Returns once the port answers with an SSH identification line; raises
     :class:`SshdError` with sshd's own log if it exits or does not answer within
@@ -381,7 +386,7 @@ def start_sshd(
     )
     _run([SSHD, "-t", "-f", str(config_path)])
 
-    argv = [SSHD, "-D", "-e", "-f", str(config_path)]
+    argv = [*enter, SSHD, "-D", "-e", "-f", str(config_path)]
     if netns is not None:
         # `ip netns exec` setns()es and then execs, so the PID is sshd's own.
         argv = ["ip", "netns", "exec", netns, *argv]
@@ -400,6 +405,7 @@ def start_sshd(
         config_path=config_path,
         log_path=log_path,
         netns=netns,
+        enter=tuple(enter),
         _process=process,
     )
 
