@@ -394,8 +394,6 @@ def bring_up_cluster(
                 results.append(exc)
         sshconfig.write(state.all(), head.key.private_path)
         _raise_first(results, [plan.name for plan in workers])
-        for plan, summary in zip(workers, results, strict=True):
-            progress(f"[{plan.name}] {summary}")
         state.event(name, "cluster", f"{len(plans)} nodes ready")
 
     def hold(tunnel: Any, url: str) -> None:

@@ -1,0 +1,249 @@
+"""A Ray cluster end to end: a head and two workers launched once on the multi-node bed.
+
+Each bed node is its own network namespace with its own sshd and Docker engine; the fake GCE
+gives the instances the nodes' external (natIP) and internal (networkIP) addresses and the
+nodes enforce the fake's firewall rules, so the cluster rule the product creates is what
+decides who reaches Ray's ports. The launch, `status`, `scale`, the relaunch that repairs a
+lost worker and `down` are the real CLI in a subprocess; the notebook is driven through the
+real tunnel and Jupyter's websocket, as JupyterLab does.
+
+The tests below share one launched cluster and run in order (the module is one scenario:
+launch, look, use, scale, break, repair, delete); it fits CI's budget that way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bed.fixtures_gce import write_service_account_file
+from tests.bed.nodes import NodeBed, docker_in
+from tests.bed.sshd import free_port
+from tests.support.e2e import adopt_bed_key, trust_for
+
+pytestmark = [pytest.mark.bed, pytest.mark.slow]
+
+URL = re.compile(r"http://localhost:(\d+)/\?token=([0-9a-zA-Z_-]+)")
+DASHBOARD = re.compile(r"dashboard: http://localhost:(\d+)")
+RULE = "orchestrate-cluster-rc"
+RAY_PORTS = (6379, 8265, 10001)  # GCS, dashboard, client server
+
+
+@dataclass
+class Cluster:
+    home: Path
+    work: Path
+    gce: Any
+    nodes: NodeBed
+    container: str
+    url_port: int = 0
+    token: str = ""
+    dashboard_port: int = 0
+    launch_seconds: float = 0.0
+    table: dict[str, Any] | None = None
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 600) -> Any:
+        env = {**os.environ, "ORCHESTRATE_HOME": str(self.home), "BROWSER": "true"}
+        env.pop("ORCHESTRATE_CRASH_AT", None)
+        result = subprocess.run(
+            [sys.executable, "-m", "orchestrate.core.app.cli", *args],
+            cwd=self.work, env=env, capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"orchestrate {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    def status(self) -> dict[str, Any]:
+        (entry,) = json.loads(self.cli("status", "rc", "--json").stdout)
+        return dict(entry)
+
+
+PROFILE = """
+[profiles.cl]
+provider = "gcp"
+image = "{image}"
+port = {port}
+remote_port = {remote_port}
+container_name = "{container}"
+autostop = "off"
+nodes = 3
+
+[profiles.cl.gcp]
+project = "{project}"
+credentials = "{credentials}"
+api_endpoint = "{endpoint}"
+zones = ["us-east1-d"]
+accelerator = "none"
+ssh_user = "{user}"
+ssh_port = {ssh_port}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    gce_api_server: Any,
+    gce_service_account_key: Any,
+    cluster_nodes: NodeBed,
+    ssh_host: Any,
+    jupyter_image: str,
+) -> Iterator[Cluster]:
+    from orchestrate.plugins.providers.gcp.driver import forget_sign_ins
+
+    root = tmp_path_factory.mktemp("cluster")
+    home, work = root / "home", root / "work"
+    work.mkdir()
+    forget_sign_ins()
+    gce_api_server.reset()
+    gce_api_server.use_nodes(cluster_nodes)
+    adopt_bed_key(home, ssh_host.key_path)
+    credentials = write_service_account_file(
+        root / "service-account.json", gce_api_server, gce_service_account_key
+    )
+    made = Cluster(home, work, gce_api_server, cluster_nodes, f"orch-cl-{uuid.uuid4().hex[:8]}")
+    profile = work / "orchestrate.toml"
+    profile.write_text(
+        textwrap.dedent(
+            PROFILE.format(
+                image=jupyter_image, port=free_port(), remote_port=free_port(),
+                container=made.container, project=gce_api_server.project,
+                credentials=credentials, endpoint=gce_api_server.endpoint,
+                user=cluster_nodes[0].user, ssh_port=cluster_nodes[0].ssh_port,
+            )
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    trust_for(home, profile)
+    made.table = {
+        "project": gce_api_server.project,
+        "credentials": str(credentials),
+        "api_endpoint": gce_api_server.endpoint,
+    }
+    try:
+        began = time.monotonic()
+        launched = made.cli("launch", "rc", "--profile", "cl", "--detach", "--no-browser", "--yes")
+        made.launch_seconds = time.monotonic() - began
+        print(f"\ncluster of 3 launched in {made.launch_seconds:.1f}s\n{launched.stderr}")
+        found = URL.search(launched.stdout)
+        assert found, launched.stdout + launched.stderr
+        made.url_port, made.token = int(found.group(1)), found.group(2)
+        dashboard = DASHBOARD.search(launched.stderr)
+        assert dashboard, launched.stderr
+        made.dashboard_port = int(dashboard.group(1))
+        yield made
+    finally:
+        made.cli("down", "rc", "--yes", check=False)
+        gce_api_server.reset()
+        cluster_nodes.reset()
+        forget_sign_ins()
+
+
+def test_status_lists_the_three_nodes(cluster: Cluster) -> None:
+    entry = cluster.status()
+    nodes = entry["nodes"]
+    assert [n["name"] for n in nodes] == ["rc", "rc-w1", "rc-w2"]
+    assert {n["status"] for n in nodes} == {"running"}
+    assert len({n["zone"] for n in nodes}) == 1
+    bed = {(n.external_address, n.internal_address) for n in cluster.nodes}
+    assert {(n["address"], n["internal_address"]) for n in nodes} == bed
+    assert entry["dashboard"] == f"http://localhost:{cluster.dashboard_port}"
+    text = cluster.cli("status", "rc").stdout
+    assert (
+        "node 2 rc-w2" in text and f"dashboard: http://localhost:{cluster.dashboard_port}" in text
+    )
+
+
+def test_the_secret_is_a_root_file_on_each_node_and_nowhere_else(cluster: Cluster) -> None:
+    token = (cluster.home / "state" / "clusters" / "rc.token").read_text().strip()
+    assert len(token) == 64
+    for node in cluster.nodes:
+        folder = "/etc/orchestrate/cluster"
+        shown = node.exec(f"stat -c '%U %a' {folder}/token {folder} && cat {folder}/token")
+        lines = shown.stdout.split()
+        assert lines[:4] == ["root", "600", "root", "700"], shown.stdout
+        assert lines[4] == token
+    assert token.encode() not in (cluster.home / "state" / "state.db").read_bytes()
+    assert token not in json.dumps(cluster.gce.instances)  # never in metadata
+    logs = cluster.home / "state" / "logs"
+    assert not any(token in f.read_text(errors="replace") for f in logs.iterdir() if f.is_file())
+
+
+def test_rays_ports_are_refused_from_the_laptop(cluster: Cluster) -> None:
+    for node in cluster.nodes:
+        for port in RAY_PORTS:
+            try:
+                socket.create_connection((node.external_address, port), timeout=2).close()
+                reached = True
+            except OSError:
+                reached = False
+            assert not reached, f"{node.external_address}:{port} answers the laptop"
+    rule = cluster.gce.firewalls[RULE]
+    assert rule["sourceTags"] == [RULE] and rule["targetTags"] == [RULE]
+
+
+def test_scale_to_two_and_back_to_three(cluster: Cluster) -> None:
+    down = cluster.cli("scale", "rc", "--nodes", "2")
+    assert "removed rc-w2" in down.stdout
+    assert [n["name"] for n in cluster.status()["nodes"]] == ["rc", "rc-w1"]
+    assert sorted(cluster.gce.instances) == ["rc", "rc-w1"]
+    up = cluster.cli("scale", "rc", "--nodes", "3")
+    assert "rc has 3 nodes" in up.stdout
+    nodes = cluster.status()["nodes"]
+    assert [n["name"] for n in nodes] == ["rc", "rc-w1", "rc-w2"]
+    assert {n["status"] for n in nodes} == {"running"}
+
+
+def test_a_lost_worker_is_shown_and_a_relaunch_repairs_it(cluster: Cluster) -> None:
+    instance = cluster.gce.instances["rc-w1"]
+    zone = str(instance["zone"]).rsplit("/", 1)[-1]
+    _delete_instance(cluster, zone, "rc-w1")  # the VM is gone, as after a host failure
+    shown = {n["name"]: n for n in cluster.status()["nodes"]}
+    assert shown["rc-w1"]["status"] == "missing"
+    assert shown["rc"]["status"] == "running"
+    again = cluster.cli("launch", "rc", "--profile", "cl", "--detach", "--no-browser", "--yes")
+    assert "creating rc-w1" in again.stderr
+    nodes = cluster.status()["nodes"]
+    assert {n["status"] for n in nodes} == {"running"} and len(nodes) == 3
+    # The nodes that kept running apply nothing; the new worker is set up from scratch.
+    assert again.stderr.count("host already set up: 1 probe, 0 steps applied") == 2, again.stderr
+    assert "[rc-w2] host already set up" in again.stderr
+
+
+def test_down_leaves_no_instance_container_or_row(cluster: Cluster) -> None:
+    done = cluster.cli("down", "rc", "--yes")
+    assert "rc deleted (3 nodes)" in done.stdout
+    assert cluster.gce.instances == {}
+    assert RULE not in cluster.gce.firewalls
+    assert json.loads(cluster.cli("status", "--json").stdout) == []
+    for node in cluster.nodes:
+        listed = docker_in(node, "ps", "-aq")
+        assert listed.returncode == 0 and listed.stdout.strip() == "", listed.stdout
+
+
+def _delete_instance(cluster: Cluster, zone: str, name: str) -> None:
+    """Delete an instance behind orchestrate's back, through the fake's own API."""
+    from orchestrate.plugins.providers.gcp import GcpProvider
+    from orchestrate.plugins.providers.gcp.resources import instance_path
+
+    provider = GcpProvider(retry_deadline_s=10.0)
+    options = provider.validate_options(dict(cluster.table or {}), "test")
+    _, api = provider.connect(options)
+    operation = api.request("DELETE", instance_path(zone, name), context="test", zone=zone)
+    api.wait(operation, context="test", zone=zone, timeout_s=60)
