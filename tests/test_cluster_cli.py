@@ -238,6 +238,18 @@ def test_status_shows_a_cluster_as_one_entry_and_refuses_a_workers_name(
     assert gce_api.instances == {} and rows() == [] and RULE not in gce_api.firewalls
 
 
+def test_stop_stops_every_node(profile: Any, orch_home: Path, gce_api: GceFake, cli: Any) -> None:
+    profile()
+    launch_nodes(3, [])
+    stopped = cli("stop", "rc")
+    assert stopped.code == 0, stopped.err
+    assert "rc stopped (every node)" in stopped.out
+    assert {i["status"] for i in gce_api.instances.values()} == {"TERMINATED"}
+    (entry,) = json.loads(cli("status", "--json").out)
+    assert {n["status"] for n in entry["nodes"]} == {"stopped"}
+    assert len(gce_api.calls("POST", "/stop")) == 3
+
+
 @pytest.mark.parametrize("point", ["after-create-call", *CLUSTER_POINTS])
 def test_a_crash_leaves_a_cluster_that_status_shows_and_down_cleans(
     point: str, profile: Any, orch_home: Path, gce_api: GceFake
