@@ -174,19 +174,31 @@ def reopen(
     explicit = port is not None
     check_port(row, wanted, explicit=explicit)
     if detach:
-        yield open_notebook_tunnel(
+        opened = open_notebook_tunnel(
             runtime, row, None, wanted, launched.remote_port, explicit=explicit, detach=True
         )
+        dashboard_port = detached_dashboard_port(runtime.state().get(row.name))
+        if dashboard_port:
+            progress(f"dashboard: http://localhost:{dashboard_port}")
+        yield opened
         return
     from orchestrate.core.flows.rows import connect
     from orchestrate.core.ssh.keys import ensure_ssh_key
 
     session = connect(runtime, row.name, ensure_ssh_key(), progress)
+    dashboard = None
     try:
-        yield open_notebook_tunnel(
+        opened = open_notebook_tunnel(
             runtime, row, session, wanted, launched.remote_port, explicit=explicit, detach=False
         )
+        if is_cluster_head(row):
+            # A cluster head's tunnel also forwards Ray's dashboard, as `launch` opens it.
+            dashboard = open_dashboard(runtime, session, row.name)
+            progress(f"dashboard: http://localhost:{dashboard.local_port}")
+        yield opened
     finally:
+        if dashboard is not None:
+            dashboard.close()
         session.close()
 
 

@@ -137,10 +137,13 @@ def cluster(
         "api_endpoint": gce_api_server.endpoint,
     }
     try:
+        before = len(gce_api_server.requests)
         began = time.monotonic()
         launched = made.cli("launch", "rc", "--profile", "cl", "--detach", "--no-browser", "--yes")
         made.launch_seconds = time.monotonic() - began
-        print(f"\ncluster of 3 launched in {made.launch_seconds:.1f}s\n{launched.stderr}")
+        sent = len(gce_api_server.requests) - before
+        print(f"\ncluster of 3 launched in {made.launch_seconds:.1f}s, {sent} API requests")
+        print(launched.stderr)
         found = URL.search(launched.stdout)
         assert found, launched.stdout + launched.stderr
         made.url_port, made.token = int(found.group(1)), found.group(2)
