@@ -77,6 +77,9 @@ PYPI_PACKAGES: tuple[str, ...] = (
     "jupyterlab==4.6.6",
     "jupyter_server==2.21.1",
     "ipykernel==7.4.0",
+    # Ray for the cluster tests: its `ray start` runs in containers of this image and a
+    # kernel's `ray.init()` joins it.
+    "ray[default]==2.60.0",
 )
 JUPYTER_VENV = "/opt/jupyter"
 START_PATH = "/usr/local/bin/start-notebook.sh"
