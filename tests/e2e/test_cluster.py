@@ -173,6 +173,103 @@ def test_status_lists_the_three_nodes(cluster: Cluster) -> None:
     )
 
 
+ALIVE = """
+import json, time, ray
+if not ray.is_initialized():
+    ray.init()
+deadline = time.time() + {timeout}
+while True:
+    alive = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+    if len(alive) == {count} or time.time() > deadline:
+        break
+    time.sleep(2)
+print(json.dumps(alive))
+"""
+
+PINNED = """
+import json, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+@ray.remote(num_cpus=0)
+def where():
+    return ray.util.get_node_ip_address()
+
+answers = {}
+for node in ray.nodes():
+    if node["Alive"]:
+        strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        answers[node["NodeManagerAddress"]] = ray.get(
+            where.options(scheduling_strategy=strategy).remote(), timeout=120
+        )
+print(json.dumps(answers))
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel(cluster: Cluster) -> Iterator[Any]:
+    """A kernel of the head's notebook, driven through the tunnel as JupyterLab does."""
+    from tests.support.kernel_ws import KernelChannel, start_kernel
+
+    channel = KernelChannel(
+        cluster.url_port, cluster.token, start_kernel(cluster.url_port, cluster.token)
+    )
+    try:
+        yield channel
+    finally:
+        channel.close()
+
+
+def alive_from_kernel(kernel: Any, count: int, timeout: int = 300) -> list[str]:
+    """The alive Ray nodes' addresses the notebook sees, once there are `count` (or the
+    timeout passed: the assertion then shows what there was)."""
+    out = kernel.output(ALIVE.format(count=count, timeout=timeout))
+    return list(json.loads(out.strip().splitlines()[-1]))
+
+
+def internal_addresses(cluster: Cluster, names: list[str] | None = None) -> list[str]:
+    nodes = cluster.status()["nodes"]
+    return sorted(n["internal_address"] for n in nodes if names is None or n["name"] in names)
+
+
+def test_ray_init_in_the_notebook_sees_three_nodes(cluster: Cluster, kernel: Any) -> None:
+    assert alive_from_kernel(kernel, 3) == internal_addresses(cluster)
+    assert "ray: 3 nodes alive" in cluster.cli("status", "rc").stdout
+
+
+def test_a_task_pinned_to_each_node_returns_that_nodes_address(
+    cluster: Cluster, kernel: Any
+) -> None:
+    answers = json.loads(kernel.output(PINNED).strip().splitlines()[-1])
+    assert sorted(answers) == internal_addresses(cluster)
+    assert all(node == answer for node, answer in answers.items()), answers
+
+
+def test_the_dashboard_answers_through_the_tunnel(cluster: Cluster) -> None:
+    import urllib.error
+    import urllib.request
+
+    token = (cluster.home / "state" / "clusters" / "rc.token").read_text().strip()
+    url = f"http://127.0.0.1:{cluster.dashboard_port}/api/version"
+
+    def get(headers: dict[str, str]) -> int:
+        try:
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=20) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    deadline = time.monotonic() + 120
+    status = 0
+    while status != 200 and time.monotonic() < deadline:
+        try:
+            status = get({"Authorization": f"Bearer {token}"})
+        except OSError:
+            time.sleep(2)
+    assert status == 200
+    assert get({}) in (401, 403), "the dashboard answers without the cluster's token"
+
+
 def test_the_secret_is_a_root_file_on_each_node_and_nowhere_else(cluster: Cluster) -> None:
     token = (cluster.home / "state" / "clusters" / "rc.token").read_text().strip()
     assert len(token) == 64
@@ -201,19 +298,22 @@ def test_rays_ports_are_refused_from_the_laptop(cluster: Cluster) -> None:
     assert rule["sourceTags"] == [RULE] and rule["targetTags"] == [RULE]
 
 
-def test_scale_to_two_and_back_to_three(cluster: Cluster) -> None:
+def test_scale_to_two_and_back_to_three(cluster: Cluster, kernel: Any) -> None:
     down = cluster.cli("scale", "rc", "--nodes", "2")
     assert "removed rc-w2" in down.stdout
     assert [n["name"] for n in cluster.status()["nodes"]] == ["rc", "rc-w1"]
     assert sorted(cluster.gce.instances) == ["rc", "rc-w1"]
+    # Drained, not lost: Ray counts the removed node out at once.
+    assert alive_from_kernel(kernel, 2, timeout=30) == internal_addresses(cluster)
     up = cluster.cli("scale", "rc", "--nodes", "3")
     assert "rc has 3 nodes" in up.stdout
     nodes = cluster.status()["nodes"]
     assert [n["name"] for n in nodes] == ["rc", "rc-w1", "rc-w2"]
     assert {n["status"] for n in nodes} == {"running"}
+    assert alive_from_kernel(kernel, 3) == internal_addresses(cluster)
 
 
-def test_a_lost_worker_is_shown_and_a_relaunch_repairs_it(cluster: Cluster) -> None:
+def test_a_lost_worker_is_shown_and_a_relaunch_repairs_it(cluster: Cluster, kernel: Any) -> None:
     instance = cluster.gce.instances["rc-w1"]
     zone = str(instance["zone"]).rsplit("/", 1)[-1]
     _delete_instance(cluster, zone, "rc-w1")  # the VM is gone, as after a host failure
@@ -227,6 +327,7 @@ def test_a_lost_worker_is_shown_and_a_relaunch_repairs_it(cluster: Cluster) -> N
     # The nodes that kept running apply nothing; the new worker is set up from scratch.
     assert again.stderr.count("host already set up: 1 probe, 0 steps applied") == 2, again.stderr
     assert "[rc-w2] host already set up" in again.stderr
+    assert alive_from_kernel(kernel, 3) == internal_addresses(cluster)
 
 
 def test_down_leaves_no_instance_container_or_row(cluster: Cluster) -> None:

@@ -2,7 +2,8 @@
 
 - `layout`: ports, folders and the token's way into Ray (shared with the notebook step),
 - `step`: the ``ray`` host step (head or worker container),
-- `status`: Ray's own view of the cluster for ``status``.
+- `status`: Ray's own view of the cluster for ``status``,
+- `drain`: Ray's node stopped before `scale` deletes a worker.
 
 A lone instance (`StepContext.cluster` None) gets nothing from this plugin. Hook
 implementations import their module on first call, so ``status`` over many rows and
@@ -36,3 +37,11 @@ def orchestrate_status_notes(row: Any, session: Any) -> Sequence[str]:
     from orchestrate.plugins.host.ray.status import status_notes
 
     return status_notes(row, session)
+
+
+@hookimpl
+def orchestrate_before_node_removed(row: Any, session: Any) -> None:
+    """`scale` is about to delete this worker: stop its Ray node first (see `drain`)."""
+    from orchestrate.plugins.host.ray.drain import drain
+
+    drain(row, session)
