@@ -2,7 +2,8 @@
 bed's notebook image with Ray).
 
 A cluster of one node is not a thing the product makes, so these tests hand the runner a
-`ClusterContext` whose head is this bed host (127.0.0.1) and check what a head must do: Ray
+`ClusterContext` whose head is this bed host (its own address; the traffic stays on the
+machine) and check what a head must do: Ray
 up with token authentication, a driver in the notebook container joining with a plain
 ``ray.init()``, a driver with another token refused, the dashboard on the host's
 127.0.0.1 asking for the token, a second run applying nothing, and an image without Ray
@@ -17,6 +18,8 @@ import json
 import pwd
 import secrets
 import shutil
+import socket
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -97,6 +100,18 @@ def ray_status(timeout: float = 420) -> str:
     raise AssertionError(f"Ray did not come up: {out[-2000:]}\n{logs.stdout}{logs.stderr}")
 
 
+def global_address() -> str | None:
+    """One of this host's non-loopback addresses (what the host network would expose)."""
+    proc = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True
+    )
+    for line in proc.stdout.splitlines():
+        words = line.split()
+        if "inet" in words:
+            return words[words.index("inet") + 1].split("/")[0]
+    return None
+
+
 @pytest.fixture(scope="module")
 def head(ssh_host: Any, jupyter_image: str) -> Iterator[Head]:
     """Launch's host steps with this bed host as a cluster's head, run twice."""
@@ -108,9 +123,13 @@ def head(ssh_host: Any, jupyter_image: str) -> Iterator[Head]:
     # As core writes it: root's, 0600, in a 0700 folder (with a newline at the end).
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
+    # The host's own address, as a VM's internal one: Ray takes 127.0.0.1 in RAY_ADDRESS for
+    # "this node" and looks for a node with the host's address, so loopback would not do.
+    address = global_address()
+    assert address is not None, "the bed host has no address besides loopback"
     cluster = ClusterContext(
-        name=CLUSTER, role="head", index=0, size=2, head_address="127.0.0.1",
-        node_address="127.0.0.1", token_file=str(token_file),
+        name=CLUSTER, role="head", index=0, size=2, head_address=address,
+        node_address=address, token_file=str(token_file),
     )  # fmt: skip
     uid = pwd.getpwnam(ssh_host.user).pw_uid
     shutil.chown(notebooks, ssh_host.user)
@@ -153,11 +172,32 @@ def test_head_runs_ray_and_the_notebook_and_a_second_launch_applies_nothing(head
     assert head.token not in inspect, "the token is in no container's command or environment"
 
 
+def test_jupyter_on_the_head_shares_the_host_network_on_loopback_only(head: Head) -> None:
+    port = head.context.remote_port
+    url = f"http://127.0.0.1:{port}/api/status?token={head.context.token}"
+    began, status = time.monotonic(), 0
+    while time.monotonic() - began < 120 and status != 200:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                status = int(resp.status)
+        except (OSError, urllib.error.HTTPError):
+            time.sleep(1)
+    assert status == 200
+    other = global_address()
+    assert other is not None
+    with pytest.raises(OSError):
+        socket.create_connection((other, port), timeout=5).close()
+
+
 def test_a_driver_in_the_notebook_joins_with_no_arguments(head: Head) -> None:
-    code = "import json, ray; ray.init(); print(json.dumps([n['Alive'] for n in ray.nodes()]))"
+    code = (
+        "import json, ray; ray.init(); "
+        "print('NODES=' + json.dumps([n['Alive'] for n in ray.nodes()]))"
+    )
     rc, out = driver(head.uid, code)
     assert rc == 0, out
-    assert json.loads(out.strip().splitlines()[-1]) == [True]
+    (nodes,) = [line[6:] for line in out.splitlines() if line.startswith("NODES=")]
+    assert json.loads(nodes) == [True]
 
 
 def test_a_driver_with_another_token_is_refused(head: Head) -> None:
@@ -212,3 +252,18 @@ def test_an_image_without_ray_stops_with_one_line_naming_images_that_work(
     finally:
         docker("rm", "-f", name, check=False)
         docker("rmi", image, check=False)
+
+
+def test_hook_status_notes_reads_the_real_heads_view_over_ssh(head: Head, ssh_host: Any) -> None:
+    """`status NAME`'s line from the real ``ray status`` over a real SSH session."""
+    from orchestrate.plugins.host.ray.status import status_notes
+
+    class Row:
+        status = "running"
+        cluster = CLUSTER
+        node_index = 0
+
+    with connect(ssh_host) as session:
+        (line,) = status_notes(Row(), session)
+        assert session.commands == 1
+    assert line.startswith("ray: 1 node alive, GPUs 0/0 free, CPUs "), line

@@ -46,7 +46,7 @@ def test_the_head_runs_ray_and_a_host_network_notebook_workers_run_no_notebook()
     assert "ray" in names(worker) and "notebook" not in names(worker)
     notebook = next(s for s in all_steps(head) if s.name == "notebook")
     text = notebook.script(head, ready_facts(context=head))
-    assert "--network host" in text and '-p "127.0.0.1' not in text
+    assert "--network host --pid host" in text and '-p "127.0.0.1' not in text
     assert "--ServerApp.ip=127.0.0.1 --ServerApp.port=8888" in text
     assert "RAY_ADDRESS=10.0.0.2:6379" in text and "RAY_AUTH_MODE=token" in text
     assert f"RAY_AUTH_TOKEN_PATH={layout.CONTAINER_TOKEN}" in text

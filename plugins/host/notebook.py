@@ -1,10 +1,10 @@
 """The notebook container step: Jupyter, detached, on the host's 127.0.0.1.
 
-On a cluster's head, the container shares the host's network instead, with Jupyter bound
-to 127.0.0.1 on the same port: a kernel's Ray driver must be reachable by the workers on
-the head's internal address, and it joins the cluster with a plain ``ray.init()``
-(``RAY_ADDRESS`` and the token file are in its environment and mounts, as `host.ray`'s
-`layout` describes). A cluster's workers run no Jupyter at all.
+On a cluster's head, the container shares the host's network (and process namespace)
+instead, with Jupyter bound to 127.0.0.1 on the same port: a kernel's Ray driver must be
+reachable by the workers on the head's internal address, and it joins the cluster with a
+plain ``ray.init()`` (``RAY_ADDRESS`` and the token file are in its environment and mounts,
+as `host.ray`'s `layout` describes). A cluster's workers run no Jupyter at all.
 
 The container carries a label with a hash of its configuration (image, ports, folders, GPU,
 token). The probe reads that label, so a relaunch with the same profile finds nothing to do,
@@ -86,8 +86,10 @@ def script(context: StepContext, facts: Facts) -> str:
             f" --ServerApp.ip=127.0.0.1 --ServerApp.port={int(context.remote_port)}"
             " --ServerApp.port_retries=0"
         )
-        # The ray step (which comes first) made the token copy and Ray's temp folder.
-        network = f"--network host {ray_layout.mount_options(context.cluster)}"
+        # The ray step (which comes first) made the token copy and Ray's temp folder. A
+        # driver finds its node's raylet among the processes it can see (Ray 2.60 reads
+        # `ps`), so the notebook shares the host's process namespace too.
+        network = f"--network host --pid host {ray_layout.mount_options(context.cluster)}"
     # The published port's variable, only where a port is published.
     port_line = "" if address is not None else f"port={int(context.remote_port)}\n"
     env_text = f"JUPYTER_TOKEN={context.token}\nNOTEBOOK_ARGS={notebook_args}\n" + (
