@@ -139,7 +139,11 @@ def cluster(
     try:
         before = len(gce_api_server.requests)
         began = time.monotonic()
-        launched = made.cli("launch", "rc", "--profile", "cl", "--detach", "--no-browser", "--yes")
+        launched = made.cli(
+            "launch", "rc", "--profile", "cl", "--detach", "--no-browser", "--yes", check=False
+        )
+        if launched.returncode != 0:
+            raise AssertionError(launched.stderr + diagnose(made))
         made.launch_seconds = time.monotonic() - began
         sent = len(gce_api_server.requests) - before
         print(f"\ncluster of 3 launched in {made.launch_seconds:.1f}s, {sent} API requests")
@@ -339,6 +343,19 @@ def test_down_leaves_no_instance_container_or_row(cluster: Cluster) -> None:
     for node in cluster.nodes:
         listed = docker_in(node, "ps", "-aq")
         assert listed.returncode == 0 and listed.stdout.strip() == "", listed.stdout
+
+
+def diagnose(cluster: Cluster) -> str:
+    """What the nodes' engines hold and say, for a failed launch's message."""
+    lines = []
+    for node in cluster.nodes:
+        listed = docker_in(node, "ps", "-a", "--format", "{{.Names}} {{.Status}}")
+        lines.append(f"--- {node.external_address}: {listed.stdout.strip()}")
+        for name in listed.stdout.split("\n"):
+            if name.strip():
+                logs = docker_in(node, "logs", "--tail", "25", name.split()[0])
+                lines.append(f"    {name.split()[0]}: {(logs.stdout + logs.stderr)[-2500:]}")
+    return "\n".join(lines)
 
 
 def _delete_instance(cluster: Cluster, zone: str, name: str) -> None:
