@@ -334,8 +334,18 @@ def test_a_lost_worker_is_shown_and_a_relaunch_repairs_it(cluster: Cluster, kern
     assert alive_from_kernel(kernel, 3) == internal_addresses(cluster)
 
 
-def test_down_leaves_no_instance_container_or_row(cluster: Cluster) -> None:
-    done = cluster.cli("down", "rc", "--yes")
+def test_down_copies_from_the_head_and_leaves_no_instance_container_or_row(
+    cluster: Cluster,
+) -> None:
+    head = next(n for n in cluster.nodes if n.external_address == cluster.status()["address"])
+    marker = f"cluster-{uuid.uuid4().hex[:8]}.txt"
+    home = head.exec(f"getent passwd {head.user} | cut -d: -f6").stdout.strip()
+    head.exec(f"install -m 644 /dev/null {home}/notebooks/{marker} && "
+              f"echo from-the-head > {home}/notebooks/{marker}")  # fmt: skip
+    copy = cluster.work / "copied"
+    done = cluster.cli("down", "rc", "--yes", "--sync-notebooks", str(copy))
+    head.exec(f"rm -f {home}/notebooks/{marker}", check=False)
+    assert (copy / marker).read_text().strip() == "from-the-head"
     assert "rc deleted (3 nodes)" in done.stdout
     assert cluster.gce.instances == {}
     assert RULE not in cluster.gce.firewalls
