@@ -238,6 +238,18 @@ def test_status_shows_a_cluster_as_one_entry_and_refuses_a_workers_name(
     assert gce_api.instances == {} and rows() == [] and RULE not in gce_api.firewalls
 
 
+def test_a_launch_the_cloud_refuses_up_front_leaves_no_row_and_no_rule(
+    profile: Any, cli: Any, gce_api: GceFake
+) -> None:
+    profile()
+    gce_api.faults.zero_global_gpu_quota = True  # preflight stops it: no create is sent
+    result = cli("launch", "rc", "--profile", "c", "--nodes", "3", "--yes", "--detach")
+    assert result.code != 0 and "GPUS_ALL_REGIONS" in result.err, result.err
+    assert gce_api.calls("POST", "/instances") == []
+    assert rows() == []
+    assert RULE not in gce_api.firewalls
+
+
 def test_stop_stops_every_node(profile: Any, orch_home: Path, gce_api: GceFake, cli: Any) -> None:
     profile()
     launch_nodes(3, [])

@@ -155,7 +155,7 @@ def _thread_runtime(runtime: Runtime) -> Runtime:
     return Runtime(pm=runtime.pm, debug=runtime.debug, config=runtime.config)
 
 
-def _in_threads(
+def in_threads(
     runtime: Runtime, items: Sequence[Any], work: Callable[[Runtime, Any], Any]
 ) -> list[Any]:
     """`work(thread_runtime, item)` for each item in parallel; results or exceptions."""
@@ -171,7 +171,7 @@ def _in_threads(
     return in_parallel(list(items), run)
 
 
-def _raise_first(results: Sequence[Any], names: Sequence[str]) -> None:
+def raise_first(results: Sequence[Any], names: Sequence[str]) -> None:
     """The first node's error, naming the node, with the others as notes."""
     paired = zip(names, results, strict=True)
     failed = [(n, r) for n, r in paired if isinstance(r, BaseException)]
@@ -216,8 +216,8 @@ def ensure_nodes(runtime: Runtime, plans: list[LaunchPlan], progress: Progress) 
             record = with_options(record, plan.spec.options)
         return lookup(provider, record, plan.spec)
 
-    found = _in_threads(runtime, range(len(plans)), read)
-    _raise_first(found, [plan.name for plan in plans])
+    found = in_threads(runtime, range(len(plans)), read)
+    raise_first(found, [plan.name for plan in plans])
     missing = [plan for plan, record in zip(plans, found, strict=True) if record is None]
     for plan, record, row in zip(plans, found, rows, strict=True):
         if record is None:
@@ -242,7 +242,10 @@ def ensure_nodes(runtime: Runtime, plans: list[LaunchPlan], progress: Progress) 
 
     def on_event(kind: str, message: str, data: dict[str, Any]) -> None:
         progress(message)
-        state.event(head.name, kind, message, data)
+        # Every node the zone's creates are for hears it: a row with a "try" was sent to
+        # the cloud, one without is a launch that stopped before (`forget_if_never_sent`).
+        for plan in missing if kind == "try" else [head]:
+            state.event(plan.name, kind, message, data)
 
     if missing:
         zones = {r.zone for r in found if isinstance(r, p.InstanceRecord) and r.zone}
@@ -257,8 +260,6 @@ def ensure_nodes(runtime: Runtime, plans: list[LaunchPlan], progress: Progress) 
                 on_created=on_created, on_removed=on_removed,
             )  # fmt: skip
         else:
-            for plan in missing:
-                state.event(plan.name, "try", "creating with the cluster", {})
             create_cluster(
                 provider_for, [p_.spec for p_ in missing], on_event,
                 on_created=on_created, on_removed=on_removed,
@@ -272,7 +273,28 @@ def ensure_nodes(runtime: Runtime, plans: list[LaunchPlan], progress: Progress) 
             mine.update(plan.name, extra={k: v for k, v in row.extra.items() if k != "stopped_by"})
         return record
 
-    _raise_first(_in_threads(runtime, plans, settle), [plan.name for plan in plans])
+    raise_first(in_threads(runtime, plans, settle), [plan.name for plan in plans])
+
+
+def forget_unsent(
+    runtime: Runtime, head: LaunchPlan, fresh: list[str], error: BaseException
+) -> None:
+    """After a failed launch: drop the new nodes' rows that no create was sent for (as a lone
+    launch does), then the cluster's rule and secret once no node of it is left, so refused
+    credentials or an exhausted quota leave nothing that `down` could not clear."""
+    from orchestrate.core.flows.cluster_ops import release_network
+    from orchestrate.core.flows.launch import forget_if_never_sent
+
+    state = runtime.state()
+    for name in fresh:
+        forget_if_never_sent(state, name, error)
+    if state.nodes(head.name) or not fresh:
+        return
+    try:
+        release_network(runtime, head.name, head.provider.name, head.options, lambda _: None)
+    except OrchestrateError as exc:
+        if isinstance(error, OrchestrateError):
+            error.notes.append(f"the cluster's network rule is left: {exc.line()}")
 
 
 def contexts(state: State, plans: list[LaunchPlan]) -> list[ClusterContext]:
@@ -350,6 +372,7 @@ def bring_up_cluster(
         row = state.get(plan.name)
         if row is not None:
             refuse_a_move(row, plan)
+    fresh = [plan.name for plan in plans if state.get(plan.name) is None]
     for index, plan in enumerate(plans):
         record_intent(state, plan)
         state.update(plan.name, cluster=name, node_index=index)
@@ -359,6 +382,7 @@ def bring_up_cluster(
         crash_point("cluster-after-network")
         ensure_nodes(runtime, plans, progress)
     except BaseException as exc:
+        forget_unsent(runtime, head, fresh, exc)
         note = still_running_note(state, name, armed=False)
         if note and isinstance(exc, OrchestrateError):
             exc.notes.append(note)
@@ -393,7 +417,7 @@ def bring_up_cluster(
             except BaseException as exc:
                 results.append(exc)
         sshconfig.write(state.all(), head.key.private_path)
-        _raise_first(results, [plan.name for plan in workers])
+        raise_first(results, [plan.name for plan in workers])
         state.event(name, "cluster", f"{len(plans)} nodes ready")
 
     def hold(tunnel: Any, url: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrate.core.api import provider as p
 from orchestrate.core.api.errors import OrchestrateError, UsageError
-from orchestrate.core.flows.cluster import _in_threads, _raise_first, forget_token
+from orchestrate.core.flows.cluster import forget_token, in_threads, raise_first
 from orchestrate.core.store.state import InstanceRow
 from orchestrate.core.wiring.runtime import Runtime
 
@@ -55,8 +55,8 @@ def down_cluster(
         down(rt, row, sync_to=None, progress=progress, force=force)
 
     # Workers first, the head last: while any node is left, the cluster's name finds it.
-    results = _in_threads(runtime, workers, one)
-    _raise_first(results, [row.name for row in workers])
+    results = in_threads(runtime, workers, one)
+    raise_first(results, [row.name for row in workers])
     if head_row is not None:
         down(runtime, head_row, sync_to=None, progress=progress, force=force)
     release_network(runtime, head.cluster, head.provider, options, progress)
@@ -90,8 +90,8 @@ def stop_cluster(runtime: Runtime, head: InstanceRow, *, progress: Progress) -> 
     from orchestrate.core.flows.teardown import stop
 
     rows = nodes_of(runtime, head)
-    results = _in_threads(runtime, rows, lambda rt, row: stop(rt, row, progress=progress))
-    _raise_first(results, [row.name for row in rows])
+    results = in_threads(runtime, rows, lambda rt, row: stop(rt, row, progress=progress))
+    raise_first(results, [row.name for row in rows])
     return any(result is True for result in results)
 
 
@@ -128,8 +128,8 @@ def remove_workers(
         rt.state().event(row.name, "drained", f"{row.name} leaves {row.cluster}")
         down(rt, row, sync_to=None, progress=progress)
 
-    results = _in_threads(runtime, doomed, drain_and_delete)
-    _raise_first(results, [row.name for row in doomed])
+    results = in_threads(runtime, doomed, drain_and_delete)
+    raise_first(results, [row.name for row in doomed])
     return [row.name for row in doomed]
 
 
