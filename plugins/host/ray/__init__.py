@@ -34,6 +34,8 @@ def orchestrate_host_steps(context: StepContext) -> list[HostStep]:
 @hookimpl
 def orchestrate_status_notes(row: Any, session: Any) -> Sequence[str]:
     """Ray's view (alive nodes, free GPUs and CPUs) for a cluster head read by `status NAME`."""
+    if session is None or getattr(row, "cluster", None) is None:
+        return []  # a listing, or a lone instance: nothing to read, nothing to import
     from orchestrate.plugins.host.ray.status import status_notes
 
     return status_notes(row, session)
