@@ -486,6 +486,8 @@ def bring_up_host(
         if cluster is not None and cluster.is_head:
             if tunnel is not None:
                 dashboard = background.open_dashboard(runtime, session, name, cluster)
+                # Said now: the foreground holds the terminal until Ctrl-C.
+                progress(f"dashboard: http://localhost:{dashboard.local_port}")
             else:
                 outcome.dashboard_port = background.detached_dashboard_port(state.get(name))
         try:

@@ -324,6 +324,8 @@ def _launch_cluster(
 
 
 def _say_outcome(outcome: Any, *, detach: bool, browse: bool, name: str) -> None:
+    if not (detach or outcome.kept_tunnel):
+        return  # the tunnel ran in the foreground, which said where the dashboard was
     if outcome.dashboard_port:
         _progress(f"dashboard: http://localhost:{outcome.dashboard_port}")
     if detach or outcome.kept_tunnel:
