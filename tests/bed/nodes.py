@@ -66,6 +66,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import ipaddress
+import json
 import os
 import secrets
 import shlex
@@ -355,6 +356,7 @@ def _stop_node(node: BedNode) -> None:
             node.remove_containers()
         end_child(node._dockerd, grace_s=20)
     node._dockerd = None
+    _record_path(node.data_root.parent).unlink(missing_ok=True)
     if node.sshd is not None:
         node.sshd.stop()
         node.sshd = None
@@ -402,7 +404,60 @@ def _take_slots(cache_dir: Path, count: int) -> tuple[list[int], list[IO[str]]]:
             slots.append(slot)
             handles.append(handle)
         slot += 1
+    for taken in slots:
+        _clear_dead_bed(root / str(taken))
     return slots, handles
+
+
+def _record_path(slot_dir: Path) -> Path:
+    return slot_dir / "bed.json"
+
+
+def _record(node: BedNode, net_ns: str) -> None:
+    """Note in the slot what this node runs, for :func:`_clear_dead_bed` after a crash."""
+    record = {
+        "dockerd": node._dockerd.pid if node._dockerd else None,
+        "namespaces": [node.netns, net_ns],
+        "workdir": str(node.workdir),
+    }
+    _record_path(node.data_root.parent).write_text(json.dumps(record))
+
+
+def _clear_dead_bed(slot_dir: Path) -> None:
+    """End what a bed that died without its tear-down (pytest killed) left on this slot.
+
+    The caller holds the slot's lock, so no live bed uses it: a dockerd still running on the
+    slot's data root is an orphan, and two engines on one data root would corrupt it.  Only
+    what the record names is touched, and only if it is what the bed made (a dockerd whose
+    command line names this data root; namespaces named like the bed's).
+    """
+    try:
+        record = json.loads(_record_path(slot_dir).read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    pid = record.get("dockerd")
+    if isinstance(pid, int):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            cmdline = []
+        if (
+            cmdline
+            and Path(cmdline[0].decode()).name == "dockerd"
+            and (str(slot_dir / "docker-data").encode() in cmdline)
+        ):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+    for ns in record.get("namespaces", []):
+        if isinstance(ns, str) and ns.startswith("orchbed-") and Path("/run/netns", ns).exists():
+            _kill_netns_processes(ns)
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=30)
+    workdir = record.get("workdir")
+    if isinstance(workdir, str) and Path(workdir).name.startswith("orchbed-"):
+        shutil.rmtree(workdir, ignore_errors=True)
+    _record_path(slot_dir).unlink(missing_ok=True)
 
 
 def _netns(bed: NodeBed, name: str) -> str:
@@ -540,11 +595,15 @@ def _ensure_image(node: BedNode, tag: str, tarball: Path, changes: Sequence[str]
 
 
 def _start_node(
-    node: BedNode, authorized_key: str, image: tuple[str, Path, Sequence[str]] | None
+    node: BedNode,
+    net_ns: str,
+    authorized_key: str,
+    image: tuple[str, Path, Sequence[str]] | None,
 ) -> None:
     began = time.monotonic()
     _start_holder(node)
     _start_dockerd(node, ready_timeout=60)
+    _record(node, net_ns)
     node.remove_containers()  # left by a session that died before its tear-down
     sshd_dir = node.workdir / "sshd"
     sshd_dir.mkdir()
@@ -616,7 +675,10 @@ def start_nodes(
         # In parallel: each node waits mostly on its own dockerd (and, the first time, on
         # its image import), so N nodes start in about the time of one.
         with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
-            futures = [pool.submit(_start_node, n, authorized_key, image) for n in bed.nodes]
+            futures = [
+                pool.submit(_start_node, node, bed.net_ns, authorized_key, image)
+                for node in bed.nodes
+            ]
             for future in futures:
                 future.result(timeout=1200)
         for node in bed.nodes:
