@@ -53,6 +53,11 @@ bridges stay open, as inside a VM).  :meth:`NodeBed.apply_ingress` takes the rul
 from the fake's state by ``tests/bed/gce_firewall.py``; a node without an instance gets an
 empty ruleset, which denies all ingress as on GCE.
 
+What a node is not: a VM that stops.  A stop or start of the instance changes only the
+fake's state (the node keeps running, as the lone bed's host does); deleting the instance
+wipes the node (:meth:`BedNode.wipe`: containers, the product's folders, processes the bed
+did not start) before the next instance takes it.
+
 Tear-down ends exactly what the bed started, by PID: the node's containers are removed, its
 dockerd and sshd stopped, then any process left in the node's network namespace (SSH
 sessions, an agent the product started) is killed, the holder ends (its mount namespace with
