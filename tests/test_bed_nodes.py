@@ -248,3 +248,33 @@ def test_cluster_rule_admits_tagged_peers_on_internal_addresses_only(
     driver.destroy_node(driver.ex_get_node("bed-a", "us-east1-d"))
     assert docker_in(a, "ps", "-aq").stdout.strip() == ""
     assert _from_laptop(a.external_address, 22) == "TimeoutError"  # no instance: no ingress
+
+
+@pytest.mark.bed
+def test_stop_start_and_a_guest_poweroff_act_on_the_node_like_on_a_vm(
+    driver: Any, clean_nodes: NodeBed, jupyter_image: str
+) -> None:
+    instance = _create(driver, "bed-a", [SSH_TAG])
+    a = clean_nodes[0]
+    for name, policy in (("orchbed-kept", "unless-stopped"), ("orchbed-once", "no")):
+        run = docker_in(
+            a, "run", "-d", "--restart", policy, "--name", name, jupyter_image, "sleep", "300"
+        )
+        assert run.returncode == 0, run.stderr
+    running = ["ps", "--format", "{{.Names}}"]
+
+    driver.ex_stop_node(instance)
+    assert driver.ex_get_node("bed-a", "us-east1-d").state == "stopped"
+    assert docker_in(a, *running).stdout.split() == []
+    assert _from_laptop(a.external_address, 22) == "TimeoutError"  # a stopped VM answers nothing
+
+    driver.ex_start_node(instance)
+    started = driver.ex_get_node("bed-a", "us-east1-d")
+    assert started.state == "running" and started.public_ips == [a.external_address]
+    assert docker_in(a, *running).stdout.split() == ["orchbed-kept"]  # as dockerd does at boot
+
+    # The guest powers itself off (what the autostop agent does): the instance stops, and
+    # the machine the bed runs on does not.
+    _ssh_run(a, a.external_address, a.host_key, "sudo -n poweroff")
+    assert driver.ex_get_node("bed-a", "us-east1-d").state == "stopped"
+    assert docker_in(a, *running).stdout.split() == []

@@ -53,10 +53,15 @@ bridges stay open, as inside a VM).  :meth:`NodeBed.apply_ingress` takes the rul
 from the fake's state by ``tests/bed/gce_firewall.py``; a node without an instance gets an
 empty ruleset, which denies all ingress as on GCE.
 
-What a node is not: a VM that stops.  A stop or start of the instance changes only the
-fake's state (the node keeps running, as the lone bed's host does); deleting the instance
-wipes the node (:meth:`BedNode.wipe`: containers, the product's folders, processes the bed
-did not start) before the next instance takes it.
+Power.  A node shares the machine's PID 1, so the real ``poweroff`` would stop the machine.
+Inside a node, ``systemctl``, ``poweroff``, ``shutdown``, ``halt`` and ``reboot`` are bound
+over by a small script that only notes the request in the node's workdir; the fake GCE reads
+it on its next request and stops the instance, as GCE does when a guest powers off.  Stopping
+an instance powers its node off (:meth:`BedNode.power_off`: the guest's processes end, its
+containers stop and stay), starting it boots it (:meth:`BedNode.power_on`: containers with a
+restart policy start again); the bed's own sshd and dockerd stand for what the boot starts
+and keep running.  Deleting the instance wipes the node (:meth:`BedNode.wipe`: containers,
+the product's folders, processes the bed did not start) before the next instance takes it.
 
 Tear-down ends exactly what the bed started, by PID: the node's containers are removed, its
 dockerd and sshd stopped, then any process left in the node's network namespace (SSH
@@ -152,8 +157,43 @@ for dir in "$@"; do
     mkdir -p "$dir" "$private$dir"
     mount --bind "$private$dir" "$dir"
 done
+done=""
+for cmd in /usr/bin/systemctl /usr/sbin/poweroff /usr/sbin/shutdown /usr/sbin/halt \
+        /usr/sbin/reboot; do
+    target=$(readlink -f "$cmd" || true)
+    if [ -n "$target" ] && [ -e "$target" ]; then
+        case " $done " in
+            *" $target "*) ;;
+            *) mount --bind "$work/power" "$target"; done="$done $target" ;;
+        esac
+    fi
+done
 echo ready
 exec sleep infinity
+"""
+
+
+# Stands in for systemctl/poweroff/shutdown/halt/reboot inside a node ($1: where to note the
+# request).  A node shares the machine's PID 1, so the real commands would power off the
+# machine; this one notes "poweroff" or "reboot" for the fake GCE, which then stops the
+# instance as GCE does when its guest powers off.  Any other systemctl call fails as it does
+# on a host without systemd.
+_POWER = r"""#!/bin/sh
+note=%(note)s
+name=$(basename "$0")
+case "$name" in
+    poweroff|halt|shutdown) action=poweroff ;;
+    reboot) action=reboot ;;
+    *)
+        case "$*" in
+            *poweroff*|*halt*) action=poweroff ;;
+            *reboot*) action=reboot ;;
+            *) echo "System has not been booted with systemd as init system (PID 1)." \
+                   "Can't operate." >&2; exit 1 ;;
+        esac ;;
+esac
+for arg in "$@"; do [ "$arg" = "-r" ] && action=reboot; done
+echo "$action" > "$note"
 """
 
 
@@ -239,16 +279,8 @@ class BedNode:
         process but the bed's own, the product's folders empty.  The image stays (it stands
         for the boot disk's image) and so do sshd and its host key."""
         self.remove_containers()
-        keep = {p for p in (self._holder, self._dockerd) if p is not None}
-        keep_pids = {p.pid for p in keep}
-        if self.sshd is not None:
-            keep_pids.add(self.sshd.pid)
-        engine = self._dockerd.pid if self._dockerd is not None else None
-        for pid in _netns_pids(self.netns):
-            if pid in keep_pids or (engine is not None and _descends_from(pid, engine)):
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        self._kill_guest_processes()
+        self.power_note.unlink(missing_ok=True)
         for folder in PRIVATE_DIRS:
             private = self.workdir / "private" / folder.lstrip("/")
             for entry in private.iterdir() if private.is_dir() else ():
@@ -257,6 +289,51 @@ class BedNode:
                 else:
                     entry.unlink(missing_ok=True)
         self.exec("rm -rf /run/orchestrate*", timeout=30)
+
+    @property
+    def power_note(self) -> Path:
+        """Where the node's poweroff/reboot commands note what was asked (see ``_POWER``)."""
+        return self.workdir / "power-requested"
+
+    def take_power_request(self) -> str | None:
+        """``"poweroff"`` or ``"reboot"`` if the node's guest asked for it since the last
+        call (the request is consumed), else None."""
+        try:
+            action = self.power_note.read_text().strip()
+        except FileNotFoundError:
+            return None
+        self.power_note.unlink(missing_ok=True)
+        return action or None
+
+    def power_off(self) -> None:
+        """What a VM's power-off does to it: every process ends (the bed's sshd and dockerd
+        excepted: they stand for the boot's own), containers stop and stay, disk stays."""
+        ids = self.docker("ps", "-q", timeout=30).stdout.split()
+        if ids:
+            self.docker("stop", "--time", "5", *ids, timeout=120)
+        self._kill_guest_processes()
+
+    def power_on(self) -> None:
+        """What booting does: dockerd starts the containers whose restart policy says so."""
+        stopped = self.docker("ps", "-aq", "--filter", "status=exited", timeout=30).stdout
+        for container in stopped.split():
+            policy = self.docker(
+                "inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", container
+            ).stdout.strip()
+            if policy in ("always", "unless-stopped"):
+                self.docker("start", container, timeout=60)
+
+    def _kill_guest_processes(self) -> None:
+        """SIGKILL what runs in the node besides the bed's holder, sshd and dockerd tree."""
+        keep_pids = {p.pid for p in (self._holder, self._dockerd) if p is not None}
+        if self.sshd is not None:
+            keep_pids.add(self.sshd.pid)
+        engine = self._dockerd.pid if self._dockerd is not None else None
+        for pid in _netns_pids(self.netns):
+            if pid in keep_pids or (engine is not None and _descends_from(pid, engine)):
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def apply_ingress(self, ruleset: str) -> None:
         """Replace the node's filter table with ``ruleset`` (iptables-restore text)."""
@@ -513,6 +590,9 @@ def _build_network(bed: NodeBed, count: int) -> list[tuple[str, str, str]]:
 def _start_holder(node: BedNode) -> None:
     private = node.workdir / "private"
     private.mkdir(parents=True, exist_ok=True)
+    power = node.workdir / "power"
+    power.write_text(_POWER % {"note": shlex.quote(str(node.power_note))})
+    power.chmod(0o755)
     # Its own host name, resolvable like a VM's (sudo warns on every call otherwise).
     hosts = Path("/etc/hosts").read_text()
     (node.workdir / "hosts").write_text(f"{hosts.rstrip()}\n127.0.1.1\t{node.netns}\n")
