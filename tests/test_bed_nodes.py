@@ -178,13 +178,16 @@ def test_instances_get_the_nodes_addresses_and_sshd_answers_with_its_own_key(
     # Another node's key is refused for this node's address: the keys really pin hosts.
     with pytest.raises(Exception, match=r"(?i)host key|not found in known_hosts"):
         _ssh_run(clean_nodes[0], clean_nodes[0].external_address, clean_nodes[1].host_key, "true")
-    # The laptop has no way onto the internal network: no address there, and the bed's link
-    # does not lead to it (asked of the routing table; no packet is sent anywhere).
+    # The laptop has no way onto the internal network, and a packet for it cannot leave the
+    # machine by its default route: the routing table says so before any connect is tried.
     route = subprocess.run(
         ["ip", "-o", "route", "get", clean_nodes[0].internal_address],
         capture_output=True, text=True, timeout=10, check=False,
     )  # fmt: skip
-    assert f"dev {clean_nodes.laptop_if} " not in route.stdout + " "
+    assert route.returncode != 0 and "No route to host" in route.stderr, route.stdout
+    began = time.monotonic()
+    assert _from_laptop(clean_nodes[0].internal_address, 22) == "OSError"  # EHOSTUNREACH
+    assert time.monotonic() - began < CONNECT_TIMEOUT  # refused at once, not timed out
 
     # One more instance than nodes: the zone is out of capacity, said in one line.
     with pytest.raises(Exception, match="nodes"):

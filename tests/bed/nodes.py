@@ -5,19 +5,21 @@ link, an SSH server each with its own host key, and a container engine each whos
 the other nodes do not see.  A bed node is built from kernel namespaces and the same real
 programs as the lone-host bed (``tests/bed/sshd.py``, ``tests/bed/docker_engine.py``):
 
-Network.  Every bed gets one namespace ``<prefix>-net`` that holds two bridges, ``bext`` and
-``bint``.  Each node is a namespace ``<prefix>-n<i>`` with two veth links: ``ext0`` on
+Network. Every bed gets one namespace ``<prefix>-net`` that holds two bridges, ``bext`` and
+``bint``. Each node is a namespace ``<prefix>-n<i>`` with two veth links: ``ext0`` on
 ``bext`` (its EXTERNAL address, what the fake GCE reports as ``natIP``) and ``int0`` on
-``bint`` (its INTERNAL address, the fake's ``networkIP``).  One more veth joins the root
+``bint`` (its INTERNAL address, the fake's ``networkIP``). One more veth joins the root
 namespace (the "laptop", where pytest and the CLI run) to ``bext``, so the laptop reaches
 every node's external address and no internal one: the laptop has no address on ``bint`` and
-no route to it.  Bridging is layer 2, so nothing routes and ``ip_forward`` stays as it was (it
-is read before and after, and the bed fails if it changed).  Addresses come from
-``198.19.0.0/16``, the half of the never-routed benchmarking range that ``tests/bed/wan.py``
-does not use: the external /24 is picked per bed among those no interface of the root
-namespace uses (beds of concurrent sessions then never collide), the internal /24 is fixed
-because it exists only inside the bed's own namespaces.  Nodes have no default route: they
-need no internet.
+no route to it. Because the machine's default route would otherwise carry a packet for an
+internal address off the machine, the bed adds an ``unreachable`` route for its internal /24
+in the root namespace (removed at tear-down): a connect from the laptop to an internal
+address fails at once with "No route to host" and nothing leaves. Bridging is layer 2, so
+nothing routes and ``ip_forward`` stays as it was (it is read before and after, and the bed
+fails if it changed). Addresses come from ``198.19.0.0/16``, the half of the never-routed
+benchmarking range that ``tests/bed/wan.py`` does not use: both /24s are picked per bed
+among those no address or route of the root namespace uses, under a lock, so beds of
+concurrent sessions never collide. Nodes have no default route: they need no internet.
 
 Host names.  Each node has its own UTS namespace, named like its network namespace, with an
 ``/etc/hosts`` of its own that resolves that name (sudo warns on every call otherwise), so
@@ -92,13 +94,11 @@ from typing import IO
 
 from orchestrate.core.flows.processes import end_child
 
-from tests.bed.docker_engine import IP_FORWARD, STORAGE_DRIVERS, docker_binary
+from tests.bed.docker_engine import IP_FORWARD, STORAGE_DRIVERS, _locked, docker_binary
 from tests.bed.sshd import Sshd, start_sshd
 
 #: The half of 198.18.0.0/15 the WAN bed leaves alone.
 NODE_NET = ipaddress.IPv4Network("198.19.0.0/16")
-#: Internal addresses exist only inside a bed's namespaces, so every bed can use the same.
-INTERNAL_NET = ipaddress.IPv4Network("198.19.255.0/24")
 #: Host part of the laptop's address on the external bridge, and of node 0's addresses.
 LAPTOP_HOST = 1
 FIRST_NODE_HOST = 10
@@ -353,6 +353,7 @@ class NodeBed:
     laptop_if: str
     laptop_address: str
     external_net: ipaddress.IPv4Network
+    internal_net: ipaddress.IPv4Network
     nodes: list[BedNode] = field(default_factory=list)
     startup_seconds: float = 0.0
     _namespaces: list[str] = field(default_factory=list, repr=False)
@@ -395,6 +396,7 @@ class NodeBed:
         self._namespaces.clear()
         # Deleting the net namespace deleted the laptop's veth end too; make sure.
         subprocess.run(["ip", "link", "delete", self.laptop_if], capture_output=True, timeout=30)
+        _drop_unreachable_route(str(self.internal_net))
         for handle in self._slot_locks:
             handle.close()
         self._slot_locks.clear()
@@ -450,23 +452,34 @@ def _stop_node(node: BedNode) -> None:
 
 
 def _used_ipv4_networks() -> list[ipaddress.IPv4Network]:
-    """Networks of the root namespace's IPv4 addresses (to pick a /24 nobody uses)."""
-    out = _run(["ip", "-o", "-4", "addr", "show"])
+    """Networks of the root namespace's IPv4 addresses and routes (to pick /24s nobody uses)."""
     nets = []
-    for line in out.splitlines():
+    for line in _run(["ip", "-o", "-4", "addr", "show"]).splitlines():
         words = line.split()
         if "inet" in words:
             nets.append(ipaddress.IPv4Interface(words[words.index("inet") + 1]).network)
+    for line in _run(["ip", "-4", "route", "show"]).splitlines():
+        words = line.split()
+        destination = words[1] if words[0] in ("unreachable", "blackhole", "prohibit") else words[0]
+        if destination != "default":
+            nets.append(ipaddress.IPv4Network(destination, strict=False))
     return nets
 
 
-def _pick_external_net() -> ipaddress.IPv4Network:
+def _pick_nets() -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Network]:
+    """Two /24s of :data:`NODE_NET` no address or route of the root namespace uses."""
     used = _used_ipv4_networks()
-    candidates = [n for n in NODE_NET.subnets(new_prefix=24) if n != INTERNAL_NET]
-    free = [n for n in candidates if not any(n.overlaps(u) for u in used)]
-    if not free:
-        raise NodeBedError(f"no free /24 in {NODE_NET} for the node bed's external bridge")
-    return free[secrets.randbelow(len(free))]
+    free = [n for n in NODE_NET.subnets(new_prefix=24) if not any(n.overlaps(u) for u in used)]
+    if len(free) < 2:
+        raise NodeBedError(f"no two free /24s left in {NODE_NET} for a node bed")
+    external = free.pop(secrets.randbelow(len(free)))
+    return external, free[secrets.randbelow(len(free))]
+
+
+def _drop_unreachable_route(network: str) -> None:
+    subprocess.run(
+        ["ip", "route", "delete", "unreachable", network], capture_output=True, timeout=30
+    )
 
 
 def _take_slots(cache_dir: Path, count: int) -> tuple[list[int], list[IO[str]]]:
@@ -501,6 +514,7 @@ def _record(node: BedNode, net_ns: str) -> None:
         "dockerd": node._dockerd.pid if node._dockerd else None,
         "namespaces": [node.netns, net_ns],
         "workdir": str(node.workdir),
+        "route": str(ipaddress.IPv4Network(f"{node.internal_address}/24", strict=False)),
     }
     _record_path(node.data_root.parent).write_text(json.dumps(record))
 
@@ -536,6 +550,9 @@ def _clear_dead_bed(slot_dir: Path) -> None:
         if isinstance(ns, str) and ns.startswith("orchbed-") and Path("/run/netns", ns).exists():
             _kill_netns_processes(ns)
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=30)
+    route = record.get("route")
+    if isinstance(route, str) and ipaddress.IPv4Network(route).subnet_of(NODE_NET):
+        _drop_unreachable_route(route)
     workdir = record.get("workdir")
     if isinstance(workdir, str) and Path(workdir).name.startswith("orchbed-"):
         shutil.rmtree(workdir, ignore_errors=True)
@@ -568,14 +585,15 @@ def _build_network(bed: NodeBed, count: int) -> list[tuple[str, str, str]]:
     prefix = bed.external_net.prefixlen
     _run(["ip", "addr", "add", f"{bed.laptop_address}/{prefix}", "dev", bed.laptop_if])
     _run(["ip", "link", "set", bed.laptop_if, "up"])
+    _run(["ip", "route", "add", "unreachable", str(bed.internal_net)])
     out = []
     for i in range(count):
         ns = _netns(bed, f"{bed.prefix}-n{i}")
         external = str(bed.external_net.network_address + FIRST_NODE_HOST + i)
-        internal = str(INTERNAL_NET.network_address + FIRST_NODE_HOST + i)
+        internal = str(bed.internal_net.network_address + FIRST_NODE_HOST + i)
         for ifname, peer, bridge, address, net_prefix in (
             (EXTERNAL_IF, f"e{i}", "bext", external, prefix),
-            (INTERNAL_IF, f"i{i}", "bint", internal, INTERNAL_NET.prefixlen),
+            (INTERNAL_IF, f"i{i}", "bint", internal, bed.internal_net.prefixlen),
         ):
             # Made inside the node with its peer moved straight into the bed's net namespace.
             _run(["ip", "-n", ns, "link", "add", ifname, "type", "veth", "peer", "name", peer,
@@ -729,18 +747,28 @@ def start_nodes(
     began = time.monotonic()
     tag = secrets.token_hex(3)
     prefix = prefix or f"orchbed-{tag}"
-    external_net = _pick_external_net()
-    bed = NodeBed(
-        prefix=prefix,
-        net_ns=f"{prefix}-net",
-        laptop_if=f"obed{tag}",
-        laptop_address=str(external_net.network_address + LAPTOP_HOST),
-        external_net=external_net,
-        _ip_forward_before=IP_FORWARD.read_text().strip(),
-    )
+    slots, slot_locks = _take_slots(cache_dir, count)
+    # Picking the subnets and taking them (address, route) is one step for concurrent beds.
+    with _locked(cache_dir / "nodes" / "networks.lock"):
+        external_net, internal_net = _pick_nets()
+        bed = NodeBed(
+            prefix=prefix,
+            net_ns=f"{prefix}-net",
+            laptop_if=f"obed{tag}",
+            laptop_address=str(external_net.network_address + LAPTOP_HOST),
+            external_net=external_net,
+            internal_net=internal_net,
+            _slot_locks=slot_locks,
+            _ip_forward_before=IP_FORWARD.read_text().strip(),
+        )
+        try:
+            links = _build_network(bed, count)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                bed.close()
+            raise
     try:
-        slots, bed._slot_locks = _take_slots(cache_dir, count)
-        for i, (ns, external, internal) in enumerate(_build_network(bed, count)):
+        for i, (ns, external, internal) in enumerate(links):
             workdir = Path(tempfile.mkdtemp(prefix=f"{prefix}-n{i}-"))
             # sshd reads authorized_keys as the login user: the folders must be traversable.
             workdir.chmod(0o755)
