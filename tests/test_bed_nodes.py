@@ -243,6 +243,7 @@ def test_cluster_rule_admits_tagged_peers_on_internal_addresses_only(
     assert _from_node(b, a.external_address, PORT) == "TimeoutError"  # tags match internal only
     assert _from_laptop(a.external_address, PORT) == "TimeoutError"
     assert _from_laptop(a.external_address, 22) == "open"  # the SSH rule still applies
+    assert _from_node(b, a.internal_address, 22) == "open"  # sshd listens there too
 
     driver.ex_destroy_firewall(driver.ex_get_firewall("orchestrate-cluster-bedtest"))
     assert _from_node(b, a.internal_address, PORT) == "TimeoutError"

@@ -715,6 +715,9 @@ def _start_node(
         user=node.user,
         authorized_key=authorized_key,
         listen=node.external_address,
+        # Like a VM's sshd on 0.0.0.0: other nodes reach it on the internal address when
+        # the rules allow (the probe that waits for the banner uses the external one).
+        also_listen=[node.internal_address],
         port=SSH_PORT,
         enter=node.enter_argv(),
     )
