@@ -286,6 +286,8 @@ class GceFake:
         self._thread: threading.Thread | None = None
         self._service_accounts: dict[str, Any] = {}
         self._refresh_tokens: dict[str, tuple[str, str]] = {}
+        self._hosts: list[BedHost] = []  # the multi-node bed's hosts (use_nodes)
+        self._host_of: dict[tuple[str, str], int] = {}  # instance -> index in _hosts
         self.reset()
 
     # ----------------------------------------------------------------- lifecycle
@@ -344,10 +346,13 @@ class GceFake:
             self._requests: list[RecordedRequest] = []
             self.project_metadata: dict[str, str] = {}
             self.authorized_keys_file: Path | None = None
-            if getattr(self, "_hosts", None):
+            if self._hosts:
+                for index in set(self._host_of.values()):
+                    self._hosts[index].wipe()  # its instance is forgotten: deleted
+                self._host_of = {}
                 self._enforce_firewalls()  # no instance left: every node denies all again
-            self._hosts: list[BedHost] = []
-            self._host_of: dict[tuple[str, str], int] = {}
+            self._hosts = []
+            self._host_of = {}
 
     # ------------------------------------------------------------- bed nodes
     def use_nodes(self, hosts: Iterable[BedHost]) -> None:
@@ -363,7 +368,8 @@ class GceFake:
         into every host whenever an instance or a firewall changes (`tests/bed/
         gce_firewall.py`), so what the product's rules allow is what the hosts admit.  With
         no free host, an insert fails like a zone out of capacity.  ``reset`` forgets the
-        hosts (and denies all ingress on them first); without hosts the fake hands out
+        hosts (wiping those that carried an instance, and denying all ingress on every one
+        first); without hosts the fake hands out
         ``instance_addresses`` as before.
         """
         with self.lock:
