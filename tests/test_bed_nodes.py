@@ -178,13 +178,16 @@ def test_instances_get_the_nodes_addresses_and_sshd_answers_with_its_own_key(
     # Another node's key is refused for this node's address: the keys really pin hosts.
     with pytest.raises(Exception, match=r"(?i)host key|not found in known_hosts"):
         _ssh_run(clean_nodes[0], clean_nodes[0].external_address, clean_nodes[1].host_key, "true")
-    # The laptop has no way onto the internal network: no address there, and the bed's link
-    # does not lead to it (asked of the routing table; no packet is sent anywhere).
+    # The laptop has no way onto the internal network, and a packet for it cannot leave the
+    # machine by its default route: the routing table says so before any connect is tried.
     route = subprocess.run(
         ["ip", "-o", "route", "get", clean_nodes[0].internal_address],
         capture_output=True, text=True, timeout=10, check=False,
     )  # fmt: skip
-    assert f"dev {clean_nodes.laptop_if} " not in route.stdout + " "
+    assert route.returncode != 0 and "No route to host" in route.stderr, route.stdout
+    began = time.monotonic()
+    assert _from_laptop(clean_nodes[0].internal_address, 22) == "OSError"  # EHOSTUNREACH
+    assert time.monotonic() - began < CONNECT_TIMEOUT  # refused at once, not timed out
 
     # One more instance than nodes: the zone is out of capacity, said in one line.
     with pytest.raises(Exception, match="nodes"):
@@ -240,6 +243,7 @@ def test_cluster_rule_admits_tagged_peers_on_internal_addresses_only(
     assert _from_node(b, a.external_address, PORT) == "TimeoutError"  # tags match internal only
     assert _from_laptop(a.external_address, PORT) == "TimeoutError"
     assert _from_laptop(a.external_address, 22) == "open"  # the SSH rule still applies
+    assert _from_node(b, a.internal_address, 22) == "open"  # sshd listens there too
 
     driver.ex_destroy_firewall(driver.ex_get_firewall("orchestrate-cluster-bedtest"))
     assert _from_node(b, a.internal_address, PORT) == "TimeoutError"
@@ -248,3 +252,33 @@ def test_cluster_rule_admits_tagged_peers_on_internal_addresses_only(
     driver.destroy_node(driver.ex_get_node("bed-a", "us-east1-d"))
     assert docker_in(a, "ps", "-aq").stdout.strip() == ""
     assert _from_laptop(a.external_address, 22) == "TimeoutError"  # no instance: no ingress
+
+
+@pytest.mark.bed
+def test_stop_start_and_a_guest_poweroff_act_on_the_node_like_on_a_vm(
+    driver: Any, clean_nodes: NodeBed, jupyter_image: str
+) -> None:
+    instance = _create(driver, "bed-a", [SSH_TAG])
+    a = clean_nodes[0]
+    for name, policy in (("orchbed-kept", "unless-stopped"), ("orchbed-once", "no")):
+        run = docker_in(
+            a, "run", "-d", "--restart", policy, "--name", name, jupyter_image, "sleep", "300"
+        )
+        assert run.returncode == 0, run.stderr
+    running = ["ps", "--format", "{{.Names}}"]
+
+    driver.ex_stop_node(instance)
+    assert driver.ex_get_node("bed-a", "us-east1-d").state == "stopped"
+    assert docker_in(a, *running).stdout.split() == []
+    assert _from_laptop(a.external_address, 22) == "TimeoutError"  # a stopped VM answers nothing
+
+    driver.ex_start_node(instance)
+    started = driver.ex_get_node("bed-a", "us-east1-d")
+    assert started.state == "running" and started.public_ips == [a.external_address]
+    assert docker_in(a, *running).stdout.split() == ["orchbed-kept"]  # as dockerd does at boot
+
+    # The guest powers itself off (what the autostop agent does): the instance stops, and
+    # the machine the bed runs on does not.
+    _ssh_run(a, a.external_address, a.host_key, "sudo -n poweroff")
+    assert driver.ex_get_node("bed-a", "us-east1-d").state == "stopped"
+    assert docker_in(a, *running).stdout.split() == []

@@ -13,6 +13,10 @@ Loaded as a plugin from tests/conftest.py, like the other bed fixtures.
   product creates get the nodes' addresses and the nodes enforce the fake's firewall rules.
 - ``docker_in``: ``docker_in(node, *args)`` runs ``docker ARGS`` inside a node.
 
+A module that launches a cluster once for many tests attaches the nodes to the session's
+fake itself (``gce_api_server.use_nodes(cluster_nodes)`` in a module fixture) and calls
+``cluster_nodes.reset()`` when done; the next test's ``gce_api`` reset detaches them.
+
 Everything here needs root, and fails (not skips) without it, as the other bed fixtures do.
 """
 

@@ -70,6 +70,9 @@ class BedHost(Protocol):
     def internal_address(self) -> str: ...
     def apply_ingress(self, ruleset: str) -> None: ...
     def wipe(self) -> None: ...
+    def power_off(self) -> None: ...
+    def power_on(self) -> None: ...
+    def take_power_request(self) -> str | None: ...
 
 
 #: (vCPUs, memory MB, accelerator the type carries or None, how many)
@@ -283,6 +286,8 @@ class GceFake:
         self._thread: threading.Thread | None = None
         self._service_accounts: dict[str, Any] = {}
         self._refresh_tokens: dict[str, tuple[str, str]] = {}
+        self._hosts: list[BedHost] = []  # the multi-node bed's hosts (use_nodes)
+        self._host_of: dict[tuple[str, str], int] = {}  # instance -> index in _hosts
         self.reset()
 
     # ----------------------------------------------------------------- lifecycle
@@ -341,10 +346,13 @@ class GceFake:
             self._requests: list[RecordedRequest] = []
             self.project_metadata: dict[str, str] = {}
             self.authorized_keys_file: Path | None = None
-            if getattr(self, "_hosts", None):
+            if self._hosts:
+                for index in set(self._host_of.values()):
+                    self._hosts[index].wipe()  # its instance is forgotten: deleted
+                self._host_of = {}
                 self._enforce_firewalls()  # no instance left: every node denies all again
-            self._hosts: list[BedHost] = []
-            self._host_of: dict[tuple[str, str], int] = {}
+            self._hosts = []
+            self._host_of = {}
 
     # ------------------------------------------------------------- bed nodes
     def use_nodes(self, hosts: Iterable[BedHost]) -> None:
@@ -352,11 +360,16 @@ class GceFake:
 
         Each instance created takes the first free host: ``natIP`` = its external address,
         ``networkIP`` = its internal one.  Deleting the instance wipes the host (a new VM
-        starts empty) and frees it; stop and start keep it.  The firewall rules are loaded
+        starts empty) and frees it; stop and start keep it, and power the host off and on
+        (its processes end, its containers stop, and those with a restart policy start
+        again).  A guest's own ``poweroff`` on the host stops the instance (TERMINATED, the
+        ephemeral address released), as on GCE; its ``reboot`` powers it off and on.  The
+        firewall rules are loaded
         into every host whenever an instance or a firewall changes (`tests/bed/
         gce_firewall.py`), so what the product's rules allow is what the hosts admit.  With
         no free host, an insert fails like a zone out of capacity.  ``reset`` forgets the
-        hosts (and denies all ingress on them first); without hosts the fake hands out
+        hosts (wiping those that carried an instance, and denying all ingress on every one
+        first); without hosts the fake hands out
         ``instance_addresses`` as before.
         """
         with self.lock:
@@ -397,6 +410,8 @@ class GceFake:
         for index, host in enumerate(self._hosts):
             key = on_host.get(index)
             instance = self._instances.get(key) if key is not None else None
+            if instance is not None and instance["status"] != "RUNNING":
+                instance = None  # a stopped VM answers nothing
             allows = gce_firewall.node_allows(instance, instances, firewalls)
             host.apply_ingress(gce_firewall.iptables_ruleset(allows))
 
@@ -956,6 +971,26 @@ class GceFake:
     def _tick(self) -> None:
         for op in list(self._operations.values()):
             self._advance(op)
+        for (zone, name), index in list(self._host_of.items()):
+            host = self._hosts[index]
+            action = host.take_power_request()
+            inst = self._instances.get((zone, name))
+            if action is None or inst is None or inst["status"] != "RUNNING":
+                continue
+            host.power_off()
+            if action == "reboot":
+                host.power_on()
+            else:
+                self._terminate(zone, name, inst)
+                self._enforce_firewalls()
+
+    def _terminate(self, zone: str, name: str, inst: dict[str, Any]) -> None:
+        """The instance is stopped: TERMINATED, its ephemeral address released."""
+        inst["status"] = "TERMINATED"
+        for config in inst["networkInterfaces"][0]["accessConfigs"]:
+            released = config.pop("natIP", None)
+            if released:
+                self._released_ips[(zone, name)] = released
 
     def _get_operation(self, name: str, zone: str | None = None, **_: Any) -> dict[str, Any]:
         op = self._operations.get(name)
@@ -1311,11 +1346,10 @@ class GceFake:
             inst["status"] = "STOPPING"
 
         def finish() -> None:
-            inst["status"] = "TERMINATED"
-            for config in inst["networkInterfaces"][0]["accessConfigs"]:
-                released = config.pop("natIP", None)  # the ephemeral address is released
-                if released:
-                    self._released_ips[(zone, name)] = released
+            host = self.host_of(zone, name)
+            if host is not None and inst["status"] != "TERMINATED":
+                host.power_off()
+            self._terminate(zone, name, inst)
 
         return self._operation("stop", inst["selfLink"], inst["id"], zone, finish)
 
@@ -1325,6 +1359,9 @@ class GceFake:
             inst["status"] = "STAGING"
 
         def finish() -> None:
+            host = self.host_of(zone, name)
+            if host is not None and inst["status"] != "RUNNING":
+                host.power_on()
             inst["status"] = "RUNNING"
             previous = self._released_ips.pop((zone, name), None)
             for config in inst["networkInterfaces"][0]["accessConfigs"]:

@@ -5,19 +5,21 @@ link, an SSH server each with its own host key, and a container engine each whos
 the other nodes do not see.  A bed node is built from kernel namespaces and the same real
 programs as the lone-host bed (``tests/bed/sshd.py``, ``tests/bed/docker_engine.py``):
 
-Network.  Every bed gets one namespace ``<prefix>-net`` that holds two bridges, ``bext`` and
-``bint``.  Each node is a namespace ``<prefix>-n<i>`` with two veth links: ``ext0`` on
+Network. Every bed gets one namespace ``<prefix>-net`` that holds two bridges, ``bext`` and
+``bint``. Each node is a namespace ``<prefix>-n<i>`` with two veth links: ``ext0`` on
 ``bext`` (its EXTERNAL address, what the fake GCE reports as ``natIP``) and ``int0`` on
-``bint`` (its INTERNAL address, the fake's ``networkIP``).  One more veth joins the root
+``bint`` (its INTERNAL address, the fake's ``networkIP``). One more veth joins the root
 namespace (the "laptop", where pytest and the CLI run) to ``bext``, so the laptop reaches
 every node's external address and no internal one: the laptop has no address on ``bint`` and
-no route to it.  Bridging is layer 2, so nothing routes and ``ip_forward`` stays as it was (it
-is read before and after, and the bed fails if it changed).  Addresses come from
-``198.19.0.0/16``, the half of the never-routed benchmarking range that ``tests/bed/wan.py``
-does not use: the external /24 is picked per bed among those no interface of the root
-namespace uses (beds of concurrent sessions then never collide), the internal /24 is fixed
-because it exists only inside the bed's own namespaces.  Nodes have no default route: they
-need no internet.
+no route to it. Because the machine's default route would otherwise carry a packet for an
+internal address off the machine, the bed adds an ``unreachable`` route for its internal /24
+in the root namespace (removed at tear-down): a connect from the laptop to an internal
+address fails at once with "No route to host" and nothing leaves. Bridging is layer 2, so
+nothing routes and ``ip_forward`` stays as it was (it is read before and after, and the bed
+fails if it changed). Addresses come from ``198.19.0.0/16``, the half of the never-routed
+benchmarking range that ``tests/bed/wan.py`` does not use: both /24s are picked per bed
+among those no address or route of the root namespace uses, under a lock, so beds of
+concurrent sessions never collide. Nodes have no default route: they need no internet.
 
 Host names.  Each node has its own UTS namespace, named like its network namespace, with an
 ``/etc/hosts`` of its own that resolves that name (sudo warns on every call otherwise), so
@@ -53,6 +55,16 @@ bridges stay open, as inside a VM).  :meth:`NodeBed.apply_ingress` takes the rul
 from the fake's state by ``tests/bed/gce_firewall.py``; a node without an instance gets an
 empty ruleset, which denies all ingress as on GCE.
 
+Power.  A node shares the machine's PID 1, so the real ``poweroff`` would stop the machine.
+Inside a node, ``systemctl``, ``poweroff``, ``shutdown``, ``halt`` and ``reboot`` are bound
+over by a small script that only notes the request in the node's workdir; the fake GCE reads
+it on its next request and stops the instance, as GCE does when a guest powers off.  Stopping
+an instance powers its node off (:meth:`BedNode.power_off`: the guest's processes end, its
+containers stop and stay), starting it boots it (:meth:`BedNode.power_on`: containers with a
+restart policy start again); the bed's own sshd and dockerd stand for what the boot starts
+and keep running.  Deleting the instance wipes the node (:meth:`BedNode.wipe`: containers,
+the product's folders, processes the bed did not start) before the next instance takes it.
+
 Tear-down ends exactly what the bed started, by PID: the node's containers are removed, its
 dockerd and sshd stopped, then any process left in the node's network namespace (SSH
 sessions, an agent the product started) is killed, the holder ends (its mount namespace with
@@ -66,6 +78,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import ipaddress
+import json
 import os
 import secrets
 import shlex
@@ -81,13 +94,11 @@ from typing import IO
 
 from orchestrate.core.flows.processes import end_child
 
-from tests.bed.docker_engine import IP_FORWARD, STORAGE_DRIVERS, docker_binary
+from tests.bed.docker_engine import IP_FORWARD, STORAGE_DRIVERS, _locked, docker_binary
 from tests.bed.sshd import Sshd, start_sshd
 
 #: The half of 198.18.0.0/15 the WAN bed leaves alone.
 NODE_NET = ipaddress.IPv4Network("198.19.0.0/16")
-#: Internal addresses exist only inside a bed's namespaces, so every bed can use the same.
-INTERNAL_NET = ipaddress.IPv4Network("198.19.255.0/24")
 #: Host part of the laptop's address on the external bridge, and of node 0's addresses.
 LAPTOP_HOST = 1
 FIRST_NODE_HOST = 10
@@ -146,8 +157,43 @@ for dir in "$@"; do
     mkdir -p "$dir" "$private$dir"
     mount --bind "$private$dir" "$dir"
 done
+done=""
+for cmd in /usr/bin/systemctl /usr/sbin/poweroff /usr/sbin/shutdown /usr/sbin/halt \
+        /usr/sbin/reboot; do
+    target=$(readlink -f "$cmd" || true)
+    if [ -n "$target" ] && [ -e "$target" ]; then
+        case " $done " in
+            *" $target "*) ;;
+            *) mount --bind "$work/power" "$target"; done="$done $target" ;;
+        esac
+    fi
+done
 echo ready
 exec sleep infinity
+"""
+
+
+# Stands in for systemctl/poweroff/shutdown/halt/reboot inside a node ($1: where to note the
+# request).  A node shares the machine's PID 1, so the real commands would power off the
+# machine; this one notes "poweroff" or "reboot" for the fake GCE, which then stops the
+# instance as GCE does when its guest powers off.  Any other systemctl call fails as it does
+# on a host without systemd.
+_POWER = r"""#!/bin/sh
+note=%(note)s
+name=$(basename "$0")
+case "$name" in
+    poweroff|halt|shutdown) action=poweroff ;;
+    reboot) action=reboot ;;
+    *)
+        case "$*" in
+            *poweroff*|*halt*) action=poweroff ;;
+            *reboot*) action=reboot ;;
+            *) echo "System has not been booted with systemd as init system (PID 1)." \
+                   "Can't operate." >&2; exit 1 ;;
+        esac ;;
+esac
+for arg in "$@"; do [ "$arg" = "-r" ] && action=reboot; done
+echo "$action" > "$note"
 """
 
 
@@ -233,16 +279,8 @@ class BedNode:
         process but the bed's own, the product's folders empty.  The image stays (it stands
         for the boot disk's image) and so do sshd and its host key."""
         self.remove_containers()
-        keep = {p for p in (self._holder, self._dockerd) if p is not None}
-        keep_pids = {p.pid for p in keep}
-        if self.sshd is not None:
-            keep_pids.add(self.sshd.pid)
-        engine = self._dockerd.pid if self._dockerd is not None else None
-        for pid in _netns_pids(self.netns):
-            if pid in keep_pids or (engine is not None and _descends_from(pid, engine)):
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        self._kill_guest_processes()
+        self.power_note.unlink(missing_ok=True)
         for folder in PRIVATE_DIRS:
             private = self.workdir / "private" / folder.lstrip("/")
             for entry in private.iterdir() if private.is_dir() else ():
@@ -251,6 +289,51 @@ class BedNode:
                 else:
                     entry.unlink(missing_ok=True)
         self.exec("rm -rf /run/orchestrate*", timeout=30)
+
+    @property
+    def power_note(self) -> Path:
+        """Where the node's poweroff/reboot commands note what was asked (see ``_POWER``)."""
+        return self.workdir / "power-requested"
+
+    def take_power_request(self) -> str | None:
+        """``"poweroff"`` or ``"reboot"`` if the node's guest asked for it since the last
+        call (the request is consumed), else None."""
+        try:
+            action = self.power_note.read_text().strip()
+        except FileNotFoundError:
+            return None
+        self.power_note.unlink(missing_ok=True)
+        return action or None
+
+    def power_off(self) -> None:
+        """What a VM's power-off does to it: every process ends (the bed's sshd and dockerd
+        excepted: they stand for the boot's own), containers stop and stay, disk stays."""
+        ids = self.docker("ps", "-q", timeout=30).stdout.split()
+        if ids:
+            self.docker("stop", "--time", "5", *ids, timeout=120)
+        self._kill_guest_processes()
+
+    def power_on(self) -> None:
+        """What booting does: dockerd starts the containers whose restart policy says so."""
+        stopped = self.docker("ps", "-aq", "--filter", "status=exited", timeout=30).stdout
+        for container in stopped.split():
+            policy = self.docker(
+                "inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", container
+            ).stdout.strip()
+            if policy in ("always", "unless-stopped"):
+                self.docker("start", container, timeout=60)
+
+    def _kill_guest_processes(self) -> None:
+        """SIGKILL what runs in the node besides the bed's holder, sshd and dockerd tree."""
+        keep_pids = {p.pid for p in (self._holder, self._dockerd) if p is not None}
+        if self.sshd is not None:
+            keep_pids.add(self.sshd.pid)
+        engine = self._dockerd.pid if self._dockerd is not None else None
+        for pid in _netns_pids(self.netns):
+            if pid in keep_pids or (engine is not None and _descends_from(pid, engine)):
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def apply_ingress(self, ruleset: str) -> None:
         """Replace the node's filter table with ``ruleset`` (iptables-restore text)."""
@@ -270,6 +353,7 @@ class NodeBed:
     laptop_if: str
     laptop_address: str
     external_net: ipaddress.IPv4Network
+    internal_net: ipaddress.IPv4Network
     nodes: list[BedNode] = field(default_factory=list)
     startup_seconds: float = 0.0
     _namespaces: list[str] = field(default_factory=list, repr=False)
@@ -312,6 +396,7 @@ class NodeBed:
         self._namespaces.clear()
         # Deleting the net namespace deleted the laptop's veth end too; make sure.
         subprocess.run(["ip", "link", "delete", self.laptop_if], capture_output=True, timeout=30)
+        _drop_unreachable_route(str(self.internal_net))
         for handle in self._slot_locks:
             handle.close()
         self._slot_locks.clear()
@@ -355,6 +440,7 @@ def _stop_node(node: BedNode) -> None:
             node.remove_containers()
         end_child(node._dockerd, grace_s=20)
     node._dockerd = None
+    _record_path(node.data_root.parent).unlink(missing_ok=True)
     if node.sshd is not None:
         node.sshd.stop()
         node.sshd = None
@@ -366,23 +452,34 @@ def _stop_node(node: BedNode) -> None:
 
 
 def _used_ipv4_networks() -> list[ipaddress.IPv4Network]:
-    """Networks of the root namespace's IPv4 addresses (to pick a /24 nobody uses)."""
-    out = _run(["ip", "-o", "-4", "addr", "show"])
+    """Networks of the root namespace's IPv4 addresses and routes (to pick /24s nobody uses)."""
     nets = []
-    for line in out.splitlines():
+    for line in _run(["ip", "-o", "-4", "addr", "show"]).splitlines():
         words = line.split()
         if "inet" in words:
             nets.append(ipaddress.IPv4Interface(words[words.index("inet") + 1]).network)
+    for line in _run(["ip", "-4", "route", "show"]).splitlines():
+        words = line.split()
+        destination = words[1] if words[0] in ("unreachable", "blackhole", "prohibit") else words[0]
+        if destination != "default":
+            nets.append(ipaddress.IPv4Network(destination, strict=False))
     return nets
 
 
-def _pick_external_net() -> ipaddress.IPv4Network:
+def _pick_nets() -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Network]:
+    """Two /24s of :data:`NODE_NET` no address or route of the root namespace uses."""
     used = _used_ipv4_networks()
-    candidates = [n for n in NODE_NET.subnets(new_prefix=24) if n != INTERNAL_NET]
-    free = [n for n in candidates if not any(n.overlaps(u) for u in used)]
-    if not free:
-        raise NodeBedError(f"no free /24 in {NODE_NET} for the node bed's external bridge")
-    return free[secrets.randbelow(len(free))]
+    free = [n for n in NODE_NET.subnets(new_prefix=24) if not any(n.overlaps(u) for u in used)]
+    if len(free) < 2:
+        raise NodeBedError(f"no two free /24s left in {NODE_NET} for a node bed")
+    external = free.pop(secrets.randbelow(len(free)))
+    return external, free[secrets.randbelow(len(free))]
+
+
+def _drop_unreachable_route(network: str) -> None:
+    subprocess.run(
+        ["ip", "route", "delete", "unreachable", network], capture_output=True, timeout=30
+    )
 
 
 def _take_slots(cache_dir: Path, count: int) -> tuple[list[int], list[IO[str]]]:
@@ -402,7 +499,64 @@ def _take_slots(cache_dir: Path, count: int) -> tuple[list[int], list[IO[str]]]:
             slots.append(slot)
             handles.append(handle)
         slot += 1
+    for taken in slots:
+        _clear_dead_bed(root / str(taken))
     return slots, handles
+
+
+def _record_path(slot_dir: Path) -> Path:
+    return slot_dir / "bed.json"
+
+
+def _record(node: BedNode, net_ns: str) -> None:
+    """Note in the slot what this node runs, for :func:`_clear_dead_bed` after a crash."""
+    record = {
+        "dockerd": node._dockerd.pid if node._dockerd else None,
+        "namespaces": [node.netns, net_ns],
+        "workdir": str(node.workdir),
+        "route": str(ipaddress.IPv4Network(f"{node.internal_address}/24", strict=False)),
+    }
+    _record_path(node.data_root.parent).write_text(json.dumps(record))
+
+
+def _clear_dead_bed(slot_dir: Path) -> None:
+    """End what a bed that died without its tear-down (pytest killed) left on this slot.
+
+    The caller holds the slot's lock, so no live bed uses it: a dockerd still running on the
+    slot's data root is an orphan, and two engines on one data root would corrupt it.  Only
+    what the record names is touched, and only if it is what the bed made (a dockerd whose
+    command line names this data root; namespaces named like the bed's).
+    """
+    try:
+        record = json.loads(_record_path(slot_dir).read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    pid = record.get("dockerd")
+    if isinstance(pid, int):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            cmdline = []
+        if (
+            cmdline
+            and Path(cmdline[0].decode()).name == "dockerd"
+            and (str(slot_dir / "docker-data").encode() in cmdline)
+        ):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+    for ns in record.get("namespaces", []):
+        if isinstance(ns, str) and ns.startswith("orchbed-") and Path("/run/netns", ns).exists():
+            _kill_netns_processes(ns)
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=30)
+    route = record.get("route")
+    if isinstance(route, str) and ipaddress.IPv4Network(route).subnet_of(NODE_NET):
+        _drop_unreachable_route(route)
+    workdir = record.get("workdir")
+    if isinstance(workdir, str) and Path(workdir).name.startswith("orchbed-"):
+        shutil.rmtree(workdir, ignore_errors=True)
+    _record_path(slot_dir).unlink(missing_ok=True)
 
 
 def _netns(bed: NodeBed, name: str) -> str:
@@ -431,14 +585,15 @@ def _build_network(bed: NodeBed, count: int) -> list[tuple[str, str, str]]:
     prefix = bed.external_net.prefixlen
     _run(["ip", "addr", "add", f"{bed.laptop_address}/{prefix}", "dev", bed.laptop_if])
     _run(["ip", "link", "set", bed.laptop_if, "up"])
+    _run(["ip", "route", "add", "unreachable", str(bed.internal_net)])
     out = []
     for i in range(count):
         ns = _netns(bed, f"{bed.prefix}-n{i}")
         external = str(bed.external_net.network_address + FIRST_NODE_HOST + i)
-        internal = str(INTERNAL_NET.network_address + FIRST_NODE_HOST + i)
+        internal = str(bed.internal_net.network_address + FIRST_NODE_HOST + i)
         for ifname, peer, bridge, address, net_prefix in (
             (EXTERNAL_IF, f"e{i}", "bext", external, prefix),
-            (INTERNAL_IF, f"i{i}", "bint", internal, INTERNAL_NET.prefixlen),
+            (INTERNAL_IF, f"i{i}", "bint", internal, bed.internal_net.prefixlen),
         ):
             # Made inside the node with its peer moved straight into the bed's net namespace.
             _run(["ip", "-n", ns, "link", "add", ifname, "type", "veth", "peer", "name", peer,
@@ -453,6 +608,9 @@ def _build_network(bed: NodeBed, count: int) -> list[tuple[str, str, str]]:
 def _start_holder(node: BedNode) -> None:
     private = node.workdir / "private"
     private.mkdir(parents=True, exist_ok=True)
+    power = node.workdir / "power"
+    power.write_text(_POWER % {"note": shlex.quote(str(node.power_note))})
+    power.chmod(0o755)
     # Its own host name, resolvable like a VM's (sudo warns on every call otherwise).
     hosts = Path("/etc/hosts").read_text()
     (node.workdir / "hosts").write_text(f"{hosts.rstrip()}\n127.0.1.1\t{node.netns}\n")
@@ -540,11 +698,15 @@ def _ensure_image(node: BedNode, tag: str, tarball: Path, changes: Sequence[str]
 
 
 def _start_node(
-    node: BedNode, authorized_key: str, image: tuple[str, Path, Sequence[str]] | None
+    node: BedNode,
+    net_ns: str,
+    authorized_key: str,
+    image: tuple[str, Path, Sequence[str]] | None,
 ) -> None:
     began = time.monotonic()
     _start_holder(node)
     _start_dockerd(node, ready_timeout=60)
+    _record(node, net_ns)
     node.remove_containers()  # left by a session that died before its tear-down
     sshd_dir = node.workdir / "sshd"
     sshd_dir.mkdir()
@@ -553,6 +715,9 @@ def _start_node(
         user=node.user,
         authorized_key=authorized_key,
         listen=node.external_address,
+        # Like a VM's sshd on 0.0.0.0: other nodes reach it on the internal address when
+        # the rules allow (the probe that waits for the banner uses the external one).
+        also_listen=[node.internal_address],
         port=SSH_PORT,
         enter=node.enter_argv(),
     )
@@ -585,18 +750,28 @@ def start_nodes(
     began = time.monotonic()
     tag = secrets.token_hex(3)
     prefix = prefix or f"orchbed-{tag}"
-    external_net = _pick_external_net()
-    bed = NodeBed(
-        prefix=prefix,
-        net_ns=f"{prefix}-net",
-        laptop_if=f"obed{tag}",
-        laptop_address=str(external_net.network_address + LAPTOP_HOST),
-        external_net=external_net,
-        _ip_forward_before=IP_FORWARD.read_text().strip(),
-    )
+    slots, slot_locks = _take_slots(cache_dir, count)
+    # Picking the subnets and taking them (address, route) is one step for concurrent beds.
+    with _locked(cache_dir / "nodes" / "networks.lock"):
+        external_net, internal_net = _pick_nets()
+        bed = NodeBed(
+            prefix=prefix,
+            net_ns=f"{prefix}-net",
+            laptop_if=f"obed{tag}",
+            laptop_address=str(external_net.network_address + LAPTOP_HOST),
+            external_net=external_net,
+            internal_net=internal_net,
+            _slot_locks=slot_locks,
+            _ip_forward_before=IP_FORWARD.read_text().strip(),
+        )
+        try:
+            links = _build_network(bed, count)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                bed.close()
+            raise
     try:
-        slots, bed._slot_locks = _take_slots(cache_dir, count)
-        for i, (ns, external, internal) in enumerate(_build_network(bed, count)):
+        for i, (ns, external, internal) in enumerate(links):
             workdir = Path(tempfile.mkdtemp(prefix=f"{prefix}-n{i}-"))
             # sshd reads authorized_keys as the login user: the folders must be traversable.
             workdir.chmod(0o755)
@@ -616,7 +791,10 @@ def start_nodes(
         # In parallel: each node waits mostly on its own dockerd (and, the first time, on
         # its image import), so N nodes start in about the time of one.
         with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
-            futures = [pool.submit(_start_node, n, authorized_key, image) for n in bed.nodes]
+            futures = [
+                pool.submit(_start_node, node, bed.net_ns, authorized_key, image)
+                for node in bed.nodes
+            ]
             for future in futures:
                 future.result(timeout=1200)
         for node in bed.nodes:
