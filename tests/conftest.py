@@ -13,6 +13,7 @@ import pytest
 pytest_plugins = [
     "tests.bed.fixtures_gce",
     "tests.bed.fixtures_host",
+    "tests.bed.fixtures_cluster",  # after fixtures_host, whose names it uses
     "tests.bed.fixtures_wan",
     "tests.support.gce_rows",
 ]

@@ -29,7 +29,7 @@ def test_every_documented_method_has_that_signature() -> None:
         if method is None:  # the optional capabilities (RefreshesMany, GpuLocations, ...)
             from orchestrate.core.api import provider as p
 
-            capabilities = (p.RefreshesMany, p.GpuLocations, p.OwnPrices)
+            capabilities = (p.RefreshesMany, p.GpuLocations, p.OwnPrices, p.ClusterNetworks)
             (method,) = [getattr(c, name) for c in capabilities if hasattr(c, name)]
         actual = [n for n in inspect.signature(method).parameters if n != "self"]
         assert actual == params, f"CONTRIBUTING says {name}({', '.join(params)}), code {actual}"
@@ -47,7 +47,7 @@ def test_every_public_provider_method_is_documented() -> None:
 def test_every_optional_capability_is_documented() -> None:
     from orchestrate.core.api import provider as p
 
-    for capability in (p.RefreshesMany, p.GpuLocations, p.OwnPrices):
+    for capability in (p.RefreshesMany, p.GpuLocations, p.OwnPrices, p.ClusterNetworks):
         methods = [n for n, m in vars(capability).items() if callable(m) and n[0] != "_"]
         assert methods and set(methods) <= set(_documented()), (capability.__name__, methods)
         assert f"`{capability.__name__}`" in SECTION

@@ -93,3 +93,15 @@ def orchestrate_after_step(step: HostStep, context: StepContext, result: StepRes
 
     Returns nothing. (Core writes its event log itself; this hook is for plugins.)
     """
+
+
+@hookspec
+def orchestrate_before_node_removed(row: Any, session: Any) -> None:
+    """Called by `scale` before it deletes a cluster worker, so the node leaves its cluster
+    cleanly (Ray's node stopped, its tasks rescheduled) instead of vanishing under it.
+
+    ``row`` is the worker's `orchestrate.core.store.state.InstanceRow` (``row.cluster``,
+    ``row.node_index``); ``session`` is an open `Session` to that worker, or None when it
+    cannot be reached (stopped, gone): do nothing then. Returns nothing; an exception is
+    reported as a warning and the node is deleted anyway.
+    """

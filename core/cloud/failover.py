@@ -8,10 +8,12 @@ only translate their API's errors into `CapacityError` and `QuotaError` with a s
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrate.core.api.errors import CapacityError, QuotaError
 from orchestrate.core.api.provider import InstanceRecord, LaunchSpec, Provider
+
+T = TypeVar("T")
 
 #: called as on_event(kind, message, data); kinds: try, stockout, quota, skip, created.
 EventSink = Callable[[str, str, dict[str, Any]], None]
@@ -25,6 +27,33 @@ def create_with_failover(
     Every try is reported through `on_event` so it reaches both the progress output and the
     event log. A cloud-wide quota error (from preflight or from a create) ends the loop before
     any further zone is touched.
+    """
+    return each_zone(
+        provider,
+        spec,
+        on_event,
+        lambda zone: provider.create(spec, zone),
+        zone_of=lambda record: record.zone,
+        preflight=preflight,
+    )
+
+
+def each_zone(
+    provider: Provider,
+    spec: LaunchSpec,
+    on_event: EventSink,
+    attempt: Callable[[str], T],
+    *,
+    zone_of: Callable[[T], str | None] = lambda _: None,
+    preflight: bool = True,
+    what: str = "the instance",
+) -> T:
+    """Run `attempt(zone)` zone by zone until one does not raise a capacity or regional
+    quota error; return its result.
+
+    The one failover policy: a lone instance's attempt is one create, a cluster's is the
+    creates of all its nodes in that zone (which deletes what it made there before raising,
+    so the whole cluster moves, never a part of it).
     """
     if preflight:
         provider.preflight(spec)
@@ -44,7 +73,7 @@ def create_with_failover(
             continue
         on_event("try", f"creating in {zone or 'default zone'}", {"zone": zone})
         try:
-            record = provider.create(spec, zone)
+            result = attempt(zone)
         except CapacityError as exc:
             failures.append(f"{zone}: no capacity")
             on_event("stockout", f"{zone}: {exc.message}", {"zone": zone})
@@ -56,10 +85,11 @@ def create_with_failover(
             failures.append(f"{zone}: regional quota")
             on_event("quota", f"{zone}: {exc.message}", {"zone": zone, "region": region})
             continue
-        on_event("created", f"created in {record.zone or zone}", {"zone": record.zone or zone})
-        return record
+        made = zone_of(result) or zone
+        on_event("created", f"created in {made}", {"zone": made})
+        return result
     raise CapacityError(
-        "no zone could create the instance: " + "; ".join(failures),
+        f"no zone could create {what}: " + "; ".join(failures),
         zone=zones[-1],
         hint="add zones to the profile (`zones = [...]`), pick another GPU, or try later",
     )

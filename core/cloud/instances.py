@@ -38,7 +38,8 @@ def record_of(row: InstanceRow, provider: p.Provider | None = None) -> p.Instanc
         address=row.address,
         ssh_user=row.ssh_user or "",
         ssh_port=row.ssh_port,
-        extra={k: v for k, v in row.extra.items() if k != OPTIONS_KEY},
+        extra={k: v for k, v in row.extra.items() if k not in (OPTIONS_KEY, INTERNAL_KEY)},
+        internal_address=row.extra.get(INTERNAL_KEY),
         options=launched_options(row, provider) if provider is not None else None,
     )
 
@@ -46,6 +47,9 @@ def record_of(row: InstanceRow, provider: p.Provider | None = None) -> p.Instanc
 #: The key of `InstanceRow.extra` that holds the launch's options, as the provider's
 #: `redacted_options` gave them (paths and source names, never a secret).
 OPTIONS_KEY = "options"
+
+#: The key of `InstanceRow.extra` that holds `InstanceRecord.internal_address`.
+INTERNAL_KEY = "internal_address"
 
 
 def launched_options(row: InstanceRow, provider: p.Provider) -> Any:
@@ -83,6 +87,10 @@ def store(state: State, record: p.InstanceRecord, **more: Any) -> None:
         address(record.address, f"{record.provider}'s address for {record.name}")
     row = state.get(record.name)
     extra = {**(row.extra if row is not None else {}), **record.extra}
+    if record.internal_address:
+        # Where the other nodes of a cluster reach it; checked like the external one.
+        address(record.internal_address, f"{record.provider}'s internal address for {record.name}")
+        extra[INTERNAL_KEY] = record.internal_address
     state.update(
         record.name,
         zone=record.zone,

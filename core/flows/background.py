@@ -175,6 +175,39 @@ def open_tunnel(
     )
 
 
+#: The key of a cluster head's `InstanceRow.extra` with the local port of Ray's dashboard.
+DASHBOARD_KEY = "dashboard_port"
+
+
+def open_dashboard(runtime: Any, session: Any, name: str, cluster: Any = None) -> Any:
+    """The second forward of a cluster's head: a local port to Ray's dashboard on the
+    head's 127.0.0.1 (never published beyond it). The port it had before, else Ray's own
+    number, else the next free one; stored in the row so `status` can show it."""
+    from orchestrate.core.api.hoststeps import ClusterContext
+
+    remote = cluster.dashboard_port if cluster is not None else ClusterContext.dashboard_port
+    state = runtime.state()
+    row = state.get(name)
+    wanted = int((row.extra if row is not None else {}).get(DASHBOARD_KEY) or remote)
+    tunnel = open_tunnel(runtime, session, wanted, remote, explicit=False)
+    current = state.get(name)
+    if current is not None:
+        state.update(name, extra={**current.extra, DASHBOARD_KEY: tunnel.local_port})
+    return tunnel
+
+
+def detached_dashboard_port(row: InstanceRow | None) -> int | None:
+    """The dashboard's local port a background tunnel of a cluster head stored."""
+    if row is None or not is_our_tunnel(row.tunnel_pid, row.name):
+        return None
+    value = row.extra.get(DASHBOARD_KEY)
+    return int(value) if value else None
+
+
+def is_cluster_head(row: InstanceRow) -> bool:
+    return row.cluster is not None and row.node_index == 0
+
+
 def wanted_port(row: InstanceRow, port: int | None) -> int:
     """The local port for `row`'s tunnel (`start`, `tunnel`): `--port` when given, else the
     port its last tunnel had (the user's bookmark), else the profile's."""
@@ -229,21 +262,32 @@ def reopen(
     explicit = port is not None
     check_port(row, wanted, explicit=explicit)
     if detach:
-        yield open_notebook_tunnel(
+        opened = open_notebook_tunnel(
             runtime, row, None, wanted, launched.remote_port, explicit=explicit, detach=True
         )
+        dashboard_port = detached_dashboard_port(runtime.state().get(row.name))
+        if dashboard_port:
+            progress(f"dashboard: http://localhost:{dashboard_port}")
+        yield opened
         return
     from orchestrate.core.flows.rows import connect
     from orchestrate.core.ssh.keys import ensure_ssh_key
 
     session = connect(runtime, row.name, ensure_ssh_key(), progress)
+    dashboard = None
     try:
         opened = open_notebook_tunnel(
             runtime, row, session, wanted, launched.remote_port, explicit=explicit, detach=False
         )
+        if is_cluster_head(row):
+            # A cluster head's tunnel also forwards Ray's dashboard, as `launch` opens it.
+            dashboard = open_dashboard(runtime, session, row.name)
+            progress(f"dashboard: http://localhost:{dashboard.local_port}")
         with held_in_foreground(runtime.state(), row.name, opened.local_port):
             yield opened
     finally:
+        if dashboard is not None:
+            dashboard.close()
         session.close()
 
 
@@ -343,6 +387,7 @@ def _serve(name: str, port: int, explicit: bool) -> int:
         row.launched_profile().remote_port,
         explicit=explicit,
     )
+    dashboard = open_dashboard(runtime, session, name) if is_cluster_head(row) else None
     control = _lend(session, name, row, tunnel.local_port)
     stopping = False
 
@@ -351,6 +396,8 @@ def _serve(name: str, port: int, explicit: bool) -> int:
         stopping = True
         if control is not None:
             control.close()
+        if dashboard is not None:
+            dashboard.close()
         tunnel.close()
 
     signal.signal(signal.SIGTERM, on_term)
@@ -371,6 +418,8 @@ def _serve(name: str, port: int, explicit: bool) -> int:
     finally:
         if control is not None:
             control.close()
+        if dashboard is not None:
+            dashboard.close()
         tunnel.close()
         session.close()
         current = state.get(name)

@@ -27,6 +27,13 @@ POINTS = (
     "tunnel-started",  # the background tunnel runs; Jupyter not yet checked through it
 )
 
+#: The points only a cluster's launch (`--nodes N`) passes, besides the ones above (where
+#: "after-create-call" is hit by the first node's create to return).
+CLUSTER_POINTS = (
+    "cluster-after-network",  # the cluster's network rule exists; no node created yet
+    "cluster-after-token",  # every node runs and the cluster's secret file exists; no SSH
+)
+
 
 def crash_point(name: str) -> None:
     """SIGKILL this process when ``$ORCHESTRATE_CRASH_AT`` is `name`, SIGINT it when it is

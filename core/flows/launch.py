@@ -298,6 +298,8 @@ class Outcome:
     setup_summary: str
     #: the live background tunnel was kept: nothing runs in the foreground
     kept_tunnel: bool = False
+    #: the local port forwarded to Ray's dashboard on a cluster's head (None elsewhere)
+    dashboard_port: int | None = None
 
 
 def bring_up(
@@ -353,7 +355,7 @@ def bring_up(
     # the autostop step, the first of the setup, has finished.
     armed = [bool(row is not None and row.setup_hash)]
     try:
-        return _bring_up_host(
+        return bring_up_host(
             runtime, plan, row, record, port=port, port_explicit=port_explicit, detach=detach,
             progress=progress, foreground=foreground, on_armed=lambda: armed.append(True),
         )  # fmt: skip
@@ -377,7 +379,7 @@ def _keeps_tunnel(hello: Mapping[str, Any], plan: LaunchPlan, port: int, explici
     return not explicit or hello.get("local_port") == port
 
 
-def _bring_up_host(
+def bring_up_host(
     runtime: Runtime,
     plan: LaunchPlan,
     row: InstanceRow | None,
@@ -389,8 +391,13 @@ def _bring_up_host(
     progress: Progress,
     foreground: Callable[[Any, str], None] | None,
     on_armed: Callable[[], None],
+    before_setup: Callable[[Any], None] | None = None,
 ) -> Outcome:
-    """`bring_up` once the instance runs: SSH, host setup, Jupyter and the tunnel."""
+    """`bring_up` once the instance runs: SSH, host setup, Jupyter and the tunnel.
+
+    `before_setup(session)` runs on the host's connection before the host steps (a
+    cluster's head gets the cluster's secret there). A cluster's head also gets a second
+    forward, to Ray's dashboard."""
     from orchestrate.core.flows import background
     from orchestrate.core.host import jupyter
     from orchestrate.core.ssh import sshconfig
@@ -403,6 +410,7 @@ def _bring_up_host(
             hint="check the network settings of the profile",
         )
     early: background.DetachedStart | None = None
+    dashboard: Any = None
     shared = shared_session(runtime, name, plan.key) if plan.spec.startup_script is None else None
     keep = shared is not None and _keeps_tunnel(shared.hello, plan, port, port_explicit)
     if not keep:
@@ -435,6 +443,8 @@ def _bring_up_host(
             from orchestrate.core.host.bootstrap import wait_done
 
             session = wait_done(session, progress)
+        if before_setup is not None:
+            before_setup(session)
         report = setup_host(runtime, session, plan.context, progress, on_armed=on_armed)
         crash_point("after-setup")
 
@@ -477,6 +487,16 @@ def _bring_up_host(
             url = url_for(local_port, token)
             state.event(name, "ready", f"jupyter answers through the tunnel on port {local_port}")
             outcome = Outcome(name, url, local_port, token, report.summary(), kept_tunnel=keep)
+            cluster = plan.context.cluster
+            if cluster is not None and cluster.is_head:
+                if tunnel is not None:
+                    dashboard = background.open_dashboard(runtime, session, name, cluster)
+                    held.callback(dashboard.close)
+                    outcome.dashboard_port = dashboard.local_port
+                    # Said now: the foreground holds the terminal until Ctrl-C.
+                    progress(f"dashboard: http://localhost:{dashboard.local_port}")
+                else:
+                    outcome.dashboard_port = background.detached_dashboard_port(state.get(name))
             if tunnel is not None and foreground is not None:
                 foreground(tunnel, url)
             elif tunnel is not None:

@@ -23,9 +23,15 @@ def row_named(runtime: Runtime, name: str) -> InstanceRow:
     """The state row called `name`, or a usage error listing the known ones."""
     row = runtime.state().get(name)
     if row is None:
-        known = ", ".join(r.name for r in runtime.state().all()) or "none"
+        known = ", ".join(r.name for r in runtime.state().all() if not r.is_worker) or "none"
         raise UsageError(
             f"no instance named {name!r} (known: {known})", hint="see `orchestrate status`"
+        )
+    if row.is_worker and row.cluster and runtime.state().get(row.cluster) is not None:
+        raise UsageError(
+            f"{name} is a worker of the cluster {row.cluster}: commands take the cluster's name",
+            hint=f"use `{row.cluster}` (e.g. `orchestrate status {row.cluster}`, "
+            f"`orchestrate scale {row.cluster} --nodes N`)",
         )
     return row
 

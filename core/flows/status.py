@@ -142,11 +142,13 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
     from orchestrate.core.money.costs import cost_notes
 
     state = runtime.state()
-    rows = [r for r in state.all() if name is None or r.name == name]
-    if name is not None and not rows:
+    if name is not None:
         from orchestrate.core.flows.rows import row_named
 
-        row_named(runtime, name)
+        named = row_named(runtime, name)  # a worker's name is refused with its cluster's
+        rows = state.nodes(named.cluster) if named.cluster is not None else [named]
+    else:
+        rows = state.all()
     results: list[tuple[InstanceRow, list[str]]] = []
     if refresh and rows:
         from orchestrate.core.cloud.instances import store
@@ -184,8 +186,13 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
     else:
         results = [(r, []) for r in rows]
     now = time.time()
-    out = []
+    out: list[dict[str, Any]] = []
+    heads: dict[str, dict[str, Any]] = {}
     for row, notes in results:
+        if row.cluster is not None and row.node_index and row.cluster in heads:
+            # A cluster is one entry, its head's, with every node listed under it.
+            heads[row.cluster]["nodes"].append(_node_entry(runtime, row, notes, now))
+            continue
         launched = row.launched_profile()
         # One instance asked for by name: plugins may also read its host over SSH.
         live = bool(name and refresh and row.status == "running")
@@ -213,7 +220,52 @@ def collect(runtime: Any, name: str | None, *, refresh: bool) -> list[dict[str, 
                 "notes": notes + cost_notes(runtime, row) + plugin_notes,
             }
         )
+        if row.cluster is not None:
+            from orchestrate.core.flows.background import detached_dashboard_port
+
+            dashboard = detached_dashboard_port(row) if row.node_index == 0 else None
+            out[-1]["cluster"] = row.cluster
+            out[-1]["dashboard"] = f"http://localhost:{dashboard}" if dashboard else None
+            out[-1]["nodes"] = [_node_entry(runtime, row, notes, now)]
+            heads.setdefault(row.cluster, out[-1])
+    for entry in heads.values():
+        total = _cluster_cost(entry["nodes"])
+        if total is not None and len(entry["nodes"]) > 1:
+            entry["notes"].append(total)
     return out
+
+
+def _node_entry(runtime: Any, row: InstanceRow, notes: list[str], now: float) -> dict[str, Any]:
+    """One node of a cluster as `status` lists it under the cluster."""
+    from orchestrate.core.cloud.instances import INTERNAL_KEY
+    from orchestrate.core.money.costs import node_cost
+
+    return {
+        "name": row.name,
+        "index": row.node_index,
+        "role": "head" if not row.node_index else "worker",
+        "status": row.status,
+        "zone": row.zone,
+        "address": row.address,
+        "internal_address": row.extra.get(INTERNAL_KEY),
+        "gpu": row.extra.get("gpu"),
+        "uptime_s": now - row.started_at if row.started_at else None,
+        "cost_so_far": node_cost(runtime, row, now),
+        "notes": list(notes),
+    }
+
+
+def _cluster_cost(nodes: list[dict[str, Any]]) -> str | None:
+    """ "cluster: about $X so far on N running nodes" from the nodes' own costs."""
+    from orchestrate.core.money.billing import money
+
+    running = [n for n in nodes if n["status"] == "running"]
+    if not running:
+        return None
+    costs = [n["cost_so_far"] for n in running]
+    if any(cost is None for cost in costs):
+        return f"cluster: cost unknown for some of its {len(running)} running nodes"
+    return f"cluster: about {money(sum(costs))} so far on {len(running)} running nodes"
 
 
 def plugin_status_notes(runtime: Any, row: InstanceRow, *, live: bool) -> list[str]:

@@ -83,3 +83,14 @@ def cost_notes(runtime: Any, row: InstanceRow) -> list[str]:
     elif row.status in STOPPED and disk_type and disk_gb:
         notes.append(prices.stopped_line(row.provider, disk_type, disk_gb))
     return notes
+
+
+def node_cost(runtime: Any, row: InstanceRow, now: float) -> float | None:
+    """What a running row has cost so far (None: stopped, or no price known); summed over
+    a cluster's nodes by `status`."""
+    from orchestrate.core.money.billing import cost_so_far
+
+    if row.status != "running" or not row.started_at:
+        return None if row.status == "running" else 0.0
+    per_hour, _, _ = _money_facts(runtime, row)
+    return None if per_hour is None else cost_so_far(per_hour, row.started_at, now)

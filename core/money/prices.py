@@ -49,6 +49,8 @@ class Estimate:
     currency: str = "USD"
     basis: str = ""
     notes: tuple[str, ...] = ()
+    #: instances priced together (a cluster's nodes); `per_hour` is for all of them
+    nodes: int = 1
 
     @property
     def known(self) -> bool:
@@ -184,6 +186,14 @@ def disk_cost_per_hour(
 # -- lines for the CLI ---------------------------------------------------------------------
 
 
+def for_nodes(estimate: Estimate, nodes: int) -> Estimate:
+    """The estimate of `nodes` instances of one shape (a cluster): every part bills per node."""
+    import dataclasses
+
+    total = None if estimate.per_hour is None else estimate.per_hour * nodes
+    return dataclasses.replace(estimate, per_hour=total, nodes=nodes)
+
+
 def price_line(estimate: Estimate) -> str:
     """The line `launch` prints before creating anything.
 
@@ -195,6 +205,12 @@ def price_line(estimate: Estimate) -> str:
         why = "; ".join(estimate.notes) or "no price data"
         return f"estimated price: unknown ({why})"
     extra = "".join(f"; {note}" for note in estimate.notes)
+    if estimate.nodes > 1:
+        each = money(estimate.per_hour / estimate.nodes)
+        return (
+            f"estimated price: {money(estimate.per_hour)}/h {kind} for {estimate.nodes} nodes "
+            f"({each}/h each: {estimate.parts()}; {estimate.basis}{extra})"
+        )
     return (
         f"estimated price: {money(estimate.per_hour)}/h {kind} "
         f"({estimate.parts()}; {estimate.basis}{extra})"
@@ -207,6 +223,12 @@ def confirm_question(estimate: Estimate, threshold: float) -> str:
         return (
             f"the price of {estimate.machine_type} is unknown to orchestrate "
             f"(confirm_above is {money(threshold)}/h): create it anyway?"
+        )
+    if estimate.nodes > 1:
+        return (
+            f"{estimate.nodes} nodes of {estimate.machine_type} cost about "
+            f"{money(estimate.per_hour)}/h, above your confirm_above of {money(threshold)}/h: "
+            "create them?"
         )
     return (
         f"{estimate.machine_type} costs about {money(estimate.per_hour)}/h, above your "

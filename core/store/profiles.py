@@ -40,6 +40,9 @@ COMMON_KEYS: dict[str, tuple[type, Any]] = {
     "bootstrap": (str, "ssh"),
     # launch asks before creating anything estimated above this many dollars per hour.
     "confirm_above": (float, 5.0),
+    # How many instances: 1 is a lone notebook host; more make a Ray cluster (one head with
+    # the notebook, the rest workers), all of the same spec in one zone.
+    "nodes": (int, 1),
 }
 BOOTSTRAP_MODES = ("ssh", "startup-script")
 DEFAULT_PROFILE = "default"
@@ -150,6 +153,11 @@ class Profile:
         return str(self.values["bootstrap"])
 
     @property
+    def nodes(self) -> int:
+        """Instances to run: 1 is a lone host, more a cluster (head + workers)."""
+        return int(self.values["nodes"])
+
+    @property
     def confirm_above(self) -> float:
         """`launch` asks before creating anything estimated above this many $ per hour."""
         return float(self.values["confirm_above"])
@@ -159,7 +167,6 @@ def _type_name(kind: type) -> str:
     return {str: "a string", int: "an integer", bool: "true or false", float: "a number"}.get(
         kind, kind.__name__
     )
-
 
 
 class ProfileSet:
@@ -294,6 +301,11 @@ def check_common(profile: Profile, provider_names: Sequence[str] | None) -> None
             raise ProfileError(
                 f"{profile.where(key)}{key} must be a TCP port 1-65535, not {values[key]}"
             )
+    if int(values["nodes"]) < 1:
+        raise ProfileError(
+            f"{profile.where('nodes')}nodes must be 1 or more, not {values['nodes']}",
+            hint="1 is a lone notebook host; 2 or more make a cluster",
+        )
     if values["bootstrap"] not in BOOTSTRAP_MODES:
         raise ProfileError(
             f"{profile.where('bootstrap')}bootstrap must be one of {', '.join(BOOTSTRAP_MODES)},"

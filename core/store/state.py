@@ -55,12 +55,19 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_instance ON events(instance, id);
     """,
+    # Cluster nodes: every node is a row; `cluster` names its cluster (NULL for a lone
+    # instance), `node_index` is 0 for the head (whose row carries the cluster's name).
+    """
+    ALTER TABLE instances ADD COLUMN cluster TEXT;
+    ALTER TABLE instances ADD COLUMN node_index INTEGER;
+    CREATE INDEX instances_cluster ON instances(cluster, node_index);
+    """,
 )
 
 COLUMNS = (
     "name", "provider", "zone", "cloud_id", "status", "address", "ssh_user", "ssh_port",
     "host_key", "profile_json", "setup_hash", "token", "local_port", "tunnel_pid",
-    "extra_json", "created_at", "updated_at", "started_at",
+    "extra_json", "created_at", "updated_at", "started_at", "cluster", "node_index",
 )  # fmt: skip
 
 
@@ -86,6 +93,15 @@ class InstanceRow:
     created_at: float = 0.0
     updated_at: float = 0.0
     started_at: float | None = None
+    #: the cluster this row is a node of (its head's name), None for a lone instance
+    cluster: str | None = None
+    #: 0 for a cluster's head, 1.. for its workers; None for a lone instance
+    node_index: int | None = None
+
+    @property
+    def is_worker(self) -> bool:
+        """A cluster node other than the head: commands take the cluster's name instead."""
+        return self.cluster is not None and bool(self.node_index)
 
     def launched_profile(self) -> Profile:
         """The profile this row was launched with, typed and with defaults filled.
@@ -253,6 +269,13 @@ class State:
         return [
             _row(r, self.path) for r in self._db.execute("SELECT * FROM instances ORDER BY name")
         ]
+
+    def nodes(self, cluster: str) -> list[InstanceRow]:
+        """The rows of `cluster`, head first, then workers by index."""
+        found = self._db.execute(
+            "SELECT * FROM instances WHERE cluster = ? ORDER BY node_index, name", (cluster,)
+        )
+        return [_row(r, self.path) for r in found]
 
     def delete(self, name: str) -> None:
         with self._tx() as db:

@@ -53,6 +53,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "orchestrate.plugins.host.image",
     "orchestrate.plugins.host.notebook",
     "orchestrate.plugins.host.autostop",
+    "orchestrate.plugins.host.ray",
 )
 
 #: The built-ins that contribute host steps.

@@ -130,3 +130,23 @@ def step_script(body: str, variables: Mapping[str, str | int] | None = None) -> 
         f"{name}={shlex.quote(str(value))}\n" for name, value in (variables or {}).items()
     )
     return f"{PRELUDE}\n{assignments}\n{body.strip()}\n"
+
+
+def keep_or_replace_container(label: str, what: str) -> str:
+    """Bash that keeps container "$name" when its ``label`` equals "$wanted" (started again
+    if stopped, and the script ends there), or removes it so the script can make it anew.
+
+    The containers orchestrate runs (the notebook, Ray's) carry a hash of their
+    configuration in a label: a relaunch with the same configuration changes nothing.
+    """
+    return f"""if docker container inspect -- "$name" >/dev/null 2>&1; then
+    current=$(docker inspect --format '{{{{index .Config.Labels "{label}"}}}}' -- "$name")
+    if [ "$current" = "$wanted" ]; then
+        docker start -- "$name" >/dev/null
+        echo "{what} container $name started again"
+        exit 0
+    fi
+    echo "{what} container $name has another configuration: replacing it"
+    docker rm -f -- "$name" >/dev/null
+fi
+"""

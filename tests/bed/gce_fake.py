@@ -49,16 +49,30 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrate.core.api import gpu_catalog
 
-from tests.bed import discovery
+from tests.bed import discovery, gce_firewall
 
 API_HOST = "https://www.googleapis.com"
 API_ROOT = API_HOST + "/compute/v1"
 DEFAULT_PROJECT = "orchestrate-test"
 DEFAULT_ADDRESSES = ("127.0.0.1",)
+
+
+class BedHost(Protocol):
+    """A host of the multi-node bed (``tests/bed/nodes.BedNode``), as the fake sees it."""
+
+    @property
+    def external_address(self) -> str: ...
+    @property
+    def internal_address(self) -> str: ...
+    def apply_ingress(self, ruleset: str) -> None: ...
+    def wipe(self) -> None: ...
+    def power_off(self) -> None: ...
+    def power_on(self) -> None: ...
+    def take_power_request(self) -> str | None: ...
 
 
 #: (vCPUs, memory MB, accelerator the type carries or None, how many)
@@ -272,6 +286,8 @@ class GceFake:
         self._thread: threading.Thread | None = None
         self._service_accounts: dict[str, Any] = {}
         self._refresh_tokens: dict[str, tuple[str, str]] = {}
+        self._hosts: list[BedHost] = []  # the multi-node bed's hosts (use_nodes)
+        self._host_of: dict[tuple[str, str], int] = {}  # instance -> index in _hosts
         self.reset()
 
     # ----------------------------------------------------------------- lifecycle
@@ -330,6 +346,74 @@ class GceFake:
             self._requests: list[RecordedRequest] = []
             self.project_metadata: dict[str, str] = {}
             self.authorized_keys_file: Path | None = None
+            if self._hosts:
+                for index in set(self._host_of.values()):
+                    self._hosts[index].wipe()  # its instance is forgotten: deleted
+                self._host_of = {}
+                self._enforce_firewalls()  # no instance left: every node denies all again
+            self._hosts = []
+            self._host_of = {}
+
+    # ------------------------------------------------------------- bed nodes
+    def use_nodes(self, hosts: Iterable[BedHost]) -> None:
+        """Give instances the addresses of the multi-node bed's hosts from now on.
+
+        Each instance created takes the first free host: ``natIP`` = its external address,
+        ``networkIP`` = its internal one.  Deleting the instance wipes the host (a new VM
+        starts empty) and frees it; stop and start keep it, and power the host off and on
+        (its processes end, its containers stop, and those with a restart policy start
+        again).  A guest's own ``poweroff`` on the host stops the instance (TERMINATED, the
+        ephemeral address released), as on GCE; its ``reboot`` powers it off and on.  The
+        firewall rules are loaded
+        into every host whenever an instance or a firewall changes (`tests/bed/
+        gce_firewall.py`), so what the product's rules allow is what the hosts admit.  With
+        no free host, an insert fails like a zone out of capacity.  ``reset`` forgets the
+        hosts (wiping those that carried an instance, and denying all ingress on every one
+        first); without hosts the fake hands out
+        ``instance_addresses`` as before.
+        """
+        with self.lock:
+            self._hosts = list(hosts)
+            self._host_of = {}
+            self._enforce_firewalls()
+
+    def host_of(self, zone: str, name: str) -> BedHost | None:
+        """The bed host an instance runs on (None without nodes)."""
+        with self.lock:
+            index = self._host_of.get((zone, name))
+            return None if index is None else self._hosts[index]
+
+    def _take_host(self, zone: str, name: str) -> BedHost:
+        taken = set(self._host_of.values())
+        for index in range(len(self._hosts)):
+            if index not in taken:
+                self._host_of[(zone, name)] = index
+                return self._hosts[index]
+        raise ApiError(
+            503,
+            "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+            f"The zone 'projects/{self.project}/zones/{zone}' does not have enough resources "
+            f"available to fulfill the request (the test bed has {len(self._hosts)} nodes, "
+            "each already running an instance).",
+        )
+
+    def _free_host(self, zone: str, name: str, *, wipe: bool) -> None:
+        index = self._host_of.pop((zone, name), None)
+        if index is not None and wipe:
+            self._hosts[index].wipe()
+
+    def _enforce_firewalls(self) -> None:
+        """Load into every host what GCE would admit to its instance (nothing if none)."""
+        on_host = {index: key for key, index in self._host_of.items()}
+        instances = list(self._instances.values())
+        firewalls = list(self._firewalls.values())
+        for index, host in enumerate(self._hosts):
+            key = on_host.get(index)
+            instance = self._instances.get(key) if key is not None else None
+            if instance is not None and instance["status"] != "RUNNING":
+                instance = None  # a stopped VM answers nothing
+            allows = gce_firewall.node_allows(instance, instances, firewalls)
+            host.apply_ingress(gce_firewall.iptables_ruleset(allows))
 
     # ------------------------------------------------------------ credentials
     def register_service_account(self, email: str, public_key: Any) -> None:
@@ -809,15 +893,18 @@ class GceFake:
             "network": self._link("global/networks/" + _last(body.get("network", "default"))),
             "priority": body.get("priority", 1000),
             "direction": body.get("direction", "INGRESS"),
-            "sourceRanges": body.get("sourceRanges", ["0.0.0.0/0"]),
             "allowed": body.get("allowed", []),
             "logConfig": {"enable": False},
             "disabled": False,
             "selfLink": self._link(f"global/firewalls/{name}"),
         }
-        for key in ("targetTags", "sourceTags", "denied"):
+        for key in ("sourceRanges", "targetTags", "sourceTags", "denied"):
             if key in body:
                 firewall[key] = body[key]
+        if not any(k in body for k in ("sourceRanges", "sourceTags", "sourceServiceAccounts")):
+            # GCE's default source is the world only when the rule names no source at all:
+            # a rule with sourceTags alone admits those instances and nobody else.
+            firewall["sourceRanges"] = ["0.0.0.0/0"]
 
         def finish() -> None:
             self._firewalls[name] = firewall
@@ -871,6 +958,8 @@ class GceFake:
         if now >= op.done_at:
             error = op.finish()
             op.finished = True
+            if self._hosts:
+                self._enforce_firewalls()
             op.resource.update(
                 status="DONE", progress=100, startTime=_now_rfc3339(), endTime=_now_rfc3339()
             )
@@ -882,6 +971,26 @@ class GceFake:
     def _tick(self) -> None:
         for op in list(self._operations.values()):
             self._advance(op)
+        for (zone, name), index in list(self._host_of.items()):
+            host = self._hosts[index]
+            action = host.take_power_request()
+            inst = self._instances.get((zone, name))
+            if action is None or inst is None or inst["status"] != "RUNNING":
+                continue
+            host.power_off()
+            if action == "reboot":
+                host.power_on()
+            else:
+                self._terminate(zone, name, inst)
+                self._enforce_firewalls()
+
+    def _terminate(self, zone: str, name: str, inst: dict[str, Any]) -> None:
+        """The instance is stopped: TERMINATED, its ephemeral address released."""
+        inst["status"] = "TERMINATED"
+        for config in inst["networkInterfaces"][0]["accessConfigs"]:
+            released = config.pop("natIP", None)
+            if released:
+                self._released_ips[(zone, name)] = released
 
     def _get_operation(self, name: str, zone: str | None = None, **_: Any) -> dict[str, Any]:
         op = self._operations.get(name)
@@ -1029,6 +1138,10 @@ class GceFake:
                 "resources available to fulfill the request.  '(resource type:compute)'.",
             )
 
+        disk_labels = self._validate_labels(params.get("labels"), "initializeParams.labels")
+        host = self._take_host(zone, name) if self._hosts else None  # nothing raises after
+        nat_ip = host.external_address if host else self.instance_addresses[0]
+        network_ip = host.internal_address if host else f"10.128.0.{len(self._instances) % 250 + 2}"
         disk_name = str(params.get("diskName") or name)
         instance_link = self._link(f"zones/{zone}/instances/{name}")
         disk_link = self._link(f"zones/{zone}/disks/{disk_name}")
@@ -1039,7 +1152,7 @@ class GceFake:
                     "kind": "compute#accessConfig",
                     "type": "ONE_TO_ONE_NAT",
                     "name": nics[0]["accessConfigs"][0].get("name", "External NAT"),
-                    "natIP": self.instance_addresses[0],
+                    "natIP": nat_ip,
                     "networkTier": nics[0]["accessConfigs"][0].get("networkTier", "PREMIUM"),
                 }
             )
@@ -1063,7 +1176,7 @@ class GceFake:
                     "kind": "compute#networkInterface",
                     "network": self._link(f"global/networks/{network}"),
                     "subnetwork": self._link(f"regions/{region_of(zone)}/subnetworks/{network}"),
-                    "networkIP": f"10.128.0.{len(self._instances) % 250 + 2}",
+                    "networkIP": network_ip,
                     "name": "nic0",
                     "accessConfigs": access_configs,
                     "fingerprint": "ZYdx-5Z3ZdQ=",
@@ -1125,7 +1238,7 @@ class GceFake:
             "sourceImage": image["selfLink"],
             "sourceImageId": image["id"],
             "type": self._link(f"zones/{zone}/diskTypes/{disk_type}"),
-            "labels": self._validate_labels(params.get("labels"), "initializeParams.labels"),
+            "labels": disk_labels,
             "users": [instance_link],
         }
         error = self._insert_error(zone, instance, gpu_count)
@@ -1134,6 +1247,7 @@ class GceFake:
         def finish() -> dict[str, Any] | None:
             if error is not None:
                 self._instances.pop((zone, name), None)
+                self._free_host(zone, name, wipe=False)
                 return error
             instance["status"] = "RUNNING"
             self._disks[(zone, disk_name)] = disk
@@ -1219,6 +1333,7 @@ class GceFake:
 
         def finish() -> None:
             self._instances.pop((zone, name), None)
+            self._free_host(zone, name, wipe=True)
             for disk in inst.get("disks", []):
                 if disk.get("autoDelete"):
                     self._disks.pop((zone, _last(disk["source"])), None)
@@ -1231,11 +1346,10 @@ class GceFake:
             inst["status"] = "STOPPING"
 
         def finish() -> None:
-            inst["status"] = "TERMINATED"
-            for config in inst["networkInterfaces"][0]["accessConfigs"]:
-                released = config.pop("natIP", None)  # the ephemeral address is released
-                if released:
-                    self._released_ips[(zone, name)] = released
+            host = self.host_of(zone, name)
+            if host is not None and inst["status"] != "TERMINATED":
+                host.power_off()
+            self._terminate(zone, name, inst)
 
         return self._operation("stop", inst["selfLink"], inst["id"], zone, finish)
 
@@ -1245,6 +1359,9 @@ class GceFake:
             inst["status"] = "STAGING"
 
         def finish() -> None:
+            host = self.host_of(zone, name)
+            if host is not None and inst["status"] != "RUNNING":
+                host.power_on()
             inst["status"] = "RUNNING"
             previous = self._released_ips.pop((zone, name), None)
             for config in inst["networkInterfaces"][0]["accessConfigs"]:

@@ -30,7 +30,9 @@ the product relies on it:
   folder belong to the host user with that uid;  as root without them, it runs as uid 1000
   like the stacks' ``jovyan``;  started as another user, it runs as that user;
 - ``NOTEBOOK_ARGS`` is split on spaces and appended to ``jupyter lab`` (the product sets
-  ``--ServerApp.root_dir`` there);
+  ``--ServerApp.root_dir`` there, and on a cluster's head ``--ServerApp.ip``/``.port``);
+  the listening address 0.0.0.0:8888 comes from :data:`SERVER_CONFIG_PATH`, as in the
+  stacks, so those arguments override it;
 - arguments given to the start script are appended as well, as the stacks' CMD does.
 
 Facts about Jupyter Server 2 the tests rely on: the token option is
@@ -77,12 +79,24 @@ PYPI_PACKAGES: tuple[str, ...] = (
     "jupyterlab==4.6.6",
     "jupyter_server==2.21.1",
     "ipykernel==7.4.0",
+    # Ray for the cluster tests: its `ray start` runs in containers of this image and a
+    # kernel's `ray.init()` joins it.
+    "ray[default]==2.60.0",
 )
 JUPYTER_VENV = "/opt/jupyter"
 START_PATH = "/usr/local/bin/start-notebook.sh"
+#: Where Docker Stacks keep the server's listening address: in a config file, not on the
+#: command line, so ``NOTEBOOK_ARGS`` can override it (a cluster head binds 127.0.0.1).
+SERVER_CONFIG_PATH = "/etc/jupyter/jupyter_server_config.py"
+SERVER_CONFIG = """c.ServerApp.ip = "0.0.0.0"
+c.ServerApp.port = 8888
+c.ServerApp.open_browser = False
+"""
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 IMAGE_REPOSITORY = "orchestrate-bed/jupyter"
+#: A cached tarball of another recipe unused this long is removed by the next build.
+STALE_SECONDS = 3 * 24 * 3600
 NOTEBOOK_PORT = 8888
 NOTEBOOK_DIR = "/notebooks"
 _CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -115,13 +129,13 @@ if [ "$(id -u)" = 0 ]; then
     # NOTEBOOK_ARGS is split on spaces on purpose, as the stacks do.
     # shellcheck disable=SC2086
     exec setpriv --reuid="$NB_UID" --regid="$NB_GID" --init-groups \
-        env HOME="$home" USER="$user" jupyter lab --ip=0.0.0.0 --port=8888 --no-browser \
+        env HOME="$home" USER="$user" jupyter lab --no-browser \
         $allow_root ${NOTEBOOK_ARGS:-} "$@"
 fi
 export HOME="${HOME:-/tmp}"
 [ -w "$HOME" ] || export HOME=/tmp
 # shellcheck disable=SC2086
-exec jupyter lab --ip=0.0.0.0 --port=8888 --no-browser ${NOTEBOOK_ARGS:-} "$@"
+exec jupyter lab --no-browser ${NOTEBOOK_ARGS:-} "$@"
 """
 
 
@@ -179,6 +193,7 @@ def rootfs_hash() -> str:
             "packages": PACKAGES,
             "pypi": PYPI_PACKAGES,
             "start": START_SCRIPT,
+            "server_config": SERVER_CONFIG,
         }
     )
 
@@ -340,6 +355,9 @@ def build_rootfs_tarball(tarball: Path, *, mirror: str | None = None) -> None:
             rootfs, log, "useradd", "--create-home", "--uid", "1000", "--gid", "100",
             "--shell", "/bin/sh", "jovyan",
         )  # fmt: skip
+        server_config = rootfs / SERVER_CONFIG_PATH.lstrip("/")
+        server_config.parent.mkdir(parents=True, exist_ok=True)
+        server_config.write_text(SERVER_CONFIG)
         start = rootfs / START_PATH.lstrip("/")
         start.write_text(START_SCRIPT)
         start.chmod(0o755)
@@ -386,14 +404,17 @@ def ensure_jupyter_image(cache_dir: Path, *, rebuild: bool = False) -> JupyterIm
                 if os.geteuid() != 0:
                     raise ImageBuildError("building the rootfs needs root (debootstrap, chroot)")
                 build_rootfs_tarball(tarball)
+                # Branches with other recipes share this cache: a tarball is removed only
+                # when nobody has built or imported it for a while.
                 for stale in folder.glob("rootfs-*.tar"):
-                    if stale != tarball:
-                        stale.unlink()
+                    if stale != tarball and time.time() - stale.stat().st_mtime > STALE_SECONDS:
+                        stale.unlink(missing_ok=True)
                 action = "built"
             argv = ["import"]
             for change in image_changes():
                 argv += ["--change", change]
             docker(*argv, str(tarball), tag, timeout=900)
+            os.utime(tarball)  # used now: kept while other recipes' builds come and go
         docker("tag", tag, latest)
     return JupyterImage(
         tag=tag,
@@ -558,3 +579,30 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+@contextmanager
+def rootfs_for_import(cache_dir: Path) -> Iterator[tuple[str, Path, list[str]]]:
+    """The current recipe's (tag, rootfs tarball, ``--change`` lines), held for importing.
+
+    For the multi-node bed, whose node engines import the image from the tarball.  The build
+    lock is held while the caller imports, because a build of another recipe (another
+    branch's session sharing the cache) deletes tarballs it considers stale.  When the tarball
+    is gone but this machine's engine still has the image, the tarball is made again from it
+    with ``docker export`` (seconds) instead of a rebuild (minutes); with neither, the image is
+    built.  Needs the machine's engine (:func:`tests.bed.docker_engine.ensure_dockerd`).
+    """
+    ensure_jupyter_image(cache_dir)  # built or imported here first: the tarball exists now
+    folder = cache_dir / "jupyter-image"
+    tarball = folder / f"rootfs-{rootfs_hash()}.tar"
+    tag = image_tag()
+    with _build_lock(folder):
+        if not tarball.exists():
+            partial = folder / f".{tarball.name}.{os.getpid()}.partial"
+            container = docker("create", tag, "true").stdout.strip()
+            try:
+                docker("export", "--output", str(partial), container, timeout=900)
+            finally:
+                docker("rm", "-f", container, check=False)
+            partial.replace(tarball)
+        yield tag, tarball, image_changes()

@@ -48,6 +48,9 @@ from types import TracebackType
 DELAYQ_SCRIPT = Path(__file__).with_name("delayq.py")
 # RFC 2544 benchmarking range: addresses that never leave a test network.
 BENCH_NET = ipaddress.IPv4Network("198.18.0.0/15")
+# The links take their /30s from the lower half; the multi-node bed (tests/bed/nodes.py)
+# has the upper half, so a link and a node bed never share a subnet.
+WAN_NET = ipaddress.IPv4Network("198.18.0.0/16")
 # Inside each namespace the veth end has this name; the namespaces keep them apart.
 VETH_NAME = "wan0"
 # A 64 KiB MTU means one NFQUEUE round per ~64 KiB instead of per 1.5 KiB:
@@ -356,10 +359,10 @@ def wan_link(
         raise WanLinkError("wan_link needs root (ip netns, iptables, NFQUEUE)")
     forward_before = _read_ip_forward()
     tag = secrets.token_hex(3)
-    # /30 blocks of 198.18.0.0/15, picked by the random tag: concurrent links
+    # /30 blocks of 198.18.0.0/16, picked by the random tag: concurrent links
     # never share namespaces anyway, distinct addresses just keep logs readable.
-    block = int(tag, 16) % (BENCH_NET.num_addresses // 4)
-    base = BENCH_NET.network_address + block * 4
+    block = int(tag, 16) % (WAN_NET.num_addresses // 4)
+    base = WAN_NET.network_address + block * 4
     link = WanLink(
         near_ns=f"{name_prefix}-near-{tag}",
         far_ns=f"{name_prefix}-far-{tag}",

@@ -51,8 +51,9 @@ def outside() -> Iterator[Outside]:
     forward = IP_FORWARD.read_text()
     tag = secrets.token_hex(3)
     ns, ours, theirs = f"orch-exp-{tag}", f"ox{tag}a", f"ox{tag}b"
-    # A random /30 of 198.18.0.0/15 (never routed), like the WAN bed's links.
-    block = int(tag, 16) % (2**17 // 4)
+    # A random /30 of 198.18.0.0/16 (never routed), like the WAN bed's links; the
+    # multi-node bed has 198.19.0.0/16.
+    block = int(tag, 16) % (2**16 // 4)
     base = (198 << 24) | (18 << 16)
     near, far = (socket.inet_ntoa((base + block * 4 + i).to_bytes(4, "big")) for i in (1, 2))
     _ip("netns", "add", ns)

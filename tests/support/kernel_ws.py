@@ -48,6 +48,15 @@ class KernelChannel:
         )
 
     def execute(self, code: str) -> float:
+        return self._execute(code, [])
+
+    def output(self, code: str) -> str:
+        """What `code` printed on stdout in the kernel (its execute_reply must be ok)."""
+        printed: list[str] = []
+        self._execute(code, printed)
+        return "".join(printed)
+
+    def _execute(self, code: str, printed: list[str]) -> float:
         msg_id = uuid.uuid4().hex
         message = {
             "header": {
@@ -74,6 +83,10 @@ class KernelChannel:
         self.ws.send(json.dumps(message))
         while True:
             reply = json.loads(self.ws.recv())
+            mine = reply.get("parent_header", {}).get("msg_id") == msg_id
+            stream = reply.get("msg_type") == "stream"
+            if mine and stream and reply["content"].get("name") == "stdout":
+                printed.append(reply["content"].get("text", ""))
             if (
                 reply.get("parent_header", {}).get("msg_id") == msg_id
                 and reply.get("msg_type") == "execute_reply"

@@ -81,6 +81,16 @@ def register(app: typer.Typer) -> None:
                 f" gpu={info['gpu'] or 'none'} up={_age(info['uptime_s'])}"
                 f" tunnel={info['tunnel']}{by}"
             )
+            if info.get("dashboard"):
+                echo(f"    dashboard: {info['dashboard']}")
+            for node in info.get("nodes") or []:
+                echo(
+                    f"    node {node['index']} {node['name']:16} {node['status']:10}"
+                    f" {node['zone'] or '-':16} {node['address'] or '-':15}"
+                    f" internal={node['internal_address'] or '-'} gpu={node['gpu'] or 'none'}"
+                )
+                for note in node["notes"]:
+                    echo(f"        {note}")
             for note in info["notes"]:
                 echo(f"    {note}")
 

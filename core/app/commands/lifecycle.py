@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -43,6 +44,9 @@ def register(app: typer.Typer) -> None:
         image: Optional[str] = typer.Option(None, "--image", help="Notebook image."),
         port: Optional[int] = typer.Option(None, "--port", help="Local port (8899)."),
         autostop: Optional[str] = typer.Option(None, "--autostop", help="Idle time or off."),
+        nodes: Optional[int] = typer.Option(
+            None, "--nodes", help="Instances: 1, or more for a Ray cluster (head + workers)."
+        ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print requests and scripts."),
         detach: bool = typer.Option(False, "--detach", help="Tunnel in the background."),
         no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
@@ -55,14 +59,29 @@ def register(app: typer.Typer) -> None:
         runtime: Runtime = ctx.obj
         chosen = runtime.profile(
             profile,
-            overrides={"provider": provider, "image": image, "port": port, "autostop": autostop},
-        )
+            overrides={
+                "provider": provider, "image": image, "port": port, "autostop": autostop,
+                "nodes": nodes,
+            },
+        )  # fmt: skip
         overrides = {
             key: value
             for key, value in (("gpu", gpu), ("zone", zone), ("host", host))
             if value is not None
         }
         row = runtime.state().get(name) if not dry_run else None
+        if row is not None and row.is_worker:
+            from orchestrate.core.flows.rows import row_named
+
+            row_named(runtime, name)  # refused with the cluster's name
+        count = _node_count(runtime, row, chosen)
+        if count > 1 or (row is not None and row.cluster is not None):
+            _launch_cluster(
+                runtime, name, chosen, overrides, row, count, dry_run=dry_run, yes=yes,
+                port_given=port is not None, detach=detach, no_browser=no_browser,
+                nodes_flag=nodes is not None,
+            )  # fmt: skip
+            return
         plan = make_plan(runtime, name, chosen, overrides, token=existing_token(row))
         if not dry_run:
             from orchestrate.core.flows.background import check_port
@@ -107,6 +126,22 @@ def register(app: typer.Typer) -> None:
 
         runtime: Runtime = ctx.obj
         row = row_named(runtime, name)
+        if row.cluster is not None:
+            from orchestrate.core.flows.background import wanted_port as wanted
+            from orchestrate.core.flows.cluster import bring_up_cluster, node_plans
+            from orchestrate.core.flows.cluster_ops import nodes_of
+
+            plans = node_plans(
+                runtime, name, row.launched_profile(), {}, token=row.token,
+                nodes=len(nodes_of(runtime, row)),
+            )  # fmt: skip
+            check_port(row, wanted(row, port), explicit=port is not None)
+            outcome = bring_up_cluster(
+                runtime, plans, port=wanted(row, port), port_explicit=port is not None,
+                detach=detach, progress=_progress, foreground=_foreground(not no_browser),
+            )  # fmt: skip
+            _say_outcome(outcome, detach=detach, browse=not no_browser, name=name)
+            return
         plan = make_plan(runtime, name, row.launched_profile(), {}, token=row.token)
         check_port(row, wanted_port(row, port), explicit=port is not None)
         outcome = bring_up(
@@ -131,7 +166,16 @@ def register(app: typer.Typer) -> None:
         from orchestrate.core.flows.teardown import stop
 
         runtime: Runtime = ctx.obj
-        if stop(runtime, row_named(runtime, name), progress=_progress):
+        row = row_named(runtime, name)
+        if row.cluster is not None:
+            from orchestrate.core.flows.cluster_ops import stop_cluster
+
+            if stop_cluster(runtime, row, progress=_progress):
+                echo(f"{name} stopped (every node); `orchestrate start {name}` brings it back")
+            else:
+                echo(f"{name} was never created; nothing to stop (use `down` to forget it)")
+            return
+        if stop(runtime, row, progress=_progress):
             echo(f"{name} stopped; `orchestrate start {name}` brings it back")
         else:
             echo(f"{name} was never created; nothing to stop (use `down` to forget it)")
@@ -153,6 +197,19 @@ def register(app: typer.Typer) -> None:
 
         runtime: Runtime = ctx.obj
         row = row_named(runtime, name)
+        if row.cluster is not None:
+            from orchestrate.core.flows.cluster_ops import down_cluster, nodes_of
+
+            count = len(nodes_of(runtime, row))
+            if not yes:
+                confirm_or_refuse(
+                    f"delete the cluster {name} ({count} nodes) on {row.provider} and its disks?",
+                    refused=f"down cancelled: {name} was not deleted",
+                    no_terminal_hint="pass --yes to delete it without asking",
+                )
+            down_cluster(runtime, row, sync_to=sync_notebooks, progress=_progress, force=force)
+            echo(f"{name} deleted ({count} nodes)")
+            return
         if not yes:
             confirm_or_refuse(
                 f"delete {name} on {row.provider} and its disk?",
@@ -162,8 +219,122 @@ def register(app: typer.Typer) -> None:
         down(runtime, row, sync_to=sync_notebooks, progress=_progress, force=force)
         echo(f"{name} deleted")
 
+    @app.command("scale")
+    def scale_command(
+        ctx: typer.Context,
+        name: str = typer.Argument(..., help="Cluster name."),
+        nodes: int = typer.Option(..., "--nodes", help="Nodes wanted, the head included."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    ) -> None:
+        """Add workers to a cluster, or remove its highest-numbered ones (drained first)."""
+        from orchestrate.core.flows.background import wanted_port
+        from orchestrate.core.flows.cluster import bring_up_cluster, node_plans
+        from orchestrate.core.flows.cluster_ops import (
+            check_scale,
+            nodes_of,
+            remove_workers,
+            with_nodes,
+        )
 
-def _price_gate(plan: Any, threshold: float | None, *, yes: bool) -> None:
+        runtime: Runtime = ctx.obj
+        row = row_named(runtime, name)
+        check_scale(row, nodes)
+        have = len(nodes_of(runtime, row))
+        profile = with_nodes(row.launched_profile(), nodes)
+        if nodes < have:
+            removed = remove_workers(runtime, row, nodes, progress=_progress)
+            from orchestrate.core.store.profiles import profile_snapshot
+
+            runtime.state().update(name, profile=profile_snapshot(profile))
+            echo(f"{name} scaled to {nodes} nodes (removed {', '.join(removed)})")
+            return
+        plans = node_plans(runtime, name, profile, {}, token=row.token, nodes=nodes)
+        if nodes > have:
+            _price_gate(plans[0], profile.confirm_above, yes=yes, nodes=nodes)
+        outcome = bring_up_cluster(
+            runtime, plans, port=wanted_port(row, None), port_explicit=False, detach=True,
+            progress=_progress,
+        )  # fmt: skip
+        echo(f"{name} has {nodes} nodes")
+        if outcome.dashboard_port:
+            echo(f"dashboard: http://localhost:{outcome.dashboard_port}")
+
+
+def _node_count(runtime: Runtime, row: Any, profile: Any) -> int:
+    """Nodes this launch wants: the profile's (or --nodes) when above 1; a relaunch of a
+    cluster with a profile that says 1 repairs the cluster as it is."""
+    if profile.nodes > 1 or row is None or row.cluster is None:
+        return int(profile.nodes)
+    from orchestrate.core.flows.cluster_ops import nodes_of
+
+    return max(1, len(nodes_of(runtime, row)))
+
+
+def _launch_cluster(
+    runtime: Runtime,
+    name: str,
+    chosen: Any,
+    overrides: dict[str, Any],
+    row: Any,
+    count: int,
+    *,
+    dry_run: bool,
+    yes: bool,
+    port_given: bool,
+    detach: bool,
+    no_browser: bool,
+    nodes_flag: bool,
+) -> None:
+    """`launch NAME --nodes N`: checked, priced and confirmed before anything is created."""
+    from orchestrate.core.flows.background import check_port
+    from orchestrate.core.flows.cluster import (
+        bring_up_cluster,
+        check_cluster_name,
+        node_plans,
+        nodes_where,
+        require_clusters,
+    )
+    from orchestrate.core.flows.launch import dry_run_text, existing_token
+
+    if row is not None and row.cluster is None:
+        from orchestrate.core.api.errors import UsageError
+
+        raise UsageError(
+            f"{name} is a lone instance; it cannot become a cluster of {count} nodes",
+            hint=f"`orchestrate down {name}` first, or launch the cluster under another name",
+        )
+    check_cluster_name(name, count)
+    require_clusters(runtime.provider(chosen.provider), count, nodes_where(chosen, nodes_flag))
+    with_count = dataclasses.replace(chosen, values={**chosen.values, "nodes": count})
+    plans = node_plans(runtime, name, with_count, overrides, token=existing_token(row), nodes=count)
+    if not dry_run:
+        check_port(row, chosen.port, explicit=port_given)
+    text = dry_run_text(runtime, plans[0]) if dry_run else None
+    _price_gate(plans[0], chosen.confirm_above, yes=yes or dry_run, nodes=count)
+    if text is not None:
+        echo(f"# a cluster of {count} nodes: {', '.join(plan.name for plan in plans)}, "
+             "each created like this")  # fmt: skip
+        echo(text)
+        return
+    outcome = bring_up_cluster(
+        runtime, plans, port=chosen.port, port_explicit=port_given, detach=detach,
+        progress=_progress, foreground=_foreground(not no_browser),
+    )  # fmt: skip
+    _say_outcome(outcome, detach=detach, browse=not no_browser, name=name)
+
+
+def _say_outcome(outcome: Any, *, detach: bool, browse: bool, name: str) -> None:
+    if not (detach or outcome.kept_tunnel):
+        return  # the tunnel ran in the foreground, which said where the dashboard was
+    if outcome.dashboard_port:
+        _progress(f"dashboard: http://localhost:{outcome.dashboard_port}")
+    if detach or outcome.kept_tunnel:
+        from orchestrate.core.flows.notebook_url import show_url
+
+        show_url(outcome.url, browse=browse, say=echo, say_err=_progress)
+
+
+def _price_gate(plan: Any, threshold: float | None, *, yes: bool, nodes: int = 1) -> None:
     """Show the estimated price per hour before anything is created, and ask above the
     profile's `confirm_above` unless --yes. An unknown price is said and asked about only
     when `confirm_above` is 0 (`billing.confirm_needed`)."""
@@ -172,6 +343,8 @@ def _price_gate(plan: Any, threshold: float | None, *, yes: bool) -> None:
     from orchestrate.core.money.costs import estimate_for
 
     estimate = estimate_for(plan.provider, plan.options)
+    if estimate is not None and nodes > 1:
+        estimate = prices.for_nodes(estimate, nodes)
     if estimate is None:
         _progress(f"estimated price: unknown ({plan.provider.name} states no price)")
         if not yes and confirm_needed(None, threshold):

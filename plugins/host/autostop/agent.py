@@ -13,6 +13,14 @@ The host is idle when, for the whole window:
 - nobody is logged in (utmp ``USER_PROCESS`` entries of live processes: interactive SSH
   sessions. A tunnel or a plain ``ssh host command`` allocates no terminal and is no login).
 
+On a Ray cluster (``cluster_role`` in the config) the nodes decide together without any
+cloud credentials. The head also counts Ray's own work as activity: any CPU or GPU that
+``ray status`` reports in use on any node (running tasks and actors, busy GPUs included).
+When the head powers off, it first stops its Ray container, so the cluster's GCS port stops
+answering. Each worker counts "the head answers on its GCS port" as its activity, so a
+worker powers itself off a window after it last heard from the head: after the head's own
+stop, and just the same when the head was lost, so workers never bill on their own.
+
 Then it writes why to its log and to a last-stop file, and runs the power-off command
 (``systemctl poweroff``): on GCE and EC2 a guest power-off stops the instance, which stops
 compute and GPU billing.
@@ -114,6 +122,13 @@ class Config:
     #: also write the power-off reason to the kernel log, which reaches the serial console
     #: (GCE's getSerialPortOutput, EC2's GetConsoleOutput) even after the host is off
     console: bool = True
+    #: "" on a lone instance; "head" or "worker" on a Ray cluster's node
+    cluster_role: str = ""
+    #: the head's internal address and GCS port (what a worker watches)
+    head_address: str = ""
+    ray_port: int = 6379
+    #: the head's Ray container, asked by ``ray status`` and stopped before the head's power-off
+    ray_container: str = "orchestrate-ray-head"
 
     @classmethod
     def from_dict(cls, data: JsonDict) -> Config:
@@ -124,6 +139,9 @@ class Config:
         config.idle_seconds = float(config.idle_seconds)
         config.interval = float(config.interval)
         config.port = int(config.port)
+        config.ray_port = int(config.ray_port)
+        if config.cluster_role not in ("", "head", "worker"):
+            raise ValueError(f"unknown cluster_role {config.cluster_role!r}")
         if config.idle_seconds <= 0:
             raise ValueError("idle_seconds must be positive")
         return config
@@ -181,6 +199,11 @@ class Observation:
     logins: list[str]
     #: how long each host-setup stage running now has been running, in seconds
     setups: list[float] = field(default_factory=list)
+    #: on a cluster's head: Ray's work in progress ("ray: 2 CPU, 1 GPU in use"), or why
+    #: Ray could not be read (which counts as activity, like an unreadable Jupyter)
+    ray: list[str] = field(default_factory=list)
+    #: on a cluster's worker: whether the head answered on its GCS port; None elsewhere
+    head_answers: bool | None = None
 
     def fresh_setups(self, window: float) -> list[float]:
         return [age for age in self.setups if age < window]
@@ -202,6 +225,9 @@ class Observation:
             reasons.append(f"{name} active {human(age)} ago")
         if self.logins:
             reasons.append(f"logged in: {', '.join(self.logins)}")
+        reasons.extend(self.ray)
+        if self.head_answers:
+            reasons.append("the cluster's head answers")
         return reasons
 
     def in_use_now(self, window: float = float("inf")) -> bool:
@@ -212,6 +238,8 @@ class Observation:
             or self.jupyter.busy
             or self.jupyter.error
             or self.fresh_setups(window)
+            or self.ray
+            or self.head_answers
         )
 
     def idle_summary(self, port: int, window: float) -> str:
@@ -220,7 +248,10 @@ class Observation:
             if self.jupyter.reachable
             else "Jupyter not answering"
         )
-        return f"no connection to port {port}; {kernels}; nobody logged in"
+        summary = f"no connection to port {port}; {kernels}; nobody logged in"
+        if self.head_answers is False:
+            summary += "; the cluster's head does not answer"
+        return summary
 
 
 def _hex_port(address: str) -> int:
@@ -445,6 +476,59 @@ def boot_id() -> str:
         return ""
 
 
+_RAY_USAGE = re.compile(r"^\s*([\d.]+)/([\d.]+)\s+(CPU|GPU)\s*$", re.MULTILINE)
+_RAY_NODE = re.compile(r"^\s*(\d+)\s+node_[0-9a-f]+", re.MULTILINE)
+
+
+def parse_ray_status(text: str) -> JsonDict | None:
+    """``ray status``'s report as ``{"nodes", "CPU": [used, total], "GPU": [used, total]}``;
+    None when the text is not Ray's report. Also what ``orchestrate status`` shows."""
+    if "Active:" not in text:
+        return None
+    active = text.split("Active:", 1)[1].split("Pending:", 1)[0]
+    view: JsonDict = {"nodes": sum(int(m.group(1)) for m in _RAY_NODE.finditer(active))}
+    for kind in ("CPU", "GPU"):
+        view[kind] = [0.0, 0.0]
+    for match in _RAY_USAGE.finditer(text):
+        view[match.group(3)] = [float(match.group(1)), float(match.group(2))]
+    return view
+
+
+def ray_in_use(view: JsonDict) -> list[str]:
+    """The activity in a parsed report: resources in use mean tasks or actors running."""
+    busy = [f"{view[k][0]:g} {k}" for k in ("CPU", "GPU") if view[k][0] > 0]
+    return [f"ray: {', '.join(busy)} in use"] if busy else []
+
+
+def ray_activity(config: Config) -> list[str]:
+    """The head's Ray work, read with ``ray status`` in its container. A container that is
+    not running has no work to protect; any other failure counts as activity."""
+    argv = ["docker", "exec", config.ray_container, "ray", "status"]
+    try:
+        proc = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [f"cannot read Ray's state ({exc}): not stopping"]
+    view = parse_ray_status(proc.stdout)
+    if view is not None:
+        return ray_in_use(view)
+    output = (proc.stdout + proc.stderr).strip()
+    if "No such container" in output or "is not running" in output:
+        return []
+    last = (output.splitlines() or [f"exit status {proc.returncode}"])[-1][:200]
+    return [f"cannot read Ray's state ({last}): not stopping"]
+
+
+def head_answers(config: Config, timeout: float = 5.0) -> bool:
+    """Whether the head's GCS port accepts a TCP connection (a worker's one sign of it)."""
+    try:
+        with socket.create_connection((config.head_address, config.ray_port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def observe(config: Config) -> Observation:
     """Look at the host once. Connections are read before Jupyter is asked, so the agent's
     own request to the notebook port is never one of them."""
@@ -458,6 +542,8 @@ def observe(config: Config) -> Observation:
         jupyter=jupyter,
         logins=logins(config),
         setups=setup_ages(),
+        ray=ray_activity(config) if config.cluster_role == "head" else [],
+        head_answers=head_answers(config) if config.cluster_role == "worker" else None,
     )
 
 
@@ -597,6 +683,13 @@ def power_off(config: Config, state: JsonDict, obs: Observation) -> bool:
     log(config, f"powering off: idle for {human(idle_for)} ({reason})", obs.now)
     if config.console:
         to_console(f"{message}: {reason}")
+    if config.cluster_role == "head":
+        # Ray stopped first: the workers see the GCS port go quiet and follow a window later.
+        stop_ray = ["docker", "stop", "--time", "30", config.ray_container]
+        try:
+            subprocess.run(stop_ray, stdin=subprocess.DEVNULL, capture_output=True, timeout=90)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log(config, f"could not stop Ray before powering off: {exc}")
     try:
         proc = subprocess.run(
             ["/bin/sh", "-c", config.poweroff_command],

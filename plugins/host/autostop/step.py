@@ -42,6 +42,7 @@ from orchestrate.core.api.durations import parse_duration
 from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext
 from orchestrate.core.api.templates import fill, heredoc_delimiter
 from orchestrate.plugins.host.autostop import agent
+from orchestrate.plugins.host.ray import layout as ray_layout
 from orchestrate.plugins.host.shell import step_script
 
 NAME = "autostop"
@@ -128,6 +129,21 @@ def agent_config(context: StepContext, window: float) -> dict[str, Any]:
         "interval": interval,
         "utmp": agent.DEFAULT_UTMP,
         "console": not paths.root,
+        **cluster_config(context),
+    }
+
+
+def cluster_config(context: StepContext) -> dict[str, Any]:
+    """On a cluster node, what the agent watches besides the host: Ray's work on the head,
+    the head's GCS port on a worker (the agent's docstring says how they stop together)."""
+    cluster = context.cluster
+    if cluster is None:
+        return {}
+    return {
+        "cluster_role": cluster.role,
+        "head_address": cluster.head_address,
+        "ray_port": cluster.ray_port,
+        "ray_container": ray_layout.HEAD_CONTAINER,
     }
 
 

@@ -51,7 +51,10 @@ class AwsProvider(Provider):
     """Amazon EC2 through libcloud's ``EC2NodeDriver`` (imported on the first API call)."""
 
     name = "aws"
-    description = "Amazon EC2: GPU instance types (g4dn T4, g5 A10G, g6 L4, g6e L40S, p4d, p5)"
+    description = (
+        "Amazon EC2: GPU instance types (g4dn T4, g5 A10G, g6 L4, g6e L40S, p4d, p5), and "
+        "clusters (a security group admitting only its own nodes)"
+    )
     default_ssh_user = "ubuntu"
 
     def __init__(
@@ -290,6 +293,88 @@ class AwsProvider(Provider):
                 raise
         return group_id
 
+    # ------------------------------------------------------------ clusters
+    def _ensure_cluster_group(self, api: Ec2Api, cluster: str, vpc_id: str) -> str:
+        """The cluster's group in `vpc_id`, made if missing, admitting itself on everything."""
+        name = r.cluster_group_name(cluster)
+        context = f"setting up security group {name}"
+        response = api.call("DescribeSecurityGroups", r.group_query(name, vpc_id), context=context)
+        groups = items(response, "securityGroupInfo")
+        if groups:
+            group_id = text(groups[0], "groupId")
+            if group_id and items(groups[0], "ipPermissions"):
+                return group_id
+        else:
+            try:
+                created = api.call(
+                    "CreateSecurityGroup",
+                    r.create_cluster_group_params(cluster, vpc_id),
+                    context=context,
+                )
+            except ProviderError as exc:
+                if "InvalidGroup.Duplicate" not in exc.message:
+                    raise
+                return self._ensure_cluster_group(api, cluster, vpc_id)  # a parallel create
+            group_id = text(created, "groupId")
+        if not group_id:
+            raise ProviderError(f"aws {api.region}: EC2 answered {context} without a group id")
+        try:
+            api.call(
+                "AuthorizeSecurityGroupIngress", r.self_ingress_params(group_id), context=context
+            )
+        except ProviderError as exc:
+            if "InvalidPermission.Duplicate" not in exc.message:
+                raise
+        return group_id
+
+    def _vpc(self, api: Ec2Api, options: AwsOptions) -> str:
+        """The VPC the nodes are made in: the profile's subnet's, else the default one."""
+        if options.subnet_id:
+            return self._subnet(api, options, None)[2]
+        response = api.call("DescribeVpcs", r.default_vpc_query(), context="finding the VPC")
+        for item in items(response, "vpcSet"):
+            vpc = text(item, "vpcId")
+            if vpc:
+                return vpc
+        raise ProviderError(
+            f"aws {api.region}: the account has no default VPC",
+            hint="set subnet_id in the profile's aws table to a public subnet",
+        )
+
+    def ensure_cluster_network(self, cluster: str, options: Any) -> None:
+        """`ClusterNetworks`: the group `orchestrate-cluster-<name>`, whose only ingress
+        rule admits its own members on every protocol; each node joins it at create."""
+        opts = _options(options)
+        api = self._api(self._key(opts))
+        self._ensure_cluster_group(api, cluster, self._vpc(api, opts))
+
+    def release_cluster_network(self, cluster: str, options: Any) -> None:
+        """Delete the cluster's group. EC2 refuses while a terminating node still holds it
+        (DependencyViolation), so that is waited out; gone already is fine."""
+        opts = _options(options)
+        api = self._api(self._key(opts))
+        name = r.cluster_group_name(cluster)
+        context = f"deleting security group {name}"
+        response = api.call(
+            "DescribeSecurityGroups", r.filters({"group-name": name}), context=context
+        )
+        policy = Retry(deadline_s=self.wait_timeout_s, first_s=2.0, max_s=15.0, sleep=self._sleep)
+        for group in items(response, "securityGroupInfo"):
+            group_id = text(group, "groupId")
+            if not group_id:
+                continue
+
+            def delete(group_id: str = group_id) -> Any:
+                return api.call("DeleteSecurityGroup", {"GroupId": group_id}, context=context)
+
+            def held(error: Exception) -> bool:
+                return isinstance(error, ProviderError) and "DependencyViolation" in error.message
+
+            try:
+                policy.call(delete, retry_if=held)
+            except NotFound:
+                continue
+
     def _describe(self, api: Ec2Api, instance_id: str) -> r.Instance | None:
         response = api.call(
             "DescribeInstances",
@@ -365,6 +450,9 @@ class AwsProvider(Provider):
         key_name = self._ensure_key(api, spec, options)
         subnet_id, subnet_zone, vpc_id = self._subnet(api, options, zone)
         group_id = self._ensure_group(api, options, vpc_id)
+        cluster_group = (
+            self._ensure_cluster_group(api, spec.cluster, vpc_id) if spec.cluster else None
+        )
         params = r.run_params(
             spec,
             options,
@@ -374,6 +462,7 @@ class AwsProvider(Provider):
             group_id=group_id,
             key_name=key_name,
             client_token=uuid.uuid4().hex,
+            cluster_group_id=cluster_group,
         )
         response = api.call(
             "RunInstances",
@@ -528,6 +617,7 @@ def _record(
         cloud_id=instance.instance_id,
         status=instance.status,
         address=_address(instance, public=bool(extra.get("public_ip", True))),
+        internal_address=instance.private_ip,
         ssh_user=ssh_user,
         ssh_port=ssh_port,
         extra=dict(extra),
@@ -544,6 +634,7 @@ def _refresh(record: InstanceRecord, instance: r.Instance) -> InstanceRecord:
         cloud_id=record.cloud_id,
         status=instance.status,
         address=_address(instance, public=public),
+        internal_address=instance.private_ip,
         ssh_user=record.ssh_user,
         ssh_port=record.ssh_port,
         extra=dict(record.extra),

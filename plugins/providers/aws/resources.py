@@ -152,6 +152,37 @@ def ingress_params(group_id: str, port: int) -> dict[str, str]:
     }
 
 
+#: A cluster's security group is `CLUSTER_PREFIX + name`; it admits only its own members.
+CLUSTER_PREFIX = "orchestrate-cluster-"
+
+
+def cluster_group_name(cluster: str) -> str:
+    return f"{CLUSTER_PREFIX}{cluster}"
+
+
+def create_cluster_group_params(cluster: str, vpc_id: str) -> dict[str, str]:
+    return {
+        "GroupName": cluster_group_name(cluster),
+        "GroupDescription": f"orchestrate: traffic between the nodes of the cluster {cluster} only",
+        "VpcId": vpc_id,
+    }
+
+
+def self_ingress_params(group_id: str) -> dict[str, str]:
+    """Every protocol from members of the group itself, no address range: Ray's ports stay
+    closed to anything outside the cluster."""
+    return {
+        "GroupId": group_id,
+        "IpPermissions.1.IpProtocol": "-1",
+        "IpPermissions.1.Groups.1.GroupId": group_id,
+        "IpPermissions.1.Groups.1.Description": "orchestrate cluster nodes",
+    }
+
+
+def default_vpc_query() -> dict[str, str]:
+    return filters({"isDefault": "true"})
+
+
 def opens_port(group: ET.Element, port: int) -> bool:
     """Whether a DescribeSecurityGroups item already lets the world in on tcp `port`."""
     for permission in items(group, "ipPermissions"):
@@ -197,8 +228,10 @@ def run_params(
     group_id: str,
     key_name: str,
     client_token: str,
+    cluster_group_id: str | None = None,
 ) -> dict[str, str]:
-    """RunInstances for `spec`. The subnet decides the zone, so no Placement is sent."""
+    """RunInstances for `spec`. The subnet decides the zone, so no Placement is sent. A
+    cluster node is also a member of its cluster's group."""
     tags = instance_tags(spec)
     params = {
         "ImageId": image_id,
@@ -221,6 +254,8 @@ def run_params(
         **_tag_spec(1, "instance", tags),
         **_tag_spec(2, "volume", tags),
     }
+    if cluster_group_id is not None:
+        params["NetworkInterface.1.SecurityGroupId.2"] = cluster_group_id
     if options.spot:
         params.update(
             {
@@ -324,9 +359,21 @@ def plan(spec: LaunchSpec, options: AwsOptions, zone: str | None) -> list[Planne
     requests.append(
         _request("AuthorizeSecurityGroupIngress", ingress_params(group, options.ssh_port))
     )
+    cluster_group = None
+    if spec.cluster:
+        name = cluster_group_name(spec.cluster)
+        requests.append(_request("DescribeSecurityGroups", group_query(name, vpc)))
+        requests.append(
+            _request("CreateSecurityGroup", create_cluster_group_params(spec.cluster, vpc))
+        )
+        cluster_group = f"<GroupId of {name}>"
+        requests.append(
+            _request("AuthorizeSecurityGroupIngress", self_ingress_params(cluster_group))
+        )
     run = run_params(
         spec,
         options,
+        cluster_group_id=cluster_group,
         image_id=f"<{options.ami}>" if options.ami else "<newest image of DescribeImages>",
         root_device="<rootDeviceName of the image>",
         subnet_id=options.subnet_id or f"<default subnet of {zone_name}>",

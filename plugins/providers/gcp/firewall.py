@@ -18,9 +18,13 @@ from orchestrate.plugins.providers.gcp.errors import AlreadyExists
 
 def ensure_firewall(api: GceApi, network: str, *, timeout_s: float) -> None:
     """Create the SSH rule for `network` unless it exists already."""
-    body = res.firewall_body(network)
+    ensure_rule(api, res.firewall_body(network), timeout_s=timeout_s)
+
+
+def ensure_rule(api: GceApi, body: dict[str, Any], *, timeout_s: float) -> None:
+    """Create the firewall rule `body` unless one of its name exists already."""
     try:
-        api.request("GET", f"/global/firewalls/{body['name']}", context="reading the SSH rule")
+        api.request("GET", f"/global/firewalls/{body['name']}", context="reading the rule")
         return
     except NotFound:
         pass
@@ -62,11 +66,30 @@ def release_firewall(api: GceApi, network: str, *, timeout_s: float) -> bool:
         tags = (instance.get("tags") or {}).get("items", [])
         if network_of(instance) == network and res.SSH_TAG in tags:
             return False
-    rule = res.firewall_name(network)
+    delete_rule(api, res.firewall_name(network), timeout_s=timeout_s)
+    return True
+
+
+def delete_rule(api: GceApi, rule: str, *, timeout_s: float) -> None:
+    """Delete the firewall rule `rule`; gone already is fine."""
     context = f"deleting firewall rule {rule}"
     try:
         operation = api.request("DELETE", f"/global/firewalls/{rule}", context=context)
         api.wait(operation, context=context, zone=None, timeout_s=timeout_s)
     except NotFound:
         pass
+
+
+def ensure_cluster_rule(api: GceApi, cluster: str, network: str, *, timeout_s: float) -> None:
+    """The rule that lets the nodes of `cluster` reach each other (and nothing else in)."""
+    ensure_rule(api, res.cluster_firewall_body(cluster, network), timeout_s=timeout_s)
+
+
+def release_cluster_rule(api: GceApi, cluster: str, *, timeout_s: float) -> bool:
+    """Delete the cluster's rule unless an instance still carries its tag; whether it went."""
+    tag = res.cluster_tag(cluster)
+    for instance in managed_instances(api):
+        if tag in (instance.get("tags") or {}).get("items", []):
+            return False
+    delete_rule(api, tag, timeout_s=timeout_s)
     return True

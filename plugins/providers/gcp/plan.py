@@ -47,6 +47,10 @@ def plan_requests(spec: LaunchSpec, options: GcpOptions) -> list[PlannedRequest]
     firewall = res.firewall_body(options.network)
     steps.append(PlannedRequest("GET", f"{base}/global/firewalls/{firewall['name']}"))
     steps.append(PlannedRequest("POST", f"{base}/global/firewalls", firewall))
+    if spec.cluster:
+        rule = res.cluster_firewall_body(spec.cluster, options.network)
+        steps.append(PlannedRequest("GET", f"{base}/global/firewalls/{rule['name']}"))
+        steps.append(PlannedRequest("POST", f"{base}/global/firewalls", rule))
     body = res.instance_body(spec, options, zone)
     steps.append(PlannedRequest("POST", f"{base}/zones/{zone}/instances", body))
     steps.append(PlannedRequest("GET", base + res.instance_path(zone, body["name"])))

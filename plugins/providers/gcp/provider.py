@@ -42,8 +42,10 @@ from orchestrate.plugins.providers.gcp.connection import (
 from orchestrate.plugins.providers.gcp.credentials import describe_credentials, load_credentials
 from orchestrate.plugins.providers.gcp.errors import AlreadyExists
 from orchestrate.plugins.providers.gcp.firewall import (
+    ensure_cluster_rule,
     ensure_firewall,
     managed_instances,
+    release_cluster_rule,
     release_firewall,
 )
 from orchestrate.plugins.providers.gcp.options import (
@@ -73,7 +75,10 @@ class GcpProvider(Provider):
     """Google Compute Engine through libcloud (imported on the first API call only)."""
 
     name = "gcp"
-    description = "Google Compute Engine: GPU VMs with zone and region failover"
+    description = (
+        "Google Compute Engine: GPU VMs with zone and region failover, and clusters (a "
+        "firewall rule by network tag between their nodes)"
+    )
     default_ssh_user = "orchestrate"
 
     def __init__(
@@ -301,6 +306,19 @@ class GcpProvider(Provider):
             settled,
         )
         return instance
+
+    # ---------------------------------------------------------------- clusters
+    def ensure_cluster_network(self, cluster: str, options: Any) -> None:
+        """`ClusterNetworks`: the rule `orchestrate-cluster-<name>` on the profile's network,
+        from and to the instances tagged with that name, every protocol."""
+        opts = _options(options)
+        _, api = self.connect(opts)
+        ensure_cluster_rule(api, cluster, opts.network, timeout_s=self.operation_timeout_s)
+
+    def release_cluster_network(self, cluster: str, options: Any) -> None:
+        """Delete the cluster's rule once no instance carries its tag any more."""
+        _, api = self.connect(_options(options))
+        release_cluster_rule(api, cluster, timeout_s=self.operation_timeout_s)
 
     # -------------------------------------------------------------- life cycle
     def get(self, record: InstanceRecord) -> InstanceRecord:

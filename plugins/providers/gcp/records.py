@@ -66,6 +66,7 @@ def to_record(
         cloud_id=link,
         status=STATUS.get(str(instance.get("status")), UNKNOWN),
         address=res.external_ip(instance),
+        internal_address=res.internal_ip(instance),
         ssh_user=ssh_user,
         ssh_port=ssh_port,
         extra=extra,

@@ -60,6 +60,36 @@ def firewall_name(network: str) -> str:
     return f"orchestrate-allow-ssh-{network}"[:63].rstrip("-")
 
 
+#: The tag and rule of a cluster: `CLUSTER_PREFIX + name` (core keeps names short enough).
+CLUSTER_PREFIX = "orchestrate-cluster-"
+
+
+def cluster_tag(cluster: str) -> str:
+    """The network tag of a cluster's nodes, which is also its firewall rule's name."""
+    return f"{CLUSTER_PREFIX}{cluster}"
+
+
+def cluster_firewall_body(cluster: str, network: str) -> dict[str, Any]:
+    """Every protocol between the cluster's own nodes (source and target by tag), and
+    nothing from anywhere else: Ray's ports stay closed to the internet."""
+    tag = cluster_tag(cluster)
+    return {
+        "name": tag,
+        "description": f"orchestrate: traffic between the nodes of the cluster {cluster} only",
+        "network": f"global/networks/{network}",
+        "direction": "INGRESS",
+        "priority": 1000,
+        "sourceTags": [tag],
+        "targetTags": [tag],
+        "allowed": [{"IPProtocol": "all"}],
+    }
+
+
+def tags_for(spec: LaunchSpec) -> list[str]:
+    """SSH for every instance; a cluster node also carries its cluster's tag."""
+    return [SSH_TAG] + ([cluster_tag(spec.cluster)] if spec.cluster else [])
+
+
 def labels_for(spec: LaunchSpec, options: GcpOptions) -> dict[str, str]:
     """Profile labels, then core's labels, then orchestrate's own (which always win)."""
     labels = dict(options.labels)
@@ -112,7 +142,7 @@ def instance_body(spec: LaunchSpec, options: GcpOptions, zone: str) -> dict[str,
         "description": DESCRIPTION,
         "machineType": f"zones/{zone}/machineTypes/{options.machine_type}",
         "labels": labels_for(spec, options),
-        "tags": {"items": [SSH_TAG]},
+        "tags": {"items": tags_for(spec)},
         "disks": [
             {
                 "boot": True,
@@ -180,6 +210,14 @@ def locate(self_link: str) -> tuple[str, str, str]:
     if not match:
         raise ValueError(f"not an instance link: {self_link}")
     return match.group(1), match.group(2), match.group(3)
+
+
+def internal_ip(instance: Mapping[str, Any]) -> str | None:
+    """The address other instances of the network reach it on (``networkIP``)."""
+    for nic in instance.get("networkInterfaces", []):
+        if nic.get("networkIP"):
+            return str(nic["networkIP"])
+    return None
 
 
 def external_ip(instance: Mapping[str, Any]) -> str | None:

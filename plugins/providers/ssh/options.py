@@ -37,6 +37,10 @@ class SshOptions:
     port: int = 22
     gpu_name: str | None = None
     gpu_count: int = 0
+    #: a cluster's machines, node 0 (the head) first: (user, address, port) each
+    hosts: tuple[tuple[str, str, int], ...] = ()
+    #: the address each of `hosts` is reached on by the others (None: its `address`)
+    internal_addresses: tuple[str | None, ...] = ()
 
     @property
     def gpu(self) -> GpuRequest | None:
@@ -59,10 +63,21 @@ class SshOptions:
 
     def as_dict(self) -> dict[str, Any]:
         gpu = self.gpu
-        return {
+        data: dict[str, Any] = {
             "host": self.target if self.address else None,
             "gpu": f"{gpu.name}:{gpu.count}" if gpu else NO_GPU,
         }
+        if self.hosts:
+            data["hosts"] = [target_of(*host) for host in self.hosts]
+        if any(self.internal_addresses):
+            data["internal_addresses"] = [a or "" for a in self.internal_addresses]
+        return data
+
+
+def target_of(user: str, address: str, port: int) -> str:
+    """``user@address:port``, IPv6 in brackets."""
+    shown = f"[{address}]" if ":" in address else address
+    return f"{user}@{shown}:{port}"
 
 
 def _address(text: str, where: str) -> str:
@@ -124,19 +139,53 @@ def parse_gpu(value: Any, where: str) -> tuple[str | None, int]:
     return (name, count) if count else (None, 0)
 
 
+def parse_hosts(value: Any, where: str) -> tuple[tuple[str, str, int], ...]:
+    """``hosts = ["user@address[:port]", ...]``: one machine per cluster node, head first."""
+    if not isinstance(value, list) or not value:
+        raise ProfileError(f"{where} must be a list of user@address[:port]", hint=HOST_HINT)
+    found = tuple(parse_host(item, f"{where}[{index}]") for index, item in enumerate(value))
+    if len(set(found)) != len(found):
+        raise ProfileError(f"{where} names a host twice", hint="one machine per node")
+    return found
+
+
+def parse_internal(value: Any, where: str) -> tuple[str | None, ...]:
+    """``internal_addresses = ["10.0.0.5", ...]``: where the nodes reach each other, in the
+    order of ``hosts``; "" keeps a host's own address."""
+    if not isinstance(value, list):
+        raise ProfileError(f"{where} must be a list of addresses, in the order of hosts")
+    return tuple(
+        _address(item, f"{where}[{index}]") if item else None for index, item in enumerate(value)
+    )
+
+
 @dataclass(frozen=True)
 class SshTable:
     """The table as written: each key parsed by its check into the parts `SshOptions` keeps."""
 
     host: tuple[str, str, int] | None = checked(None, parse_host)
     gpu: tuple[str | None, int] = checked((None, 0), parse_gpu)
+    hosts: tuple[tuple[str, str, int], ...] = checked((), parse_hosts)
+    internal_addresses: tuple[str | None, ...] = checked((), parse_internal)
 
 
 def parse_options(table: Mapping[str, Any], where: str) -> SshOptions:
     """Validate ``[profiles.NAME.ssh]``; ``host`` may still come from ``--host``."""
     written = options_from(SshTable, table, where)
+    if len(written.internal_addresses) > len(written.hosts):
+        raise ProfileError(
+            f"{where}: internal_addresses has more entries than hosts",
+            hint="one internal address per host, in the same order",
+        )
     user, address, port = written.host or (None, None, 22)
-    return SshOptions(user, address, port, *written.gpu)
+    return SshOptions(
+        user,
+        address,
+        port,
+        *written.gpu,
+        hosts=written.hosts,
+        internal_addresses=written.internal_addresses,
+    )
 
 
 def with_overrides(options: SshOptions, overrides: Mapping[str, Any]) -> SshOptions:

@@ -38,6 +38,7 @@ from orchestrate.plugins.providers.ssh.options import (
     HOST_HINT,
     SshOptions,
     parse_options,
+    target_of,
     with_overrides,
 )
 
@@ -77,7 +78,10 @@ class SshProvider(Provider):
     """An existing machine reached over SSH: no cloud calls, nothing created or deleted."""
 
     name = "ssh"
-    description = "an existing host over SSH (your GPU workstation, an on-prem box): --host"
+    description = (
+        "an existing host over SSH (your GPU workstation, an on-prem box): --host; a cluster "
+        "from hosts = [...], on your own network (no firewall rule is made for it)"
+    )
     default_ssh_user = "root"
     stops_container_only = True
 
@@ -101,12 +105,11 @@ class SshProvider(Provider):
 
     def plan(self, spec: LaunchSpec) -> Sequence[PlannedRequest]:
         """No cloud API: the only request is the SSH connection to the existing host."""
-        options = _options(spec.options)
-        _require_host(options)
+        user, address, port, _ = _node_host(spec)
         return [
             PlannedRequest(
                 "SSH",
-                options.target,
+                target_of(user, address, port),
                 {
                     "creates": "nothing: the host is used as it is",
                     "stop": "stops the notebook container; the machine stays on",
@@ -124,31 +127,39 @@ class SshProvider(Provider):
             )
 
     def preflight(self, spec: LaunchSpec) -> None:
-        options = _options(spec.options)
-        _, address, port = _require_host(options)
-        self._check(address, port, options.target)
+        user, address, port, _ = _node_host(spec)
+        self._check(address, port, target_of(user, address, port))
 
     def candidate_zones(self, spec: LaunchSpec) -> Sequence[str]:
-        """One "zone": the host itself, so progress reads "creating in user@address:port"."""
-        options = _options(spec.options)
-        _require_host(options)
-        return [options.target]
+        """One "zone": the host itself, so progress reads "creating in user@address:port"
+        (a cluster's: its list of hosts)."""
+        user, address, port, _ = _node_host(spec)
+        return ["hosts" if spec.cluster else target_of(user, address, port)]
 
     def create(self, spec: LaunchSpec, zone: str) -> InstanceRecord:
-        options = _options(spec.options)
-        user, address, port = _require_host(options)
-        self._check(address, port, options.target)
+        user, address, port, internal = _node_host(spec)
+        target = target_of(user, address, port)
+        self._check(address, port, target)
         return InstanceRecord(
             name=spec.name,
             provider=self.name,
             zone=None,
-            cloud_id=f"ssh://{options.target}",
+            cloud_id=f"ssh://{target}",
             status=p.RUNNING,
             address=address,
+            internal_address=internal or address,
             ssh_user=user,
             ssh_port=port,
-            extra={"host": options.target},
+            extra={"host": target},
         )
+
+    # A cluster of existing machines sits on the user's own network: there is no rule of
+    # orchestrate's to make or delete, so both are no-ops (`ClusterNetworks`).
+    def ensure_cluster_network(self, cluster: str, options: Any) -> None:
+        """Nothing: the hosts' own network decides who reaches them."""
+
+    def release_cluster_network(self, cluster: str, options: Any) -> None:
+        """Nothing was made."""
 
     def get(self, record: InstanceRecord) -> InstanceRecord:
         """RUNNING when an SSH server answers at the address, else UNKNOWN (never NotFound:
@@ -173,6 +184,34 @@ class SshProvider(Provider):
         """Nothing to delete: core forgets the host; the machine and its files stay."""
 
 
+def _node_host(spec: LaunchSpec) -> tuple[str, str, int, str | None]:
+    """(user, address, port, internal address) of the machine `spec` runs on: a lone host's
+    `host`, a cluster node's entry of `hosts` (node 0, the head, is NAME; node K is
+    NAME-wK, core's naming)."""
+    options = _options(spec.options)
+    if spec.cluster is None or not options.hosts:
+        if options.address is None and options.hosts:
+            user, address, port = options.hosts[0]
+            return user, address, port, None
+        user, address, port = _require_host(options)
+        return user, address, port, None
+    index = 0
+    prefix = f"{spec.cluster}-w"
+    if spec.name != spec.cluster and spec.name.startswith(prefix):
+        index = int(spec.name[len(prefix) :])
+    if index >= len(options.hosts):
+        raise ProfileError(
+            f"provider ssh has {len(options.hosts)} hosts, not enough for node {index + 1} of "
+            f"{spec.cluster}",
+            hint="add a user@address to hosts = [...] for every node",
+        )
+    user, address, port = options.hosts[index]
+    internal = (
+        options.internal_addresses[index] if index < len(options.internal_addresses) else None
+    )
+    return user, address, port, internal
+
+
 def _with_status(record: InstanceRecord, status: str) -> InstanceRecord:
     return InstanceRecord(
         name=record.name,
@@ -181,6 +220,7 @@ def _with_status(record: InstanceRecord, status: str) -> InstanceRecord:
         cloud_id=record.cloud_id,
         status=status,
         address=record.address,
+        internal_address=record.internal_address,
         ssh_user=record.ssh_user,
         ssh_port=record.ssh_port,
         extra=dict(record.extra),

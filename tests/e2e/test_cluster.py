@@ -1,0 +1,380 @@
+"""A Ray cluster end to end: a head and two workers launched once on the multi-node bed.
+
+Each bed node is its own network namespace with its own sshd and Docker engine; the fake GCE
+gives the instances the nodes' external (natIP) and internal (networkIP) addresses and the
+nodes enforce the fake's firewall rules, so the cluster rule the product creates is what
+decides who reaches Ray's ports. The launch, `status`, `scale`, the relaunch that repairs a
+lost worker and `down` are the real CLI in a subprocess; the notebook is driven through the
+real tunnel and Jupyter's websocket, as JupyterLab does.
+
+The tests below share one launched cluster and run in order (the module is one scenario:
+launch, look, use, scale, break, repair, delete); it fits CI's budget that way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bed.fixtures_gce import write_service_account_file
+from tests.bed.nodes import NodeBed, docker_in
+from tests.bed.sshd import free_port
+from tests.support.e2e import adopt_bed_key, trust_for
+
+pytestmark = [pytest.mark.bed, pytest.mark.slow]
+
+URL = re.compile(r"http://localhost:(\d+)/\?token=([0-9a-zA-Z_-]+)")
+DASHBOARD = re.compile(r"dashboard: http://localhost:(\d+)")
+RULE = "orchestrate-cluster-rc"
+RAY_PORTS = (6379, 8265, 10001)  # GCS, dashboard, client server
+
+
+@dataclass
+class Cluster:
+    home: Path
+    work: Path
+    gce: Any
+    nodes: NodeBed
+    container: str
+    url_port: int = 0
+    token: str = ""
+    dashboard_port: int = 0
+    launch_seconds: float = 0.0
+    table: dict[str, Any] | None = None
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 600) -> Any:
+        env = {**os.environ, "ORCHESTRATE_HOME": str(self.home), "BROWSER": "true"}
+        env.pop("ORCHESTRATE_CRASH_AT", None)
+        result = subprocess.run(
+            [sys.executable, "-m", "orchestrate.core.app.cli", *args],
+            cwd=self.work, env=env, capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"orchestrate {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    def status(self) -> dict[str, Any]:
+        (entry,) = json.loads(self.cli("status", "rc", "--json").stdout)
+        return dict(entry)
+
+
+PROFILE = """
+[profiles.cl]
+provider = "gcp"
+image = "{image}"
+port = {port}
+remote_port = {remote_port}
+container_name = "{container}"
+autostop = "off"
+nodes = 3
+
+[profiles.cl.gcp]
+project = "{project}"
+credentials = "{credentials}"
+api_endpoint = "{endpoint}"
+zones = ["us-east1-d"]
+accelerator = "none"
+ssh_user = "{user}"
+ssh_port = {ssh_port}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    gce_api_server: Any,
+    gce_service_account_key: Any,
+    cluster_nodes: NodeBed,
+    ssh_host: Any,
+    jupyter_image: str,
+) -> Iterator[Cluster]:
+    from orchestrate.plugins.providers.gcp.driver import forget_sign_ins
+
+    root = tmp_path_factory.mktemp("cluster")
+    home, work = root / "home", root / "work"
+    work.mkdir()
+    forget_sign_ins()
+    gce_api_server.reset()
+    gce_api_server.use_nodes(cluster_nodes)
+    adopt_bed_key(home, ssh_host.key_path)
+    credentials = write_service_account_file(
+        root / "service-account.json", gce_api_server, gce_service_account_key
+    )
+    made = Cluster(home, work, gce_api_server, cluster_nodes, f"orch-cl-{uuid.uuid4().hex[:8]}")
+    profile = work / "orchestrate.toml"
+    profile.write_text(
+        textwrap.dedent(
+            PROFILE.format(
+                image=jupyter_image, port=free_port(), remote_port=free_port(),
+                container=made.container, project=gce_api_server.project,
+                credentials=credentials, endpoint=gce_api_server.endpoint,
+                user=cluster_nodes[0].user, ssh_port=cluster_nodes[0].ssh_port,
+            )
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    trust_for(home, profile)
+    made.table = {
+        "project": gce_api_server.project,
+        "credentials": str(credentials),
+        "api_endpoint": gce_api_server.endpoint,
+    }
+    try:
+        before = len(gce_api_server.requests)
+        began = time.monotonic()
+        launched = made.cli(
+            "launch", "rc", "--profile", "cl", "--detach", "--no-browser", "--yes", check=False
+        )
+        if launched.returncode != 0:
+            raise AssertionError(launched.stderr + diagnose(made))
+        made.launch_seconds = time.monotonic() - began
+        sent = len(gce_api_server.requests) - before
+        print(f"\ncluster of 3 launched in {made.launch_seconds:.1f}s, {sent} API requests")
+        print(launched.stderr)
+        found = URL.search(launched.stdout)
+        assert found, launched.stdout + launched.stderr
+        made.url_port, made.token = int(found.group(1)), found.group(2)
+        dashboard = DASHBOARD.search(launched.stderr)
+        assert dashboard, launched.stderr
+        made.dashboard_port = int(dashboard.group(1))
+        yield made
+    finally:
+        made.cli("down", "rc", "--yes", check=False)
+        gce_api_server.reset()
+        cluster_nodes.reset()
+        forget_sign_ins()
+
+
+def test_status_lists_the_three_nodes(cluster: Cluster) -> None:
+    entry = cluster.status()
+    nodes = entry["nodes"]
+    assert [n["name"] for n in nodes] == ["rc", "rc-w1", "rc-w2"]
+    assert {n["status"] for n in nodes} == {"running"}
+    assert len({n["zone"] for n in nodes}) == 1
+    bed = {(n.external_address, n.internal_address) for n in cluster.nodes}
+    assert {(n["address"], n["internal_address"]) for n in nodes} == bed
+    assert entry["dashboard"] == f"http://localhost:{cluster.dashboard_port}"
+    text = cluster.cli("status", "rc").stdout
+    assert (
+        "node 2 rc-w2" in text and f"dashboard: http://localhost:{cluster.dashboard_port}" in text
+    )
+
+
+ALIVE = """
+import json, time, ray
+if not ray.is_initialized():
+    ray.init()
+deadline = time.time() + {timeout}
+while True:
+    alive = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+    if len(alive) == {count} or time.time() > deadline:
+        break
+    time.sleep(2)
+print(json.dumps(alive))
+"""
+
+PINNED = """
+import json, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+@ray.remote(num_cpus=0)
+def where():
+    return ray.util.get_node_ip_address()
+
+answers = {}
+for node in ray.nodes():
+    if node["Alive"]:
+        strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        answers[node["NodeManagerAddress"]] = ray.get(
+            where.options(scheduling_strategy=strategy).remote(), timeout=120
+        )
+print(json.dumps(answers))
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel(cluster: Cluster) -> Iterator[Any]:
+    """A kernel of the head's notebook, driven through the tunnel as JupyterLab does."""
+    from tests.support.kernel_ws import KernelChannel, start_kernel
+
+    channel = KernelChannel(
+        cluster.url_port, cluster.token, start_kernel(cluster.url_port, cluster.token)
+    )
+    try:
+        yield channel
+    finally:
+        channel.close()
+
+
+def alive_from_kernel(kernel: Any, count: int, timeout: int = 300) -> list[str]:
+    """The alive Ray nodes' addresses the notebook sees, once there are `count` (or the
+    timeout passed: the assertion then shows what there was)."""
+    out = kernel.output(ALIVE.format(count=count, timeout=timeout))
+    return list(json.loads(out.strip().splitlines()[-1]))
+
+
+def internal_addresses(cluster: Cluster, names: list[str] | None = None) -> list[str]:
+    nodes = cluster.status()["nodes"]
+    return sorted(n["internal_address"] for n in nodes if names is None or n["name"] in names)
+
+
+def test_ray_init_in_the_notebook_sees_three_nodes(cluster: Cluster, kernel: Any) -> None:
+    assert alive_from_kernel(kernel, 3) == internal_addresses(cluster)
+    assert "ray: 3 nodes alive" in cluster.cli("status", "rc").stdout
+
+
+def test_a_task_pinned_to_each_node_returns_that_nodes_address(
+    cluster: Cluster, kernel: Any
+) -> None:
+    answers = json.loads(kernel.output(PINNED).strip().splitlines()[-1])
+    assert sorted(answers) == internal_addresses(cluster)
+    assert all(node == answer for node, answer in answers.items()), answers
+
+
+def test_the_dashboard_answers_through_the_tunnel(cluster: Cluster) -> None:
+    import urllib.error
+    import urllib.request
+
+    token = (cluster.home / "state" / "clusters" / "rc.token").read_text().strip()
+    url = f"http://127.0.0.1:{cluster.dashboard_port}/api/version"
+
+    def get(headers: dict[str, str]) -> int:
+        try:
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=20) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    deadline = time.monotonic() + 120
+    status = 0
+    while status != 200 and time.monotonic() < deadline:
+        try:
+            status = get({"Authorization": f"Bearer {token}"})
+        except OSError:
+            time.sleep(2)
+    assert status == 200
+    assert get({}) in (401, 403), "the dashboard answers without the cluster's token"
+
+
+def test_the_secret_is_a_root_file_on_each_node_and_nowhere_else(cluster: Cluster) -> None:
+    token = (cluster.home / "state" / "clusters" / "rc.token").read_text().strip()
+    assert len(token) == 64
+    for node in cluster.nodes:
+        folder = "/etc/orchestrate/cluster"
+        shown = node.exec(f"stat -c '%U %a' {folder}/token {folder} && cat {folder}/token")
+        lines = shown.stdout.split()
+        assert lines[:4] == ["root", "600", "root", "700"], shown.stdout
+        assert lines[4] == token
+    assert token.encode() not in (cluster.home / "state" / "state.db").read_bytes()
+    assert token not in json.dumps(cluster.gce.instances)  # never in metadata
+    logs = cluster.home / "state" / "logs"
+    assert not any(token in f.read_text(errors="replace") for f in logs.iterdir() if f.is_file())
+
+
+def test_rays_ports_are_refused_from_the_laptop(cluster: Cluster) -> None:
+    for node in cluster.nodes:
+        for port in RAY_PORTS:
+            try:
+                socket.create_connection((node.external_address, port), timeout=2).close()
+                reached = True
+            except OSError:
+                reached = False
+            assert not reached, f"{node.external_address}:{port} answers the laptop"
+    rule = cluster.gce.firewalls[RULE]
+    assert rule["sourceTags"] == [RULE] and rule["targetTags"] == [RULE]
+
+
+def test_scale_to_two_and_back_to_three(cluster: Cluster, kernel: Any) -> None:
+    down = cluster.cli("scale", "rc", "--nodes", "2")
+    assert "removed rc-w2" in down.stdout
+    assert [n["name"] for n in cluster.status()["nodes"]] == ["rc", "rc-w1"]
+    assert sorted(cluster.gce.instances) == ["rc", "rc-w1"]
+    # Drained, not lost: Ray counts the removed node out at once.
+    assert alive_from_kernel(kernel, 2, timeout=30) == internal_addresses(cluster)
+    up = cluster.cli("scale", "rc", "--nodes", "3")
+    assert "rc has 3 nodes" in up.stdout
+    nodes = cluster.status()["nodes"]
+    assert [n["name"] for n in nodes] == ["rc", "rc-w1", "rc-w2"]
+    assert {n["status"] for n in nodes} == {"running"}
+    assert alive_from_kernel(kernel, 3) == internal_addresses(cluster)
+
+
+def test_a_lost_worker_is_shown_and_a_relaunch_repairs_it(cluster: Cluster, kernel: Any) -> None:
+    instance = cluster.gce.instances["rc-w1"]
+    zone = str(instance["zone"]).rsplit("/", 1)[-1]
+    _delete_instance(cluster, zone, "rc-w1")  # the VM is gone, as after a host failure
+    shown = {n["name"]: n for n in cluster.status()["nodes"]}
+    assert shown["rc-w1"]["status"] == "missing"
+    assert shown["rc"]["status"] == "running"
+    again = cluster.cli("launch", "rc", "--profile", "cl", "--detach", "--no-browser", "--yes")
+    assert "creating rc-w1" in again.stderr
+    nodes = cluster.status()["nodes"]
+    assert {n["status"] for n in nodes} == {"running"} and len(nodes) == 3
+    # The nodes that kept running apply nothing; the new worker is set up from scratch.
+    assert again.stderr.count("host already set up: 1 probe, 0 steps applied") == 2, again.stderr
+    assert "[rc-w2] host already set up" in again.stderr
+    assert alive_from_kernel(kernel, 3) == internal_addresses(cluster)
+
+
+def test_down_copies_from_the_head_and_leaves_no_instance_container_or_row(
+    cluster: Cluster,
+) -> None:
+    head = next(n for n in cluster.nodes if n.external_address == cluster.status()["address"])
+    marker = f"cluster-{uuid.uuid4().hex[:8]}.txt"
+    home = head.exec(f"getent passwd {head.user} | cut -d: -f6").stdout.strip()
+    head.exec(f"install -m 644 /dev/null {home}/notebooks/{marker} && "
+              f"echo from-the-head > {home}/notebooks/{marker}")  # fmt: skip
+    copy = cluster.work / "copied"
+    done = cluster.cli("down", "rc", "--yes", "--sync-notebooks", str(copy))
+    head.exec(f"rm -f {home}/notebooks/{marker}", check=False)
+    assert (copy / marker).read_text().strip() == "from-the-head"
+    assert "rc deleted (3 nodes)" in done.stdout
+    assert cluster.gce.instances == {}
+    assert RULE not in cluster.gce.firewalls
+    assert json.loads(cluster.cli("status", "--json").stdout) == []
+    for node in cluster.nodes:
+        listed = docker_in(node, "ps", "-aq")
+        assert listed.returncode == 0 and listed.stdout.strip() == "", listed.stdout
+
+
+def diagnose(cluster: Cluster) -> str:
+    """What the nodes' engines hold and say, for a failed launch's message."""
+    lines = []
+    for node in cluster.nodes:
+        listed = docker_in(node, "ps", "-a", "--format", "{{.Names}} {{.Status}}")
+        lines.append(f"--- {node.external_address}: {listed.stdout.strip()}")
+        for name in listed.stdout.split("\n"):
+            if name.strip():
+                logs = docker_in(node, "logs", "--tail", "25", name.split()[0])
+                lines.append(f"    {name.split()[0]}: {(logs.stdout + logs.stderr)[-2500:]}")
+    return "\n".join(lines)
+
+
+def _delete_instance(cluster: Cluster, zone: str, name: str) -> None:
+    """Delete an instance behind orchestrate's back, through the fake's own API."""
+    from orchestrate.plugins.providers.gcp import GcpProvider
+    from orchestrate.plugins.providers.gcp.resources import instance_path
+
+    provider = GcpProvider(retry_deadline_s=10.0)
+    options = provider.validate_options(dict(cluster.table or {}), "test")
+    _, api = provider.connect(options)
+    operation = api.request("DELETE", instance_path(zone, name), context="test", zone=zone)
+    api.wait(operation, context="test", zone=zone, timeout_s=60)
