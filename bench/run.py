@@ -1,6 +1,6 @@
 """Run the benchmarks, print one table, write the same as JSON.
 
-    python -m bench [--quick] [--only B1,B2,B3,B4,B5] [--json PATH]
+    python -m bench [--quick] [--only B1,B2,B3,B4,B5,B6] [--json PATH]
 
 - B1 CLI start (bench/b1_startup.py): `--help` and `status` with 50 instances, beside
   `python -c pass`; goal <= 150 ms.
@@ -13,6 +13,9 @@
 - B5 cold launch (bench/b5_cold_launch.py): host setup of a fresh GPU host as a dependency
   graph, its steps stood in for by commands that take a recorded time; goal <= 1.1x the
   graph's critical path. It prints the model with the figure.
+- B6 cluster launch (bench/b6_cluster.py): a 4-node Ray cluster on the multi-node bed until
+  Ray sees 4 nodes, against one lone launch on the same bed; goal <= 1.3x. Minutes of real
+  Ray and Jupyter: not in `--quick` (its row says so), only in the full run and `--only B6`.
 
 `--quick` shrinks sizes and repetitions so CI can run it for breakage; its figures are not
 the benchmark's. Nothing here fails on a missed goal: the table says "NO" and the exit
@@ -42,7 +45,9 @@ if str(ROOT) not in sys.path:  # `python bench/run.py` as well as `python -m ben
 from bench.common import RESULTS_DIR, Context, Row, failed, skipped, table, write_json  # noqa: E402
 
 TUNNEL_BENCH = ROOT / "bench" / "tunnel_bench.py"
-ALL = ("B1", "B2", "B3", "B4", "B5")
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6")
+#: Too slow for a breakage check: `--quick` leaves them out with a row saying so.
+NOT_QUICK = ("B6",)
 
 
 def _module_runner(module: str) -> Callable[[Context], list[Row]]:
@@ -98,13 +103,14 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Context], list[Row]], bool]] = {
     "B3": ("tunnel against OpenSSH", run_b3, True),
     "B4": ("fleet of 16 launches", _module_runner("bench.b4_fleet"), False),
     "B5": ("cold launch, host setup as a graph", _module_runner("bench.b5_cold_launch"), True),
+    "B6": ("4-node Ray cluster launch", _module_runner("bench.b6_cluster"), True),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a breakage check")
-    parser.add_argument("--only", default=",".join(ALL), help="comma-separated: B1,B2,B3,B4,B5")
+    parser.add_argument("--only", default=",".join(ALL), help="comma-separated: " + ",".join(ALL))
     parser.add_argument("--json", type=Path, default=RESULTS_DIR / "results.json")
     args = parser.parse_args(argv)
     chosen = [b.strip().upper() for b in args.only.split(",") if b.strip()]
@@ -123,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         if needs_root and os.geteuid() != 0:
             rows.append(skipped(bench_id, what, "needs root (namespaces, sshd, docker)"))
+            continue
+        if args.quick and bench_id in NOT_QUICK:
+            rows.append(skipped(bench_id, what, "minutes of real Ray: full run only"))
             continue
         try:
             got = runner(ctx)

@@ -28,7 +28,15 @@ EVENTS: list[dict[str, Any]] = []
 _LOCK = threading.Lock()
 
 
-def _wrap(owner: Any, attr: str, kind: str, label: Callable[..., str] | None = None) -> None:
+def _wrap(
+    owner: Any,
+    attr: str,
+    kind: str,
+    label: Callable[..., str] | None = None,
+    peer: Callable[..., str] | None = None,
+) -> None:
+    """Time `owner.attr`; `label` says what the call was, `peer` which host it went to (a
+    cluster's launch talks to several)."""
     original = getattr(owner, attr)
 
     @functools.wraps(original)
@@ -42,9 +50,10 @@ def _wrap(owner: Any, attr: str, kind: str, label: Callable[..., str] | None = N
             raise
         finally:
             event = {"kind": kind, "start": start, "end": time.time(), "ok": ok}
-            if label is not None:
-                with contextlib.suppress(Exception):  # a label never breaks the call
-                    event["what"] = label(*args, **kwargs)
+            for key, name in (("what", label), ("peer", peer)):
+                if name is not None:
+                    with contextlib.suppress(Exception):  # a label never breaks the call
+                        event[key] = name(*args, **kwargs)
             with _LOCK:
                 EVENTS.append(event)
 
@@ -60,17 +69,30 @@ def install() -> None:
     import orchestrate.core.ssh.session as session
     import paramiko
 
-    _wrap(session, "_tcp_socket", "tcp-connect")
-    _wrap(paramiko.Transport, "start_client", "ssh-handshake")
-    _wrap(paramiko.Transport, "auth_publickey", "ssh-auth")
+    def transport_peer(self: Any, *a: Any, **k: Any) -> str:
+        return str(self.getpeername()[0])
+
+    def channel_peer(self: Any, *a: Any, **k: Any) -> str:
+        return str(self.get_transport().getpeername()[0])
+
+    _wrap(session, "_tcp_socket", "tcp-connect", peer=lambda address, *a, **k: str(address))
+    _wrap(paramiko.Transport, "start_client", "ssh-handshake", peer=transport_peer)
+    _wrap(paramiko.Transport, "auth_publickey", "ssh-auth", peer=transport_peer)
     _wrap(
         paramiko.Transport,
         "open_channel",
         "channel-open",
         label=lambda self, kind, *a, **k: str(kind),
+        peer=transport_peer,
     )
-    _wrap(paramiko.Channel, "exec_command", "exec")
-    _wrap(session.Session, "run", "run", label=lambda self, command, **k: command[:60])
+    _wrap(paramiko.Channel, "exec_command", "exec", peer=channel_peer)
+    _wrap(
+        session.Session,
+        "run",
+        "run",
+        label=lambda self, command, **k: command[:60],
+        peer=lambda self, *a, **k: str(self.address),
+    )
     _wrap(
         http.client.HTTPConnection,
         "getresponse",
@@ -82,7 +104,12 @@ def install() -> None:
 
     _wrap(instances, "ensure_running", "phase:cloud")
     _wrap(launch, "connect", "phase:connect")
-    _wrap(launch, "setup_host", "phase:setup")
+    _wrap(
+        launch,
+        "setup_host",
+        "phase:setup",
+        peer=lambda runtime, session, *a, **k: str(session.address),
+    )
     _wrap(background, "open_tunnel", "phase:tunnel-open")
     _wrap(background, "start_detached", "phase:tunnel-detached")
     _wrap(jupyter, "wait_ready", "phase:jupyter")

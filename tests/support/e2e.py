@@ -67,11 +67,13 @@ def write_gcp_profile(
     ssh_user: str,
     ssh_port: int,
     home: Path,
+    nodes: int = 1,
 ) -> Path:
     """./orchestrate.toml with a GCP profile against the fake API: no accelerator (this
     machine has no GPU: a CPU notebook host is a real option), the bed's sshd and image.
     The e2e tests, the demo and the benchmarks all launch with it. It sets an endpoint and
-    credentials, so it is trusted for ORCHESTRATE_HOME=`home`, as `orchestrate trust` would."""
+    credentials, so it is trusted for ORCHESTRATE_HOME=`home`, as `orchestrate trust` would.
+    `nodes` above 1 makes it a cluster's profile."""
     text = textwrap.dedent(
         f"""
         [profiles.{name}]
@@ -81,6 +83,7 @@ def write_gcp_profile(
         remote_port = {remote_port}
         container_name = "{container}"
         autostop = "off"
+        nodes = {nodes}
 
         [profiles.{name}.gcp]
         project = "{project}"
