@@ -83,7 +83,7 @@ def write_gcp_profile(
         remote_port = {remote_port}
         container_name = "{container}"
         autostop = "off"
-        nodes = {nodes}
+        {f"nodes = {nodes}" if nodes > 1 else "# one node: a lone instance"}
 
         [profiles.{name}.gcp]
         project = "{project}"
