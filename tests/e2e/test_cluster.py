@@ -33,6 +33,7 @@ from tests.bed.fixtures_gce import write_service_account_file
 from tests.bed.nodes import NodeBed, docker_in
 from tests.bed.sshd import free_port
 from tests.support.e2e import adopt_bed_key, trust_for
+from tests.support.ray_view import alive_in_gcs
 
 pytestmark = [pytest.mark.bed, pytest.mark.slow]
 
@@ -334,6 +335,109 @@ def test_a_lost_worker_is_shown_and_a_relaunch_repairs_it(cluster: Cluster, kern
     assert alive_from_kernel(kernel, 3) == internal_addresses(cluster)
 
 
+def _node_of(cluster: Cluster, name: str) -> Any:
+    """The bed node an instance of the cluster runs on."""
+    zone = str(cluster.gce.instances[name]["zone"]).rsplit("/", 1)[-1]
+    node = cluster.gce.host_of(zone, name)
+    assert node is not None, name
+    return node
+
+
+def _gce_status(cluster: Cluster, name: str) -> str:
+    """The instance's status read through the API (a request: the fake then also notes what
+    the bed's guests asked for, such as a power-off)."""
+    zone = str(cluster.gce.instances[name]["zone"]).rsplit("/", 1)[-1]
+    return str(_api(cluster, "GET", zone, name)["status"])
+
+
+def test_a_worker_whose_head_is_gone_powers_itself_off_a_window_later(cluster: Cluster) -> None:
+    """The worker's real agent, installed by the product's autostop script with a window of
+    seconds (the profile's minimum is a duration too, but its check every minute would take
+    minutes here), watching the head's GCS port across the bed's internal link; its
+    power-off is the node's own `systemctl poweroff`, which the fake turns into a stop.
+
+    The bed's nodes share this machine's /proc, so the agent also sees the host-setup stages
+    of other test sessions on the machine as "host setup in progress" (on a VM it sees only
+    its own): the assertions allow for that activity, which only delays the power-off."""
+    from orchestrate.core.api.hoststeps import ClusterContext, StepContext
+    from orchestrate.plugins.host.autostop import agent
+    from orchestrate.plugins.host.autostop.step import install_script
+
+    head, worker = _node_of(cluster, "rc"), _node_of(cluster, "rc-w2")
+    window = 4.0
+    context = StepContext(
+        instance="rc-w2", gpu=None, notebook_image="none", token="not-used", autostop="4s",
+        remote_port=free_port(), extra={"autostop_interval": 0.5},
+        cluster=ClusterContext(
+            name="rc", role="worker", index=2, size=3, head_address=head.internal_address,
+            node_address=worker.internal_address,
+        ),
+    )  # fmt: skip
+    script = worker.workdir / "autostop-install.sh"
+    script.write_text(install_script(context, window))
+    worker.exec(["bash", str(script)], timeout=60)
+    state = f"{agent.DEFAULT_STATE_DIR}/{agent.STATE_FILE}"
+    time.sleep(window + 2)  # a whole window with the head answering: the worker stays up
+    seen = json.loads(worker.exec(["cat", state]).stdout)
+    assert "the cluster's head answers" in seen["active"], seen
+    assert _gce_status(cluster, "rc-w2") == "RUNNING"
+    zone = str(cluster.gce.instances["rc"]["zone"]).rsplit("/", 1)[-1]
+    _api(cluster, "POST", zone, "rc", "/stop")  # the head is gone behind everyone's back
+    deadline = time.monotonic() + 120
+    while _gce_status(cluster, "rc-w2") != "TERMINATED":
+        assert time.monotonic() < deadline, worker.exec(
+            f"cat {agent.DEFAULT_LOG_FILE}", check=False
+        ).stdout
+        time.sleep(1)
+    last = json.loads(
+        worker.exec(["cat", f"{agent.DEFAULT_STATE_DIR}/{agent.LAST_STOP_FILE}"]).stdout
+    )
+    assert last["message"] == "stopped by autostop after 4 s idle", last
+    assert "the cluster's head does not answer" in last["reason"], last
+    assert float(last["idle_seconds"]) >= window, last
+    assert _gce_status(cluster, "rc-w1") == "RUNNING"  # only the agent's own node stopped
+    assert worker.docker("ps", "-q").stdout.strip() == ""  # powered off: nothing runs
+
+
+def test_stop_stops_every_node_and_start_brings_the_cluster_back(cluster: Cluster) -> None:
+    # Left by the test above: the head and one worker stopped already, one worker running.
+    began = time.monotonic()
+    stopped = cluster.cli("stop", "rc")
+    stop_s = time.monotonic() - began
+    assert "rc stopped (every node)" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert {n: i["status"] for n, i in cluster.gce.instances.items()} == dict.fromkeys(
+        ["rc", "rc-w1", "rc-w2"], "TERMINATED"
+    )
+    for node in cluster.nodes:
+        running = node.docker("ps", "-q").stdout.strip()
+        assert running == "" and node.docker("ps", "-aq").stdout.strip(), node.name
+    shown = cluster.status()["nodes"]
+    assert {n["status"] for n in shown} == {"stopped"}, shown
+    began = time.monotonic()
+    started = cluster.cli("start", "rc", "--detach", "--no-browser")
+    start_s = time.monotonic() - began
+    found = URL.search(started.stdout)
+    assert found, started.stdout + started.stderr
+    nodes = cluster.status()["nodes"]
+    assert [n["name"] for n in nodes] == ["rc", "rc-w1", "rc-w2"]
+    assert {n["status"] for n in nodes} == {"running"}, nodes
+    assert set(cluster.gce.instances) == {"rc", "rc-w1", "rc-w2"}
+    assert {i["status"] for i in cluster.gce.instances.values()} == {"RUNNING"}
+    # Ray's node table on the head (what ray.nodes() reads; `ray status`, which the
+    # product's `status` shows, trails it by seconds: tests/support/ray_view.py)
+    began = time.monotonic()
+    head = _node_of(cluster, "rc")
+    while (alive := alive_in_gcs(head)) != 3:
+        assert time.monotonic() < began + 180, f"Ray counts {alive} nodes alive"
+        time.sleep(1)
+    print(f"\nstop {stop_s:.1f}s, start {start_s:.1f}s, then Ray saw 3 nodes "
+          f"{time.monotonic() - began:.1f}s later\n{started.stderr}")  # fmt: skip
+    # autostop = "off" in the profile: the start removed the agent the test above installed
+    from orchestrate.plugins.host.autostop.step import AGENT_PATH
+
+    assert _node_of(cluster, "rc-w2").exec(["test", "-e", AGENT_PATH], check=False).returncode
+
+
 def test_down_copies_from_the_head_and_leaves_no_instance_container_or_row(
     cluster: Cluster,
 ) -> None:
@@ -370,11 +474,18 @@ def diagnose(cluster: Cluster) -> str:
 
 def _delete_instance(cluster: Cluster, zone: str, name: str) -> None:
     """Delete an instance behind orchestrate's back, through the fake's own API."""
+    _api(cluster, "DELETE", zone, name)
+
+
+def _api(cluster: Cluster, method: str, zone: str, name: str, suffix: str = "") -> Any:
+    """One call on an instance through the fake's own API, its operation waited for."""
     from orchestrate.plugins.providers.gcp import GcpProvider
     from orchestrate.plugins.providers.gcp.resources import instance_path
 
     provider = GcpProvider(retry_deadline_s=10.0)
     options = provider.validate_options(dict(cluster.table or {}), "test")
     _, api = provider.connect(options)
-    operation = api.request("DELETE", instance_path(zone, name), context="test", zone=zone)
-    api.wait(operation, context="test", zone=zone, timeout_s=60)
+    answer = api.request(method, instance_path(zone, name) + suffix, context="test", zone=zone)
+    if method != "GET":
+        api.wait(answer, context="test", zone=zone, timeout_s=60)
+    return answer
