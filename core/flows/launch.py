@@ -410,7 +410,6 @@ def bring_up_host(
             hint="check the network settings of the profile",
         )
     early: background.DetachedStart | None = None
-    dashboard: Any = None
     shared = shared_session(runtime, name, plan.key) if plan.spec.startup_script is None else None
     keep = shared is not None and _keeps_tunnel(shared.hello, plan, port, port_explicit)
     if not keep:

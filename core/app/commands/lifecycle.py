@@ -197,27 +197,24 @@ def register(app: typer.Typer) -> None:
 
         runtime: Runtime = ctx.obj
         row = row_named(runtime, name)
+        what, deleted = f"{name} on {row.provider} and its disk", f"{name} deleted"
         if row.cluster is not None:
             from orchestrate.core.flows.cluster_ops import down_cluster, nodes_of
 
             count = len(nodes_of(runtime, row))
-            if not yes:
-                confirm_or_refuse(
-                    f"delete the cluster {name} ({count} nodes) on {row.provider} and its disks?",
-                    refused=f"down cancelled: {name} was not deleted",
-                    no_terminal_hint="pass --yes to delete it without asking",
-                )
-            down_cluster(runtime, row, sync_to=sync_notebooks, progress=_progress, force=force)
-            echo(f"{name} deleted ({count} nodes)")
-            return
+            what = f"the cluster {name} ({count} nodes) on {row.provider} and its disks"
+            deleted = f"{name} deleted ({count} nodes)"
         if not yes:
             confirm_or_refuse(
-                f"delete {name} on {row.provider} and its disk?",
+                f"delete {what}?",
                 refused=f"down cancelled: {name} was not deleted",
                 no_terminal_hint="pass --yes to delete it without asking",
             )
-        down(runtime, row, sync_to=sync_notebooks, progress=_progress, force=force)
-        echo(f"{name} deleted")
+        if row.cluster is not None:
+            down_cluster(runtime, row, sync_to=sync_notebooks, progress=_progress, force=force)
+        else:
+            down(runtime, row, sync_to=sync_notebooks, progress=_progress, force=force)
+        echo(deleted)
 
     @app.command("scale")
     def scale_command(
