@@ -19,7 +19,6 @@ import re
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ import pytest
 from tests.bed.fixtures_gce import write_service_account_file
 from tests.bed.nodes import NodeBed, docker_in
 from tests.bed.sshd import free_port
-from tests.support.e2e import adopt_bed_key, trust_for
+from tests.support.e2e import adopt_bed_key, write_gcp_profile
 from tests.support.ray_view import alive_in_gcs
 
 pytestmark = [pytest.mark.bed, pytest.mark.slow]
@@ -76,27 +75,6 @@ class Cluster:
         return dict(entry)
 
 
-PROFILE = """
-[profiles.cl]
-provider = "gcp"
-image = "{image}"
-port = {port}
-remote_port = {remote_port}
-container_name = "{container}"
-autostop = "off"
-nodes = 3
-
-[profiles.cl.gcp]
-project = "{project}"
-credentials = "{credentials}"
-api_endpoint = "{endpoint}"
-zones = ["us-east1-d"]
-accelerator = "none"
-ssh_user = "{user}"
-ssh_port = {ssh_port}
-"""
-
-
 @pytest.fixture(scope="module")
 def cluster(
     tmp_path_factory: pytest.TempPathFactory,
@@ -119,19 +97,12 @@ def cluster(
         root / "service-account.json", gce_api_server, gce_service_account_key
     )
     made = Cluster(home, work, gce_api_server, cluster_nodes, f"orch-cl-{uuid.uuid4().hex[:8]}")
-    profile = work / "orchestrate.toml"
-    profile.write_text(
-        textwrap.dedent(
-            PROFILE.format(
-                image=jupyter_image, port=free_port(), remote_port=free_port(),
-                container=made.container, project=gce_api_server.project,
-                credentials=credentials, endpoint=gce_api_server.endpoint,
-                user=cluster_nodes[0].user, ssh_port=cluster_nodes[0].ssh_port,
-            )
-        ),
-        encoding="utf-8",
+    write_gcp_profile(
+        work, name="cl", image=jupyter_image, port=free_port(), remote_port=free_port(),
+        container=made.container, project=gce_api_server.project, credentials=credentials,
+        endpoint=gce_api_server.endpoint, ssh_user=cluster_nodes[0].user,
+        ssh_port=cluster_nodes[0].ssh_port, home=home, nodes=3,
     )  # fmt: skip
-    trust_for(home, profile)
     made.table = {
         "project": gce_api_server.project,
         "credentials": str(credentials),
