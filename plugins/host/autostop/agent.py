@@ -14,12 +14,30 @@ The host is idle when, for the whole window:
   sessions. A tunnel or a plain ``ssh host command`` allocates no terminal and is no login).
 
 On a Ray cluster (``cluster_role`` in the config) the nodes decide together without any
-cloud credentials. The head also counts Ray's own work as activity: any CPU or GPU that
-``ray status`` reports in use on any node (running tasks and actors, busy GPUs included).
-When the head powers off, it first stops its Ray container, so the cluster's GCS port stops
-answering. Each worker counts "the head answers on its GCS port" as its activity, so a
-worker powers itself off a window after it last heard from the head: after the head's own
-stop, and just the same when the head was lost, so workers never bill on their own.
+cloud credentials, new port or SSH key on the head. The head also counts Ray's own work as
+activity: any CPU or GPU that ``ray status`` reports in use on any node (running tasks and
+actors, busy GPUs included). When the cluster has been idle for the window, the head stops
+the workers first, then itself:
+
+- through its own Ray container (whose environment already points Ray at the cluster's
+  token file), it runs a small driver (`STOP_WORKERS_DRIVER`, on stdin: nothing on a command
+  line) that pins one task to each alive worker (hard node affinity). The task writes a
+  stop request (`STOP_REQUEST_NAME`) into Ray's temp folder, which the worker's Ray
+  container mounts from its host;
+- each worker's agent looks for that file at every check. A request older than the node's
+  boot or the agent's last arming (``launch``/``start``) is stale: left from before a stop,
+  it must not power a freshly started node off. Every request is consumed (deleted) before
+  the agent acts on it, so one request stops a node once. A fresh one powers the node off
+  at once (Ray's container stopped first, so it leaves Ray's node table), unless someone is
+  logged in to the worker: then the worker stays up and its own window rule below decides;
+- the head waits, at most two checks and a minute (`Config.worker_wait`), until the asked
+  workers have left Ray's node table, then stops its own Ray container and powers off. It
+  records what it did ("asked 2 workers to stop; 2 left Ray in 6 s"), which ``status`` shows.
+
+Each worker also counts "the head answers on its GCS port" as its activity, so a worker
+that was not asked (it could not be reached, or someone was logged in) powers itself off a
+window after it last heard from the head, and just the same when the head was lost: the
+head never waits forever, and workers never bill on their own.
 
 Then it writes why to its log and to a last-stop file, and runs the power-off command
 (``systemctl poweroff``): on GCE and EC2 a guest power-off stops the instance, which stops
@@ -46,6 +64,7 @@ import fcntl
 import http.client
 import json
 import os
+import posixpath
 import re
 import signal
 import socket
@@ -59,7 +78,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-AGENT_VERSION = "1.0.0"
+AGENT_VERSION = "1.1.0"
 
 DEFAULT_CONFIG = "/etc/orchestrate/autostop.json"
 DEFAULT_STATE_DIR = "/var/lib/orchestrate"
@@ -74,6 +93,10 @@ VERSION_FILE = "autostop-agent.version"
 STATE_FILE = "autostop-state.json"
 LAST_STOP_FILE = "autostop-last.json"
 LOCK_FILE = "autostop.lock"
+#: In a cluster node's Ray temp folder: the head's request that the worker power off. Ray's
+#: temp folder because it is the one place a task on the worker (which runs as the login user
+#: in the worker's Ray container) and the worker's agent (root, on the host) both reach.
+STOP_REQUEST_NAME = "orchestrate-stop-request.json"
 
 #: A gap this long without a check means nobody watched the host meanwhile: the idle time
 #: starts over rather than counting time the agent did not see (at least 5 minutes).
@@ -127,8 +150,15 @@ class Config:
     #: the head's internal address and GCS port (what a worker watches)
     head_address: str = ""
     ray_port: int = 6379
-    #: the head's Ray container, asked by ``ray status`` and stopped before the head's power-off
+    #: this node's Ray container: the head's is asked by ``ray status`` and runs the driver
+    #: that stops the workers; every node's is stopped before its power-off
     ray_container: str = "orchestrate-ray-head"
+    #: on a cluster node, the host folder its Ray container mounts as Ray's temp folder
+    #: (``ray_container_tmp``): where the head's stop request reaches a worker
+    ray_tmp_dir: str = ""
+    ray_container_tmp: str = "/tmp/ray"
+    #: how long the head waits for the asked workers to leave Ray; 0: `worker_wait` decides
+    worker_stop_wait: float = 0.0
 
     @classmethod
     def from_dict(cls, data: JsonDict) -> Config:
@@ -140,6 +170,7 @@ class Config:
         config.interval = float(config.interval)
         config.port = int(config.port)
         config.ray_port = int(config.ray_port)
+        config.worker_stop_wait = float(config.worker_stop_wait)
         if config.cluster_role not in ("", "head", "worker"):
             raise ValueError(f"unknown cluster_role {config.cluster_role!r}")
         if config.idle_seconds <= 0:
@@ -148,6 +179,17 @@ class Config:
 
     def path(self, name: str) -> str:
         return os.path.join(self.state_dir, name)
+
+    def stop_request_file(self) -> str:
+        """Where a worker finds the head's stop request on its host ("" off a cluster)."""
+        return os.path.join(self.ray_tmp_dir, STOP_REQUEST_NAME) if self.ray_tmp_dir else ""
+
+    def worker_wait(self) -> float:
+        """How long the head waits for asked workers to leave Ray: a worker sees the request
+        at its next check (a minute apart under the timer), then stops its Ray container
+        (up to 30 s). Two checks and a minute cover both; a worker that takes longer stops
+        itself by its own window rule anyway."""
+        return self.worker_stop_wait or 2 * self.interval + 60.0
 
 
 def parse_duration(text: str) -> float:
@@ -204,6 +246,11 @@ class Observation:
     ray: list[str] = field(default_factory=list)
     #: on a cluster's worker: whether the head answered on its GCS port; None elsewhere
     head_answers: bool | None = None
+    #: on a cluster's worker: when the head's stop request was written (its file's time on
+    #: this host's clock); None when there is none
+    stop_request: float | None = None
+    #: when this host booted (seconds since the epoch), for telling a stale request
+    booted_at: float | None = None
 
     def fresh_setups(self, window: float) -> list[float]:
         return [age for age in self.setups if age < window]
@@ -241,6 +288,19 @@ class Observation:
             or self.ray
             or self.head_answers
         )
+
+    def local_use(self) -> list[str]:
+        """What keeps a worker up against the head's stop request: someone using this very
+        node (a login, a notebook connection, a busy kernel). The head answering does not,
+        and neither does a setup stage: the head stopping the cluster is the end of it."""
+        reasons: list[str] = []
+        if self.connections:
+            reasons.append(f"{len(self.connections)} connection(s) to the notebook")
+        if self.logins:
+            reasons.append(f"logged in: {', '.join(self.logins)}")
+        if self.jupyter.busy:
+            reasons.append(f"kernel busy: {', '.join(self.jupyter.busy)}")
+        return reasons
 
     def idle_summary(self, port: int, window: float) -> str:
         kernels = (
@@ -520,6 +580,31 @@ def ray_activity(config: Config) -> list[str]:
     return [f"cannot read Ray's state ({last}): not stopping"]
 
 
+def boot_time(stat: str = "/proc/stat") -> float | None:
+    """When the host booted, in seconds since the epoch (the kernel's ``btime``)."""
+    try:
+        with open(stat, encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def stop_request_time(path: str) -> float | None:
+    """When the head's stop request at `path` was written, or None when there is none.
+
+    Only the entry's own time is read (``lstat``), never its content: the folder belongs to
+    the login user, and the agent is root, so it follows no link the folder may hold."""
+    if not path:
+        return None
+    try:
+        return os.lstat(path).st_mtime
+    except OSError:
+        return None
+
+
 def head_answers(config: Config, timeout: float = 5.0) -> bool:
     """Whether the head's GCS port accepts a TCP connection (a worker's one sign of it)."""
     try:
@@ -533,6 +618,7 @@ def observe(config: Config) -> Observation:
     """Look at the host once. Connections are read before Jupyter is asked, so the agent's
     own request to the notebook port is never one of them."""
     now = time.time()
+    worker = config.cluster_role == "worker"
     connections = connections_to(config.port)
     jupyter = query_jupyter(config, now)
     return Observation(
@@ -543,7 +629,9 @@ def observe(config: Config) -> Observation:
         logins=logins(config),
         setups=setup_ages(),
         ray=ray_activity(config) if config.cluster_role == "head" else [],
-        head_answers=head_answers(config) if config.cluster_role == "worker" else None,
+        head_answers=head_answers(config) if worker else None,
+        stop_request=stop_request_time(config.stop_request_file()) if worker else None,
+        booted_at=boot_time(),
     )
 
 
@@ -552,6 +640,29 @@ def observe(config: Config) -> Observation:
 ACTIVE = "active"
 IDLE = "idle"
 POWEROFF = "poweroff"
+
+#: What a worker made of the head's stop request (the state's ``head_request``).
+HONOURED = "honoured"
+STALE = "stale"
+DECLINED = "declined"
+
+
+def head_request(obs: Observation, armed_at: Any) -> str | None:
+    """A worker's verdict on the head's stop request; None when there is none.
+
+    Stale when written before this boot or before the agent's last arming (``launch`` or
+    ``start``): a request the node did not act on before it was stopped must not power it
+    off once it is started again. Declined while someone uses this very node (a login): the
+    worker then stays up, and its window rule stops it once the head is gone. Honoured
+    otherwise: the head found the whole cluster idle."""
+    if obs.stop_request is None:
+        return None
+    since = [t for t in (obs.booted_at, armed_at) if isinstance(t, (int, float))]
+    if since and obs.stop_request < max(since):
+        return STALE
+    if obs.local_use():
+        return DECLINED
+    return HONOURED
 
 
 def decide(previous: JsonDict, obs: Observation, config: Config) -> tuple[JsonDict, str, str]:
@@ -563,6 +674,7 @@ def decide(previous: JsonDict, obs: Observation, config: Config) -> tuple[JsonDi
     host is powered off once that is a whole window old. Evidence the agent did not watch
     does not count as idle: the time starts over (at this check) the first time, after a
     reboot (another boot id: `start` brought the host back), and after a gap without checks.
+    On a worker, the head's fresh stop request powers off at once (`head_request`).
     """
     window = config.idle_seconds
     last_active = previous.get("last_active")
@@ -582,6 +694,11 @@ def decide(previous: JsonDict, obs: Observation, config: Config) -> tuple[JsonDi
     reasons = obs.activity(window)
     idle_for = obs.now - last_active
     action = ACTIVE if reasons else POWEROFF if idle_for >= window else IDLE
+    request = (
+        head_request(obs, previous.get("armed_at")) if config.cluster_role == "worker" else None
+    )
+    if request == HONOURED:
+        action = POWEROFF
     state: JsonDict = {
         "schema": 1,
         "agent_version": AGENT_VERSION,
@@ -602,6 +719,8 @@ def decide(previous: JsonDict, obs: Observation, config: Config) -> tuple[JsonDi
         "armed_at": previous.get("armed_at"),
         "poweroffs": previous.get("poweroffs", 0),
     }
+    if request is not None:
+        state["head_request"] = request
     return state, action, note
 
 
@@ -663,12 +782,139 @@ def to_console(message: str) -> None:
 
 # -- acting --------------------------------------------------------------------------------
 
+#: Run by the head's agent in the head's Ray container (``python3 -`` with this on stdin;
+#: arguments: the GCS address, the request's path inside the workers' containers, and how
+#: long to wait). The container's environment holds Ray's token mode and token file, so no
+#: secret is passed. It pins one task to each alive worker that writes the stop request into
+#: the worker's Ray temp folder, waits until the asked workers have left Ray's node table
+#: (or the wait is over), and prints what happened as one JSON line.
+STOP_WORKERS_DRIVER = r"""
+import json
+import logging
+import os
+import sys
+import time
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+address, path, wait = sys.argv[1], sys.argv[2], float(sys.argv[3])
+began = time.time()
+ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+head = ray.get_runtime_context().get_node_id()
+workers = {
+    node["NodeID"]: node["NodeManagerAddress"]
+    for node in ray.nodes()
+    if node["Alive"] and node["NodeID"] != head
+}
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def ask(path, request):
+    partial = "%s.%d.tmp" % (path, os.getpid())
+    with open(partial, "w") as handle:
+        json.dump(request, handle)
+    os.replace(partial, path)
+
+
+request = {"from": ray.util.get_node_ip_address(), "at": began}
+pending = {}
+for node in workers:
+    strategy = NodeAffinitySchedulingStrategy(node, soft=False)
+    pending[node] = ask.options(scheduling_strategy=strategy).remote(path, request)
+asked, unreachable = [], []
+for node, ref in pending.items():
+    try:
+        ray.get(ref, timeout=max(began + wait / 2 - time.time(), 5.0))
+        asked.append(node)
+    except Exception as exc:
+        unreachable.append("%s (%s)" % (workers[node], type(exc).__name__))
+while True:
+    alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+    left = [node for node in asked if node not in alive]
+    if len(left) == len(asked) or time.time() - began > wait:
+        break
+    time.sleep(0.5)
+print(json.dumps({
+    "asked": sorted(workers[node] for node in asked),
+    "left": sorted(workers[node] for node in left),
+    "unreachable": unreachable,
+    "seconds": round(time.time() - began, 1),
+}), flush=True)
+ray.shutdown()
+"""
+
+
+def workers_note(result: JsonDict | None, error: str = "") -> str:
+    """What the head did about its workers, in words (its log, its last-stop record and so
+    ``status``): from the driver's JSON line, or why there is none."""
+    if result is None:
+        return f"could not ask the workers to stop ({error}): each stops a window after the head"
+    asked = [str(a) for a in result.get("asked") or []]
+    left = [str(a) for a in result.get("left") or []]
+    unreachable = [str(u) for u in result.get("unreachable") or []]
+    parts: list[str] = []
+    if asked:
+        noun = "worker" if len(asked) == 1 else "workers"
+        seconds = human(float(result.get("seconds") or 0.0))
+        parts.append(f"asked {len(asked)} {noun} to stop; {len(left)} left Ray in {seconds}")
+        stayed = sorted(set(asked) - set(left))
+        if stayed:
+            parts.append(f"still in Ray: {', '.join(stayed)} (stops a window after the head)")
+    if unreachable:
+        parts.append(f"could not reach {', '.join(unreachable)} (stops a window after the head)")
+    return "; ".join(parts) or "no worker in Ray to ask"
+
+
+def _last_json(text: str) -> JsonDict | None:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                return None
+            return value if isinstance(value, dict) else None
+    return None
+
+
+def stop_workers(config: Config) -> str:
+    """The head asks its workers to power off (see the module docstring), waiting a bounded
+    time for them to leave Ray; `workers_note` of what happened."""
+    wait = config.worker_wait()
+    target = posixpath.join(config.ray_container_tmp, STOP_REQUEST_NAME)
+    address = f"{config.head_address}:{config.ray_port}"
+    argv = ["docker", "exec", "-i", config.ray_container, "python3", "-", address, target]
+    try:
+        proc = subprocess.run(
+            [*argv, f"{wait:g}"],
+            input=STOP_WORKERS_DRIVER,
+            capture_output=True,
+            text=True,
+            timeout=wait + 120,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return workers_note(None, str(exc))
+    result = _last_json(proc.stdout)
+    if result is None:
+        output = (proc.stdout + proc.stderr).strip()
+        return workers_note(None, (output.splitlines() or [f"exit {proc.returncode}"])[-1][:200])
+    return workers_note(result)
+
 
 def power_off(config: Config, state: JsonDict, obs: Observation) -> bool:
-    """Record why, then run the power-off command. True when the command succeeded."""
+    """Record why, then run the power-off command. True when the command succeeded. A
+    cluster's head asks its workers to power off first; every node stops its Ray container
+    before it goes, so it leaves Ray's node table at once."""
     idle_for = float(state.get("idle_for_seconds") or 0.0)
     message = f"stopped by autostop after {human(config.idle_seconds)} idle"
     reason = obs.idle_summary(config.port, config.idle_seconds)
+    if state.get("head_request") == HONOURED:
+        reason = "the cluster's head asked: the whole cluster has been idle"
+    cluster_note = ""
+    if config.cluster_role == "head":
+        log(config, f"idle for {human(idle_for)}: asking the workers to stop first", obs.now)
+        cluster_note = stop_workers(config)
+        log(config, cluster_note)
     record = {
         "ts": obs.now,
         "time": stamp(obs.now),
@@ -679,12 +925,15 @@ def power_off(config: Config, state: JsonDict, obs: Observation) -> bool:
         "boot_id": obs.boot_id,
         "command": config.poweroff_command,
     }
+    if cluster_note:
+        record["cluster"] = cluster_note
     write_json(config.path(LAST_STOP_FILE), record)
     log(config, f"powering off: idle for {human(idle_for)} ({reason})", obs.now)
     if config.console:
         to_console(f"{message}: {reason}")
-    if config.cluster_role == "head":
-        # Ray stopped first: the workers see the GCS port go quiet and follow a window later.
+    if config.cluster_role and config.ray_container:
+        # Ray stopped first: the node leaves Ray's node table at once (so the head stops
+        # waiting for it), and the head's GCS port goes quiet for workers it could not ask.
         stop_ray = ["docker", "stop", "--time", "30", config.ray_container]
         try:
             subprocess.run(stop_ray, stdin=subprocess.DEVNULL, capture_output=True, timeout=90)
@@ -714,6 +963,8 @@ def check(config: Config, observe_fn: Callable[[Config], Observation] = observe)
     previous = read_json(state_path)
     obs = observe_fn(config)
     state, action, note = decide(previous, obs, config)
+    if obs.stop_request is not None:
+        consume_stop_request(config, obs, state.get("head_request"))
     if note and previous.get("last_active") is not None:
         log(config, f"idle time starts over ({note})", obs.now)
     was = previous.get("state")
@@ -741,6 +992,26 @@ def check(config: Config, observe_fn: Callable[[Config], Observation] = observe)
         return action
     write_json(state_path, state)
     return action
+
+
+def consume_stop_request(config: Config, obs: Observation, verdict: Any) -> None:
+    """Delete the head's stop request before acting on it, so one request stops the node
+    once, and say in the log what became of it."""
+    try:
+        os.unlink(config.stop_request_file())
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log(config, f"cannot delete the head's stop request: {exc}", obs.now)
+    if verdict == STALE:
+        written = stamp(obs.stop_request or obs.now)
+        message = f"ignored the head's stop request of {written}: before this boot or arming"
+    elif verdict == DECLINED:
+        use = "; ".join(obs.local_use())
+        message = f"the head asked this node to stop, but it is in use ({use}): staying up"
+    else:
+        message = "the cluster's head asked this node to stop: the cluster is idle"
+    log(config, message, obs.now)
 
 
 def _kinds(reasons: Any) -> list[str]:

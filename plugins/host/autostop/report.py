@@ -118,14 +118,15 @@ def activity_line(seen: HostAutostop, now: float | None = None) -> str | None:
 
 def last_stop_line(seen: HostAutostop) -> str | None:
     """ "stopped by autostop after 60 min idle (2025-01-15T12:00:00Z: no connection to port
-    8888; ...)": the agent's record of its last power-off, read at the next ``start``."""
+    8888; ...)": the agent's record of its last power-off, read at the next ``start``. A
+    cluster's head adds what it did about its workers ("asked 2 workers to stop; ...")."""
     last = seen.last_stop
     message = last.get("message")
     if not isinstance(message, str) or not message:
         return None
     when = last.get("time")
     reason = last.get("reason")
-    detail = "; ".join(str(x) for x in (when, reason) if x)
+    detail = "; ".join(str(x) for x in (when, reason, last.get("cluster")) if x)
     return f"{message} ({detail})" if detail else message
 
 

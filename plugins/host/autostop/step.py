@@ -43,6 +43,7 @@ from orchestrate.core.api.hoststeps import Facts, HostStep, StepContext
 from orchestrate.core.api.templates import fill, heredoc_delimiter
 from orchestrate.plugins.host.autostop import agent
 from orchestrate.plugins.host.ray import layout as ray_layout
+from orchestrate.plugins.host.ray.step import container_name as ray_container_name
 from orchestrate.plugins.host.shell import step_script
 
 NAME = "autostop"
@@ -135,7 +136,8 @@ def agent_config(context: StepContext, window: float) -> dict[str, Any]:
 
 def cluster_config(context: StepContext) -> dict[str, Any]:
     """On a cluster node, what the agent watches besides the host: Ray's work on the head,
-    the head's GCS port on a worker (the agent's docstring says how they stop together)."""
+    the head's GCS port and its stop request on a worker (the agent's docstring says how
+    they stop together); and the node's own Ray container, stopped before its power-off."""
     cluster = context.cluster
     if cluster is None:
         return {}
@@ -143,7 +145,9 @@ def cluster_config(context: StepContext) -> dict[str, Any]:
         "cluster_role": cluster.role,
         "head_address": cluster.head_address,
         "ray_port": cluster.ray_port,
-        "ray_container": ray_layout.HEAD_CONTAINER,
+        "ray_container": ray_container_name(cluster),
+        "ray_tmp_dir": f"{ray_layout.host_dir(cluster)}/{ray_layout.TMP_SUBDIR}",
+        "ray_container_tmp": ray_layout.CONTAINER_TMP,
     }
 
 
