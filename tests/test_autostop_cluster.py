@@ -240,11 +240,11 @@ def test_only_a_worker_acts_on_a_request() -> None:
 
 def test_what_the_head_did_about_its_workers_reads_in_one_line() -> None:
     both = {"asked": ["10.0.0.3", "10.0.0.4"], "left": ["10.0.0.3", "10.0.0.4"], "seconds": 6.2}
-    assert agent.workers_note(both) == "asked 2 workers to stop; 2 left Ray in 6 s"
+    assert agent.workers_note(both) == "asked 2 workers to stop; 2 left Ray within 6 s"
     one_stayed = {**both, "left": ["10.0.0.3"], "seconds": 61.0, "unreachable": [
         "10.0.0.5 (GetTimeoutError)"]}  # fmt: skip
     assert agent.workers_note(one_stayed) == (
-        "asked 2 workers to stop; 1 left Ray in 61 s; still in Ray: 10.0.0.4 (stops a window "
+        "asked 2 workers to stop; 1 left Ray within 61 s; still in Ray: 10.0.0.4 (stops a window "
         "after the head); could not reach 10.0.0.5 (GetTimeoutError) (stops a window after "
         "the head)"
     )
@@ -262,11 +262,11 @@ def test_status_shows_what_the_head_did_about_its_workers() -> None:
     seen = HostAutostop(probed=True, last_stop={
         "message": "stopped by autostop after 60 min idle", "time": "2026-12-03T17:00:00Z",
         "reason": "no connection to port 8888", "cluster": "asked 2 workers to stop; 2 left "
-        "Ray in 6 s",
+        "Ray within 6 s",
     })  # fmt: skip
     assert report.last_stop_line(seen) == (
         "stopped by autostop after 60 min idle (2026-12-03T17:00:00Z; no connection to port "
-        "8888; asked 2 workers to stop; 2 left Ray in 6 s)"
+        "8888; asked 2 workers to stop; 2 left Ray within 6 s)"
     )
 
 

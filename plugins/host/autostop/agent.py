@@ -32,7 +32,8 @@ the workers first, then itself:
   logged in to the worker: then the worker stays up and its own window rule below decides;
 - the head waits, at most two checks and a minute (`Config.worker_wait`), until the asked
   workers have left Ray's node table, then stops its own Ray container and powers off. It
-  records what it did ("asked 2 workers to stop; 2 left Ray in 6 s"), which ``status`` shows.
+  records what it did ("asked 2 workers to stop; 2 left Ray within 10 s"), which ``status``
+  shows.
 
 Each worker also counts "the head answers on its GCS port" as its activity, so a worker
 that was not asked (it could not be reached, or someone was logged in) powers itself off a
@@ -839,7 +840,6 @@ print(json.dumps({
     "asked": sorted(workers[node] for node in asked),
     "left": sorted(workers[node] for node in left),
     "unreachable": unreachable,
-    "seconds": round(time.time() - began, 1),
 }), flush=True)
 ray.shutdown()
 """
@@ -847,7 +847,8 @@ ray.shutdown()
 
 def workers_note(result: JsonDict | None, error: str = "") -> str:
     """What the head did about its workers, in words (its log, its last-stop record and so
-    ``status``): from the driver's JSON line, or why there is none."""
+    ``status``): from the driver's JSON line and the seconds it all took, or why there is
+    no line."""
     if result is None:
         return f"could not ask the workers to stop ({error}): each stops a window after the head"
     asked = [str(a) for a in result.get("asked") or []]
@@ -857,7 +858,7 @@ def workers_note(result: JsonDict | None, error: str = "") -> str:
     if asked:
         noun = "worker" if len(asked) == 1 else "workers"
         seconds = human(float(result.get("seconds") or 0.0))
-        parts.append(f"asked {len(asked)} {noun} to stop; {len(left)} left Ray in {seconds}")
+        parts.append(f"asked {len(asked)} {noun} to stop; {len(left)} left Ray within {seconds}")
         stayed = sorted(set(asked) - set(left))
         if stayed:
             parts.append(f"still in Ray: {', '.join(stayed)} (stops a window after the head)")
@@ -884,6 +885,7 @@ def stop_workers(config: Config) -> str:
     target = posixpath.join(config.ray_container_tmp, STOP_REQUEST_NAME)
     address = f"{config.head_address}:{config.ray_port}"
     argv = ["docker", "exec", "-i", config.ray_container, "python3", "-", address, target]
+    began = time.monotonic()
     try:
         proc = subprocess.run(
             [*argv, f"{wait:g}"],
@@ -898,7 +900,7 @@ def stop_workers(config: Config) -> str:
     if result is None:
         output = (proc.stdout + proc.stderr).strip()
         return workers_note(None, (output.splitlines() or [f"exit {proc.returncode}"])[-1][:200])
-    return workers_note(result)
+    return workers_note({**result, "seconds": time.monotonic() - began})
 
 
 def power_off(config: Config, state: JsonDict, obs: Observation) -> bool:
@@ -928,17 +930,20 @@ def power_off(config: Config, state: JsonDict, obs: Observation) -> bool:
     if cluster_note:
         record["cluster"] = cluster_note
     write_json(config.path(LAST_STOP_FILE), record)
-    log(config, f"powering off: idle for {human(idle_for)} ({reason})", obs.now)
+    log(config, f"powering off: idle for {human(idle_for)} ({reason})")
     if config.console:
         to_console(f"{message}: {reason}")
     if config.cluster_role and config.ray_container:
         # Ray stopped first: the node leaves Ray's node table at once (so the head stops
         # waiting for it), and the head's GCS port goes quiet for workers it could not ask.
         stop_ray = ["docker", "stop", "--time", "30", config.ray_container]
+        began = time.monotonic()
         try:
             subprocess.run(stop_ray, stdin=subprocess.DEVNULL, capture_output=True, timeout=90)
         except (OSError, subprocess.TimeoutExpired) as exc:
             log(config, f"could not stop Ray before powering off: {exc}")
+        else:
+            log(config, f"Ray's container stopped in {human(time.monotonic() - began)}")
     try:
         proc = subprocess.run(
             ["/bin/sh", "-c", config.poweroff_command],
@@ -985,10 +990,13 @@ def check(config: Config, observe_fn: Callable[[Config], Observation] = observe)
         state["last_active"] = obs.now
         state["poweroffs"] = int(state.get("poweroffs") or 0) + 1
         write_json(state_path, state)
-        if not power_off(config, state, obs):
+        if power_off(config, state, obs):
+            # from its end: a head may have waited a while for its workers
+            state["last_active"] = max(time.time(), obs.now)
+        else:
             state["last_active"] = previous.get("last_active") or obs.now
             state["state"] = IDLE
-            write_json(state_path, state)
+        write_json(state_path, state)
         return action
     write_json(state_path, state)
     return action
