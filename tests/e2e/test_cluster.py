@@ -321,32 +321,51 @@ def _gce_status(cluster: Cluster, name: str) -> str:
     return str(_api(cluster, "GET", zone, name)["status"])
 
 
+#: The agents the autostop tests install: a window of seconds, a check every half second (the
+#: profile's minimum is a duration too, but its check every minute would take minutes here).
+AGENT_WINDOW_S = 4.0
+NODE_NAMES = ("rc", "rc-w1", "rc-w2")
+
+
+def _install_agent(cluster: Cluster, name: str) -> Any:
+    """Install the product's real autostop agent on the node of instance `name`, as the
+    autostop step would on that cluster node, with `AGENT_WINDOW_S`; its bed node.
+
+    It watches a notebook port nobody uses: the kernel the tests above opened keeps a
+    connection to the real one, and the notebook's part of the rule is the lone host's
+    tests'. The agent's power-off is the node's own `systemctl poweroff`, which the bed notes
+    and the fake then turns into a stop."""
+    from orchestrate.core.api.hoststeps import ClusterContext, StepContext
+    from orchestrate.plugins.host.autostop.step import install_script
+
+    head, node = _node_of(cluster, "rc"), _node_of(cluster, name)
+    index = NODE_NAMES.index(name)
+    context = StepContext(
+        instance=name, gpu=None, notebook_image="none", token="not-used",
+        autostop=f"{AGENT_WINDOW_S:g}s", remote_port=free_port(),
+        extra={"autostop_interval": 0.5},
+        cluster=ClusterContext(
+            name="rc", role="worker" if index else "head", index=index, size=len(NODE_NAMES),
+            head_address=head.internal_address, node_address=node.internal_address,
+        ),
+    )  # fmt: skip
+    script = node.workdir / "autostop-install.sh"
+    script.write_text(install_script(context, AGENT_WINDOW_S))
+    node.exec(["bash", str(script)], timeout=60)
+    return node
+
+
 def test_a_worker_whose_head_is_gone_powers_itself_off_a_window_later(cluster: Cluster) -> None:
-    """The worker's real agent, installed by the product's autostop script with a window of
-    seconds (the profile's minimum is a duration too, but its check every minute would take
-    minutes here), watching the head's GCS port across the bed's internal link; its
-    power-off is the node's own `systemctl poweroff`, which the fake turns into a stop.
+    """The worker's real agent (`_install_agent`), watching the head's GCS port across the
+    bed's internal link; the head (no agent there) is stopped behind everyone's back.
 
     The bed's nodes share this machine's /proc, so the agent also sees the host-setup stages
     of other test sessions on the machine as "host setup in progress" (on a VM it sees only
     its own): the assertions allow for that activity, which only delays the power-off."""
-    from orchestrate.core.api.hoststeps import ClusterContext, StepContext
     from orchestrate.plugins.host.autostop import agent
-    from orchestrate.plugins.host.autostop.step import install_script
 
-    head, worker = _node_of(cluster, "rc"), _node_of(cluster, "rc-w2")
-    window = 4.0
-    context = StepContext(
-        instance="rc-w2", gpu=None, notebook_image="none", token="not-used", autostop="4s",
-        remote_port=free_port(), extra={"autostop_interval": 0.5},
-        cluster=ClusterContext(
-            name="rc", role="worker", index=2, size=3, head_address=head.internal_address,
-            node_address=worker.internal_address,
-        ),
-    )  # fmt: skip
-    script = worker.workdir / "autostop-install.sh"
-    script.write_text(install_script(context, window))
-    worker.exec(["bash", str(script)], timeout=60)
+    worker = _install_agent(cluster, "rc-w2")
+    window = AGENT_WINDOW_S
     state = f"{agent.DEFAULT_STATE_DIR}/{agent.STATE_FILE}"
     time.sleep(window + 2)  # a whole window with the head answering: the worker stays up
     seen = json.loads(worker.exec(["cat", state]).stdout)
@@ -407,6 +426,68 @@ def test_stop_stops_every_node_and_start_brings_the_cluster_back(cluster: Cluste
     from orchestrate.plugins.host.autostop.step import AGENT_PATH
 
     assert _node_of(cluster, "rc-w2").exec(["test", "-e", AGENT_PATH], check=False).returncode
+
+
+def test_an_idle_cluster_powers_its_workers_off_before_its_head(cluster: Cluster) -> None:
+    """Every node's real agent (`_install_agent`, workers first, so none is armed after the
+    head asks). The head finds the cluster idle a window later (no Ray work: the notebook's
+    driver from the tests above holds nothing), asks both workers through Ray to stop, waits
+    until they left Ray's node table, then powers itself off. The order is the bed's own
+    record: the time each node's `systemctl poweroff` wrote its note. Nothing ticks the fake
+    until all three are there, so the notes stay until then; then the fake stops the three
+    instances. Then `start` brings the cluster back for the test after this one."""
+    from orchestrate.plugins.host.autostop import agent, report
+    from orchestrate.plugins.host.ray import layout
+
+    began = time.monotonic()
+    while (alive := alive_in_gcs(_node_of(cluster, "rc"))) != len(NODE_NAMES):
+        assert time.monotonic() < began + 180, f"Ray counts {alive} nodes alive"
+        time.sleep(1)
+    nodes = {name: _install_agent(cluster, name) for name in reversed(NODE_NAMES)}
+    armed = time.time()
+    asked: dict[str, float] = {}  # the power-off note's time, per instance
+    seen: dict[str, Any] = {}  # the agent's files as `status` reads them, at that moment
+    deadline = time.monotonic() + 180
+    while len(asked) < len(nodes):
+        for name, node in nodes.items():
+            if name not in asked and node.power_note.exists():
+                asked[name] = node.power_note.stat().st_mtime
+                # at once: on the bed the agent outlives its power-off until the fake's
+                # next request, and a window later would record another one
+                seen[name] = report.parse_status(node.exec(report.status_command()).stdout)
+        assert time.monotonic() < deadline, (asked, _agent_logs(nodes.values()))
+        time.sleep(0.1)
+    logs = _agent_logs(nodes.values())
+    head_at = asked.pop("rc")
+    assert max(asked.values()) < head_at, (asked, head_at, logs)
+    print(f"\nidle cluster: workers powered off {[round(t - armed, 1) for t in asked.values()]}"
+          f" s after the agents were armed, the head {head_at - armed:.1f} s")  # fmt: skip
+    instances = cluster.gce.instances  # the fake takes the notes: a stop for each
+    assert {name: instances[name]["status"] for name in NODE_NAMES} == dict.fromkeys(
+        NODE_NAMES, "TERMINATED"
+    )
+    line = report.last_stop_line(seen["rc"]) or ""
+    assert "stopped by autostop after 4 s idle" in line, logs
+    assert "asked 2 workers to stop; 2 left Ray within" in line, logs
+    for name in ("rc-w1", "rc-w2"):
+        worker = nodes[name]
+        reason = seen[name].last_stop.get("reason")
+        assert reason == "the cluster's head asked: the whole cluster has been idle", logs
+        folder = f"{layout.HOST_ROOT}/rc-{NODE_NAMES.index(name)}/{layout.TMP_SUBDIR}"
+        consumed = worker.exec(["test", "-e", f"{folder}/{agent.STOP_REQUEST_NAME}"], check=False)
+        assert consumed.returncode == 1, f"{name} left the head's request behind"
+    started = cluster.cli("start", "rc", "--detach", "--no-browser")
+    assert {n["status"] for n in cluster.status()["nodes"]} == {"running"}, started.stderr
+
+
+def _agent_logs(nodes: Any) -> str:
+    """Each node's autostop log, for an assertion's message."""
+    from orchestrate.plugins.host.autostop import agent
+
+    return "\n".join(
+        f"--- {node.name}:\n" + node.exec(f"cat {agent.DEFAULT_LOG_FILE}", check=False).stdout
+        for node in nodes
+    )
 
 
 def test_down_copies_from_the_head_and_leaves_no_instance_container_or_row(
