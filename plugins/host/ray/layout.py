@@ -25,7 +25,8 @@ from orchestrate.core.api.hoststeps import ClusterContext
 #: the login user's): named for the cluster and the node's index, so nodes that share one
 #: file system (the test bed's, several nodes on one machine) never share Ray's sockets.
 HOST_ROOT = "/var/lib/orchestrate/ray"
-#: In HOST_DIR: the token copy (folder ``auth``) and Ray's temp folder (``tmp``).
+#: In HOST_DIR: the token copy (folder ``auth``) and Ray's temp folder (``tmp``), which is
+#: also where an idle head's stop request reaches a worker's autostop agent (see the agent).
 AUTH_SUBDIR = "auth"
 TMP_SUBDIR = "tmp"
 #: Where containers see the token folder, and the token file in it.
