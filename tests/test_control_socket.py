@@ -160,6 +160,18 @@ def test_a_stale_socket_costs_one_local_connect(
     assert _accepted(ssh_host) == before
 
 
+def test_a_server_whose_connection_dropped_is_not_used(
+    ssh_host: SshHost, served: tuple[Session, ControlServer]
+) -> None:
+    """The tunnel process lives on after its host went away (powered off by autostop): its
+    socket still answers, but a client must connect directly, not be lent a dead
+    transport (a `start` would fail on it)."""
+    session, server = served
+    assert _client(ssh_host, server).active
+    session.close()  # what the host's power-off does to the tunnel's connection
+    assert open_shared(server.path, _expected(ssh_host), ssh_host.key_path, "nb") is None
+
+
 def test_a_dead_server_is_a_host_error_then_reconnect_goes_direct(
     ssh_host: SshHost, served: tuple[Session, ControlServer]
 ) -> None:

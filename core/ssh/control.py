@@ -161,7 +161,7 @@ class ControlServer:
             if uid != os.getuid():
                 return  # the socket is 0600 already; a root peer of another user still is not us
             try:
-                client.sendall(self.hello)
+                client.sendall(self._hello_now())
                 request = json.loads(_read_line(client))
                 if request.get("op") == "active":
                     client.sendall(_frame(b"x", b"0" if self.session.active else b"1"))
@@ -169,6 +169,15 @@ class ControlServer:
                 self._run(client, request)
             except (OSError, EOFError, ValueError):
                 return  # the client went away (a probe that had what it wanted) or spoke garbage
+
+    def _hello_now(self) -> bytes:
+        """The hello, with whether the lent connection is up at this moment. A tunnel whose
+        connection dropped (its host powered off by autostop, a reconnect under way) still
+        answers here, and a client lent that dead transport would fail; told, it connects
+        directly instead."""
+        hello = json.loads(self.hello)
+        hello["active"] = bool(self.session.active)
+        return (json.dumps(hello, sort_keys=True) + "\n").encode()
 
     def _run(self, client: socket.socket, request: dict[str, Any]) -> None:
         def on_line(line: str, stream: str) -> None:
@@ -334,8 +343,8 @@ def open_shared(
 ) -> SharedSession | None:
     """The shared session at `path` when it serves the host `expected` describes, else None.
 
-    One local connect: a stale socket (its tunnel died) is refused at once, and a server
-    for another host, user or host key is not used.
+    One local connect: a stale socket (its tunnel died) is refused at once, and neither a
+    server for another host, user or host key nor one whose connection is down is used.
     """
     if not usable_path(path):
         return None
@@ -348,7 +357,7 @@ def open_shared(
         return None
     finally:
         sock.close()
-    if not isinstance(hello, dict):
+    if not isinstance(hello, dict) or hello.get("active") is False:
         return None
     from orchestrate.core.ssh.session import normalize_key
 
