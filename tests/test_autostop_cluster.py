@@ -117,8 +117,11 @@ def test_a_worker_agent_powers_off_a_window_after_the_head_goes_quiet(tmp_path: 
         listener.close()
         quiet = time.monotonic()
         wait_for(marker.exists, timeout=30)
-        # a window after the last check that heard it, which was at most one interval before
-        assert time.monotonic() - quiet >= 2.0 - 0.25 - 0.05
+        # A window after the last check that heard it. That check came before `quiet`, by up
+        # to an interval plus however late this loop noticed (a loaded machine has made that
+        # 0.34 s), so the bound leaves two intervals: it still tells "a window later" from
+        # "at once".
+        assert time.monotonic() - quiet >= 2.0 - 2 * 0.25 - 0.1
         record = json.loads((tmp_path / "state" / agent.LAST_STOP_FILE).read_text())
         assert "the cluster's head does not answer" in record["reason"]
     finally:
