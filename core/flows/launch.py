@@ -478,13 +478,22 @@ def bring_up_host(
                 held.enter_context(background.held_in_foreground(state, name, local_port))
             elif not detach:
                 state.update(name, local_port=local_port)
-            token = jupyter.wait_ready(
-                local_port, plan.context.token, read_logs=read_logs, progress=progress
-            )
+            if report.nothing_to_do and report.facts.jupyter_status == 200:
+                # The probe, the setup's last word on the host, had Jupyter answer our token
+                # on the port the tunnel forwards to: a check through the tunnel would cost
+                # a channel and a request more to learn the same. What it would add, the
+                # tunnel's own forward, is the one every earlier launch of this host used.
+                token = plan.context.token
+                ready = f"jupyter answered the probe on the host; tunnel on port {local_port}"
+            else:
+                token = jupyter.wait_ready(
+                    local_port, plan.context.token, read_logs=read_logs, progress=progress
+                )
+                ready = f"jupyter answers through the tunnel on port {local_port}"
             if token != plan.context.token:
                 state.update(name, token=token)
             url = url_for(local_port, token)
-            state.event(name, "ready", f"jupyter answers through the tunnel on port {local_port}")
+            state.event(name, "ready", ready)
             outcome = Outcome(name, url, local_port, token, report.summary(), kept_tunnel=keep)
             cluster = plan.context.cluster
             if cluster is not None and cluster.is_head:

@@ -205,8 +205,10 @@ class Runner:
     # -- probe and plan ---------------------------------------------------------------
 
     def probe(self) -> Facts:
-        """One probe round trip; the facts go to the log."""
-        return self._probed(lambda: probe(self.session, self.context, self.steps))
+        """One probe round trip; the facts go to the log. It also asks Jupyter on the host
+        (`Facts.jupyter_status`): on a set-up host this probe is the whole setup, and its
+        answer spares the launch a check of its own."""
+        return self._probed(lambda: probe(self.session, self.context, self.steps, jupyter=True))
 
     def _probed(self, get: Callable[[], Facts]) -> Facts:
         """The facts `get` returns, timed, logged and shown."""

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +229,47 @@ def test_closing_the_tunnel_removes_its_socket(bed: Bed) -> None:
     assert control_path("nb").is_socket()
     bed.cli("tunnel", "nb", "--close")
     assert not control_path("nb").exists()
+
+
+# -- a warm relaunch: Jupyter's answer comes with the probe -----------------------------------
+
+
+def last_ready() -> str:
+    with State(state_db()) as state:
+        ready = [e.message for e in state.events("nb") if e.kind == "ready"]
+    assert ready, "a launch that printed its URL records that Jupyter answered"
+    return ready[-1]
+
+
+def test_warm_relaunch_takes_jupyters_answer_from_the_probe(bed: Bed) -> None:
+    first = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    url = URL.search(first.stdout)
+    assert url, first.stdout + first.stderr
+    assert last_ready().startswith("jupyter answers through the tunnel"), "set up just now"
+
+    # Set up, Jupyter answering: the probe's answer is the check, no request through the
+    # tunnel (over a direct connection here, the tunnel's own connection below).
+    bed.cli("tunnel", "nb", "--close")
+    warm = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    assert "0 steps applied" in warm.stderr
+    again = URL.search(warm.stdout)
+    assert again and again.group(0) == url.group(0)
+    assert last_ready().startswith("jupyter answered the probe on the host")
+    port, token = int(again.group(1)), again.group(2)
+    assert get(port, f"/api/status?token={token}") == 200
+
+    # The container runs but Jupyter does not answer (stopped): the probe says so within
+    # its bound, and the launch waits for Jupyter through the tunnel as before, until it
+    # answers again.
+    docker("kill", "--signal", "STOP", bed.container)
+    resume = threading.Timer(5.0, docker, ("kill", "--signal", "CONT", bed.container))
+    resume.start()
+    try:
+        stalled = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    finally:
+        resume.join()
+    assert "0 steps applied" in stalled.stderr
+    same = URL.search(stalled.stdout)
+    assert same and same.group(0) == url.group(0)
+    assert last_ready().startswith("jupyter answers through the tunnel")
+    assert get(port, f"/api/status?token={token}") == 200
