@@ -498,10 +498,16 @@ def probe(
     """Run the probe over `session` and parse it: one channel, one exec. With `jupyter`,
     the facts also say how Jupyter answered the context's token on the host
     (`Facts.jupyter_status`); the token goes on stdin, behind the exec request."""
-    result = session.run(
-        probe_command(probe_script(context, steps, jupyter=jupyter)),
-        stdin=context.token + "\n" if jupyter else None,
-        timeout=timeout,
-        done_when=probe_ended,
-    )
+    if jupyter:
+        command, stdin = probe_request(context, steps)
+    else:
+        command, stdin = probe_command(probe_script(context, steps)), None
+    result = session.run(command, stdin=stdin, timeout=timeout, done_when=probe_ended)
     return facts_from_result(result)
+
+
+def probe_request(context: StepContext, steps: Iterable[HostStep] = ()) -> tuple[str, str]:
+    """The probe that also asks Jupyter, as an exec command and its stdin (the token): what
+    `probe(..., jupyter=True)` sends, and what a launch hands the background tunnel process
+    that connects for it."""
+    return probe_command(probe_script(context, steps, jupyter=True)), context.token + "\n"

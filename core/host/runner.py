@@ -237,9 +237,13 @@ class Runner:
     # -- run --------------------------------------------------------------------------
 
     def run(self, facts: Facts | None = None) -> SetupReport:
-        """Probe (unless `facts` are given), then run stages until nothing is needed."""
+        """Probe (unless `facts` are given: the same probe, run by another process on its
+        connection, logged here as this runner's), then run stages until nothing is needed."""
         if facts is None:
             facts = self.probe()
+        else:
+            given = facts
+            facts = self._probed(lambda: given)
         report = SetupReport(facts=facts, log_path=self.log_path)
         self._add_warnings(report, facts)
         changed: list[str] = []

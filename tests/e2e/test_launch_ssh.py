@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -273,3 +274,39 @@ def test_warm_relaunch_takes_jupyters_answer_from_the_probe(bed: Bed) -> None:
     assert same and same.group(0) == url.group(0)
     assert last_ready().startswith("jupyter answers through the tunnel")
     assert get(port, f"/api/status?token={token}") == 200
+
+
+def test_detached_relaunch_logs_in_once_and_its_failure_reaches_the_foreground(
+    bed: Bed, tmp_path: Path
+) -> None:
+    """`launch --detach` on a host set up before: the background tunnel process makes the
+    one SSH login and runs the launch's probe; the launch prints what it always did."""
+    first = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    url = URL.search(first.stdout)
+    assert url, first.stdout + first.stderr
+    bed.cli("tunnel", "nb", "--close")
+
+    before = logins(bed)
+    again = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    assert "host already set up: 1 probe, 0 steps applied" in again.stderr
+    same = URL.search(again.stdout)
+    assert same and same.group(0) == url.group(0)
+    assert is_our_tunnel(row().tunnel_pid, "nb")
+    assert get(int(same.group(1)), f"/api/status?token={same.group(2)}") == 200
+    assert logins(bed) == before + 1, bed.ssh.sshd.log()[-2000:]
+
+    # The background process refuses the host (another key is pinned): the launch fails
+    # with the one line it gave when it connected itself, and leaves no tunnel.
+    bed.cli("tunnel", "nb", "--close")
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    with State(state_db()) as state:
+        state.update("nb", host_key=" ".join(other.with_suffix(".pub").read_text().split()[:2]))
+    failed = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser", check=False)
+    lines = failed.stderr.strip().splitlines()
+    assert failed.returncode == 1, failed.stderr
+    assert "host key" in lines[-1] and "changed" in lines[-1], failed.stderr
+    assert "orchestrate forget-host-key nb" in lines[-1] and "Traceback" not in failed.stderr
+    assert not URL.search(failed.stdout)
+    assert not is_our_tunnel(row().tunnel_pid, "nb")
+    assert json.loads(bed.cli("status", "nb", "--offline", "--json").stdout)[0]["name"] == "nb"
