@@ -295,6 +295,20 @@ def test_detached_relaunch_logs_in_once_and_its_failure_reaches_the_foreground(
     assert get(int(same.group(1)), f"/api/status?token={same.group(2)}") == 200
     assert logins(bed) == before + 1, bed.ssh.sshd.log()[-2000:]
 
+    # The container is gone: the probe the background process ran says so, and the launch
+    # runs the notebook step over that process's connection, then waits for Jupyter
+    # through the new tunnel. Still one login.
+    bed.cli("tunnel", "nb", "--close")
+    docker("rm", "-f", bed.container)
+    before = logins(bed)
+    repaired = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    assert "1 step(s) applied (notebook)" in repaired.stderr, repaired.stderr
+    fixed = URL.search(repaired.stdout)
+    assert fixed and fixed.group(0) == url.group(0)
+    assert get(int(fixed.group(1)), f"/api/status?token={fixed.group(2)}") == 200
+    assert last_ready().startswith("jupyter answers through the tunnel")
+    assert logins(bed) == before + 1, bed.ssh.sshd.log()[-2000:]
+
     # The background process refuses the host (another key is pinned): the launch fails
     # with the one line it gave when it connected itself, and leaves no tunnel.
     bed.cli("tunnel", "nb", "--close")
