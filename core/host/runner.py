@@ -210,14 +210,15 @@ class Runner:
         answer spares the launch a check of its own."""
         return self._probed(lambda: probe(self.session, self.context, self.steps, jupyter=True))
 
-    def _probed(self, get: Callable[[], Facts]) -> Facts:
-        """The facts `get` returns, timed, logged and shown."""
+    def _probed(self, get: Callable[[], Facts], where: str = "") -> Facts:
+        """The facts `get` returns, timed, logged and shown (`where`: who ran the probe,
+        when not this runner)."""
         self._emit("probe", "probing the host")
         started = time.monotonic()
         facts = get()
         self.probes += 1
         elapsed = time.monotonic() - started
-        self._stamp(f"probe ({elapsed:.2f} s)")
+        self._stamp(f"probe {where or f'({elapsed:.2f} s)'}")
         self._log(json.dumps(facts.raw, indent=1, sort_keys=True))
         self._emit("probe", f"probed in {elapsed:.1f} s", elapsed=elapsed)
         return facts
@@ -243,7 +244,7 @@ class Runner:
             facts = self.probe()
         else:
             given = facts
-            facts = self._probed(lambda: given)
+            facts = self._probed(lambda: given, "(run on another process's connection)")
         report = SetupReport(facts=facts, log_path=self.log_path)
         self._add_warnings(report, facts)
         changed: list[str] = []
