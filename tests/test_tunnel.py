@@ -446,7 +446,9 @@ def test_over_a_session_that_ran_a_command_the_tunnel_adds_no_exchange(
     )  # fmt: skip
     tunnel = None
     try:
-        assert session.transport.remote_cipher.endswith("-gcm@openssh.com")
+        offered = session.transport.get_security_options().ciphers
+        if any(c.endswith("-gcm@openssh.com") for c in offered):  # paramiko 3.5 and later
+            assert session.transport.remote_cipher.endswith("-gcm@openssh.com")
         assert session.run("true").rc == 0
         tunnel = Tunnel(session, 0, "127.0.0.1", http_port)
         tunnel.link = Counting(tunnel.tuning)
