@@ -1,7 +1,8 @@
 """B2 warm relaunch on a 50 ms link, against the seed's alias done with OpenSSH.
 
 Goals: a warm `orchestrate launch` (instance fully set up, nothing to do) takes at most 9
-round trips until Jupyter answers through the tunnel, and at most 3 when a detached tunnel
+round trips until it shows the URL (Jupyter has answered on the host by then, inside the
+probe, or through the tunnel when it did not), and at most 3 when a detached tunnel
 is alive (its connection is lent through the control socket, and the tunnel is kept);
 `launch --detach` takes at most 11; connect + probe + nothing to do takes at most 10.
 
@@ -180,8 +181,9 @@ def _count(bed: Bed, packets: list[Any], start: float, end: float) -> int:
 
 
 def foreground_relaunch(bed: Bed, *, traced: Path | None = None) -> Timed:
-    """`orchestrate launch` to its URL line: Jupyter has answered through the tunnel by then
-    (`jupyter.wait_ready`). Then Ctrl-C, as a user ends the tunnel."""
+    """`orchestrate launch` to its URL line: Jupyter has answered by then (on the host, to
+    the probe; else through the tunnel, `jupyter.wait_ready`). Then Ctrl-C, as a user ends
+    the tunnel."""
     argv = [*bed.cli, "launch", "nb", "--profile", "bench", "--no-browser"]
     if traced is not None:
         argv = [sys.executable, "-m", "bench.trace", str(traced), *argv[len(bed.cli) :]]
@@ -413,7 +415,7 @@ def run(ctx: Context) -> list[Row]:
             baseline_value=median(m["alias_s"]),
             detail=detail,
             notes=f"median of {reps}; foreground `launch` to its URL line (Jupyter has "
-            "answered through the tunnel); alias = ssh start script + ssh -fNL + first "
+            "answered the probe on the host); alias = ssh start script + ssh -fNL + first "
             f"request; wall / rtt = {median(m['launch_s']) / rtt:.1f} RT ours, "
             f"{median(m['alias_s']) / rtt:.1f} RT alias (upper bounds: CPU time included)",
         ),
@@ -438,9 +440,9 @@ def run(ctx: Context) -> list[Row]:
             baseline_value=alias_rt,
             goal=f"<= {GOAL_DETACH_RT} RT",
             met=median(m["detached_rt"]) <= GOAL_DETACH_RT,
-            notes=f"{median(m['detached_s']):.2f} s; {m['detached_rt']}; launch returns once "
-            "Jupyter answers through the background tunnel process, which opens its own SSH "
-            "connection (started before this process connects, so the two handshakes overlap)",
+            notes=f"{median(m['detached_s']):.2f} s; {m['detached_rt']}; one SSH login: the "
+            "background tunnel process connects, runs the launch's probe (which has Jupyter "
+            "answer on the host) and lends its connection; launch returns once it listens",
         ),
         Row(
             "B2",

@@ -102,6 +102,53 @@ def test_probe_returns_this_machines_facts(
     assert facts.driver.loaded is None and facts.toolkit_version is None
 
 
+def test_probe_asks_jupyter_on_the_host_with_the_token_on_stdin(
+    ssh_host: Any, docker_engine: Any, jupyter_image: str, tmp_path: Path
+) -> None:
+    """The probe's own check of Jupyter (what lets a warm launch skip the check through the
+    tunnel): a real HTTP status from Jupyter on the host's loopback, with the context's
+    token, which reaches the host on stdin and never on the command line."""
+    import dataclasses
+
+    from orchestrate.core.host.probe import probe_command, probe_script
+
+    from tests.bed.docker_engine import docker
+    from tests.bed.jupyter_image import run_notebook
+    from tests.bed.sshd import free_port
+
+    token = "probe-check-" + "ab12" * 8
+    name = f"orch-probe-jupyter-{free_port()}"
+    context = StepContext(
+        instance="bed", gpu=None, notebook_image=jupyter_image, token=token,
+        notebook_container=name, remote_port=free_port(),
+    )  # fmt: skip
+    assert token not in probe_command(probe_script(context, jupyter=True))
+    host_dir = tmp_path / "nb"
+    host_dir.mkdir()
+    with connect(ssh_host, ssh_host.host_key) as session:
+        assert probe(session, context, jupyter=True).jupyter_status is None, "no container"
+        with run_notebook(
+            jupyter_image, token=token, host_dir=host_dir, port=context.remote_port, name=name
+        ) as notebook:
+            notebook.wait_ready()
+            facts = probe(session, context, jupyter=True)
+            assert facts.container.state == "running"
+            assert facts.jupyter_status == 200
+            assert session.commands == 2, "the check is inside the probe's one command"
+            wrong = dataclasses.replace(context, token="not-" + token)
+            assert probe(session, wrong, jupyter=True).jupyter_status == 403
+            assert probe(session, context).jupyter_status is None, "not asked"
+            # Running but not answering: the probe waits for it a bounded time, then says so.
+            docker("kill", "--signal", "STOP", notebook.container_id)
+            try:
+                started = time.monotonic()
+                hung = probe(session, context, jupyter=True)
+                assert hung.container.state == "running" and hung.jupyter_status is None
+                assert time.monotonic() - started < 10
+            finally:
+                docker("kill", "--signal", "CONT", notebook.container_id, check=False)
+
+
 def test_hook_before_step_and_after_step_wrap_the_docker_step_run_for_real(
     ssh_host: Any, docker_engine: Any, cpu_context: StepContext, tmp_path: Path
 ) -> None:

@@ -61,6 +61,7 @@ def test_probe_script(tmp_path: Path) -> None:
     scripts = {
         "probe": probe_script(context, all_steps(context)),
         "probe-bare": probe_script(context),
+        "probe-jupyter": probe_script(context, jupyter=True),
     }
     shellcheck(scripts, "sh", tmp_path)
 

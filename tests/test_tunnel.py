@@ -416,6 +416,55 @@ def test_rekeys_to_aes_gcm_once_and_keeps_working(
 
 
 @pytest.mark.bed
+def test_over_a_session_that_ran_a_command_the_tunnel_adds_no_exchange(
+    ssh_host: SshHost, http_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """core's Session asks for AES-GCM in its first key exchange, so the tunnel has no
+    re-key to do; and once a command ran on it (a launch's probe), sshd has TCP_NODELAY and
+    the command's channel open timed the link, so the tunnel neither nudges sshd nor times
+    the link again: none of its start-up exchanges lands on a launch's path."""
+    from orchestrate.core.ssh import tunnel_link
+    from orchestrate.core.ssh.session import Session
+
+    class Counting(tunnel_link.LinkCare):
+        nudges = 0
+
+        def nudge_sshd(self, transport: Any) -> None:
+            Counting.nudges += 1
+            super().nudge_sshd(transport)
+
+    timed: list[Any] = []
+    original = tunnel_link.round_trip_s
+
+    def counting_round_trip(transport: Any, probes: int = 2) -> float:
+        timed.append(transport)
+        return original(transport, probes)
+
+    session = Session.connect(
+        ssh_host.address, ssh_host.port, ssh_host.user, ssh_host.key_path,
+        pinned_host_key=ssh_host.host_key, deadline_s=WAIT_S,
+    )  # fmt: skip
+    tunnel = None
+    try:
+        offered = session.transport.get_security_options().ciphers
+        if any(c.endswith("-gcm@openssh.com") for c in offered):  # paramiko 3.5 and later
+            assert session.transport.remote_cipher.endswith("-gcm@openssh.com")
+        assert session.run("true").rc == 0
+        tunnel = Tunnel(session, 0, "127.0.0.1", http_port)
+        tunnel.link = Counting(tunnel.tuning)
+        monkeypatch.setattr(tunnel_link, "round_trip_s", counting_round_trip)
+        tunnel.start()
+        assert tunnel.warm(WAIT_S)
+        assert Counting.nudges == 0 and timed == []
+        assert tunnel.channel_window() == LAN_WINDOW_SIZE, "loopback, from the timed open"
+        assert _get(tunnel.local_port, "/ping") == b"pong\n"
+    finally:
+        if tunnel is not None:
+            tunnel.close()
+        session.close()
+
+
+@pytest.mark.bed
 def test_no_rekey_when_asked_not_to(
     transport: Any, http_port: int, make_tunnel: Callable[..., Tunnel]
 ) -> None:

@@ -167,6 +167,10 @@ class Facts:
     reboot_required: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
+    #: HTTP status of Jupyter's /api/status with the context's token on the host's loopback,
+    #: when the probe was asked to check (None: not asked, or no HTTP answer); 200 lets a
+    #: launch on a set-up host skip its own check through the tunnel
+    jupyter_status: int | None = None
 
     @property
     def has_nvidia_gpu(self) -> bool:

@@ -3,8 +3,9 @@
 `open_notebook_tunnel` is the one way `launch`, `start` and `tunnel` open it.
 
 `launch --detach` and `tunnel NAME --detach` start `python -m orchestrate.core.flows.background
-NAME PORT`; it connects with the pinned host key, opens the tunnel, writes its pid and port
-to the state row, prints one "ready PORT" line to its parent and then runs until SIGTERM
+NAME PORT`; it connects with the pinned host key (and, for `launch --detach` on a host
+set up before, runs the launch's probe first: `tunnel_start`), opens the tunnel, writes its
+pid and port to the state row, says "ready PORT" to its parent and then runs until SIGTERM
 (`tunnel NAME --close`, `stop`, `down`). A pid is only signalled after checking its command
 line, so a recycled pid is never killed.
 
@@ -16,10 +17,9 @@ tunnel that is alive, whichever process holds it.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
-import select
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrate.core.api.errors import HostError, OrchestrateError
+from orchestrate.core.api.errors import OrchestrateError
+from orchestrate.core.flows.tunnel_start import MODULE, DetachedStart, Say, encode_error
 from orchestrate.core.store.state import InstanceRow
 
-MODULE = "orchestrate.core.flows.background"
+__all__ = ["MODULE", "DetachedStart"]
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -291,63 +292,6 @@ def reopen(
         session.close()
 
 
-class DetachedStart:
-    """A background tunnel process on its way up: `wait` for its port, or `cancel` it.
-
-    Split from `start_detached` so that `launch --detach` on a host set up before can start
-    the process right after the cloud step: its Python start-up and SSH handshake then
-    overlap the launch's own connect and probe instead of following them.
-    """
-
-    def __init__(self, name: str, port: int, *, explicit: bool) -> None:
-        from orchestrate.core.store.paths import private_dir, state_dir
-
-        self.name = name
-        self.log = private_dir(state_dir() / "logs") / f"{name}.tunnel.log"
-        args = [sys.executable, "-m", MODULE, name, str(port)]
-        if explicit:
-            args.append("--explicit")
-        with open(self.log, "ab") as err:
-            self.proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                start_new_session=True,  # Ctrl-C in the terminal must not end the tunnel
-            )
-
-    def wait(self, timeout_s: float = 60.0) -> int:
-        """The local port the tunnel bound, once it says it is ready."""
-        stdout = self.proc.stdout
-        assert stdout is not None
-        deadline = time.monotonic() + timeout_s
-        line = b""
-        while time.monotonic() < deadline and not line.endswith(b"\n"):
-            ready, _, _ = select.select([stdout], [], [], 0.2)
-            if ready:
-                chunk = os.read(stdout.fileno(), 256)
-                if not chunk:
-                    break
-                line += chunk
-        stdout.close()
-        text = line.decode(errors="replace").strip()
-        if text.startswith("ready "):
-            return int(text.split()[1])
-        self.cancel()
-        log = self.log
-        tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-        reason = text.removeprefix("error ") or (tail[0] if tail else "no answer")
-        raise HostError(
-            f"the background tunnel for {self.name} did not start: {reason}", hint=f"see {log}"
-        )
-
-    def cancel(self) -> None:
-        """End the process (the launch that started it failed); it clears its own row."""
-        from orchestrate.core.flows.processes import end_child
-
-        end_child(self.proc)
-
-
 def start_detached(name: str, port: int, *, explicit: bool, timeout_s: float = 60.0) -> int:
     """Start the background tunnel for `name`; return the local port it bound."""
     return DetachedStart(name, port, explicit=explicit).wait(timeout_s)
@@ -368,7 +312,9 @@ def close_detached(row: InstanceRow, *, timeout_s: float = 10.0) -> bool:
     return True
 
 
-def _serve(name: str, port: int, explicit: bool) -> int:
+def _serve(name: str, port: int, explicit: bool, say: Say, probe: dict[str, Any] | None) -> int:
+    """Connect, run the launch's `probe` first when given (before the tunnel's own start-up
+    traffic, which would lengthen the launch's wait), then serve the tunnel."""
     from orchestrate.core.flows.rows import connect
     from orchestrate.core.ssh.keys import ensure_ssh_key
     from orchestrate.core.wiring.registry import build_manager
@@ -379,7 +325,25 @@ def _serve(name: str, port: int, explicit: bool) -> int:
     row = state.get(name)
     if row is None:
         raise OrchestrateError(f"no instance named {name!r}")
-    session = connect(runtime, name, ensure_ssh_key(), lambda message: None)
+    quiet = probe is None  # a plain `tunnel --detach` says only "ready"
+
+    def progress(message: str) -> None:
+        if not quiet:
+            say("progress", message)
+
+    session = connect(runtime, name, ensure_ssh_key(), progress)
+    if probe is not None:
+        from orchestrate.core.host.probe import probe_ended
+
+        result = session.run(
+            str(probe["command"]),
+            stdin=str(probe["stdin"]),
+            timeout=120,
+            done_when=probe_ended,
+        )
+        say(
+            "probe", json.dumps({"rc": result.rc, "stdout": result.stdout, "stderr": result.stderr})
+        )
     tunnel = open_tunnel(
         runtime,
         session,
@@ -403,14 +367,10 @@ def _serve(name: str, port: int, explicit: bool) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     state.update(name, tunnel_pid=os.getpid(), local_port=tunnel.local_port)
-    try:
-        sys.stdout.write(f"ready {tunnel.local_port}\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # The launch that started us died before reading this (a relaunch starts the tunnel
-        # early, see `DetachedStart`): serve anyway, as a detached tunnel was asked for;
-        # the row names this process, so `status` shows it and `down` ends it.
-        pass
+    # The launch that started us may have died before reading this (a relaunch starts the
+    # tunnel early, see `DetachedStart`): `say` then serves anyway, as a detached tunnel was
+    # asked for; the row names this process, so `status` shows it and `down` ends it.
+    say("ready", str(tunnel.local_port))
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     try:
         while not tunnel.wait(1.0):
@@ -457,11 +417,16 @@ def main(argv: list[str]) -> int:
 
     cap_arenas()  # before any thread: a process that lives for days must not creep (heap.py)
     name, port = argv[0], int(argv[1])
+    say = Say(sys.stdout)
+    probe = None
+    if "--probe" in argv[2:]:
+        # The launch's probe, token included, comes on stdin: never on a command line.
+        probe = json.loads(sys.stdin.readline() or "{}")
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     try:
-        return _serve(name, port, "--explicit" in argv[2:])
+        return _serve(name, port, "--explicit" in argv[2:], say, probe)
     except OrchestrateError as exc:
-        sys.stdout.write(f"error {exc.line()}\n")
-        sys.stdout.flush()
+        say("error", encode_error(exc))
         return exc.exit_code
 
 

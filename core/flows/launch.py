@@ -139,11 +139,13 @@ def setup_host(
     context: StepContext,
     progress: Progress,
     on_armed: Callable[[], None] | None = None,
+    facts: Any = None,
 ) -> Any:
     """Probe the host and apply the needed steps; returns the runner's `SetupReport`.
 
     `on_armed` hears when the autostop step has finished on the host: from then on, a
-    failure later in the setup leaves a host that stops itself.
+    failure later in the setup leaves a host that stops itself. `facts`: the probe's,
+    when the background tunnel process ran it on its connection (`probe_request`).
     """
     from orchestrate.core.api.hoststeps import AUTOSTOP_STEP
     from orchestrate.core.host.runner import ProgressEvent, Runner
@@ -186,7 +188,7 @@ def setup_host(
             on_event=on_event,
         )
         try:
-            report = runner.run()
+            report = runner.run(facts)
             break
         except HostError:
             # A step that failed on a live connection is a real failure; a connection that
@@ -195,6 +197,7 @@ def setup_host(
             if session.active or drops >= SETUP_RECONNECTS:
                 raise
             drops += 1
+            facts = None  # from before the drop: the new connection probes again
             progress("  the SSH connection dropped during host setup; reconnecting")
             runtime.state().event(
                 context.instance, "reconnect", "SSH connection lost during host setup"
@@ -425,13 +428,30 @@ def bring_up_host(
         and plan.spec.startup_script is None
     ):
         # A host set up before, its key pinned and its address current (a relaunch, a
-        # start): the background tunnel's process start-up and SSH handshake overlap this
-        # process's connect and probe instead of following them. A first launch waits, as
-        # its set-up may reboot the host under the tunnel.
+        # start): the background tunnel's process starts now and makes the launch's one
+        # SSH login, runs the probe first and lends its connection for the rest, instead
+        # of a second login here (an encrypted session cannot be handed over). A first
+        # launch waits, as its set-up may reboot the host under the tunnel. A cluster's
+        # head gets the cluster's secret before its probe: it connects itself.
+        from orchestrate.core.host.probe import probe_request
+
         background.close_detached(row)
-        early = background.DetachedStart(name, port, explicit=port_explicit)
+        request = None
+        if before_setup is None:
+            request = probe_request(plan.context, planned_steps(runtime, plan.context))
+        early = background.DetachedStart(name, port, explicit=port_explicit, probe=request)
     session = shared
+    probed = None  # the facts the background process's probe found
+    early_port = None
     try:
+        if early is not None and early.asked_probe:
+            from orchestrate.core.host.probe import facts_from_result
+
+            probed = facts_from_result(early.probed(progress))
+            early_port = early.wait()
+            # Its connection, through its control socket; a direct one only where the
+            # state dir cannot hold the socket.
+            session = shared_session(runtime, name, plan.key)
         if session is None:
             session = connect(runtime, name, plan.key, progress)
         # After connect: the address is current and the host key pinned, so a plain
@@ -444,7 +464,9 @@ def bring_up_host(
             session = wait_done(session, progress)
         if before_setup is not None:
             before_setup(session)
-        report = setup_host(runtime, session, plan.context, progress, on_armed=on_armed)
+        report = setup_host(
+            runtime, session, plan.context, progress, on_armed=on_armed, facts=probed
+        )
         crash_point("after-setup")
 
         def read_logs() -> str:
@@ -458,7 +480,8 @@ def bring_up_host(
             assert shared is not None
             opened = background.NotebookTunnel(int(shared.hello["local_port"]), None)
         elif early is not None:
-            opened, early = background.NotebookTunnel(early.wait(), None), None
+            bound = early_port if early_port is not None else early.wait()
+            opened, early = background.NotebookTunnel(bound, None), None
         else:
             opened = background.open_notebook_tunnel(
                 runtime,
@@ -478,13 +501,22 @@ def bring_up_host(
                 held.enter_context(background.held_in_foreground(state, name, local_port))
             elif not detach:
                 state.update(name, local_port=local_port)
-            token = jupyter.wait_ready(
-                local_port, plan.context.token, read_logs=read_logs, progress=progress
-            )
+            if report.nothing_to_do and report.facts.jupyter_status == 200:
+                # The probe, the setup's last word on the host, had Jupyter answer our token
+                # on the port the tunnel forwards to: a check through the tunnel would cost
+                # a channel and a request more to learn the same. What it would add, the
+                # tunnel's own forward, is the one every earlier launch of this host used.
+                token = plan.context.token
+                ready = f"jupyter answered the probe on the host; tunnel on port {local_port}"
+            else:
+                token = jupyter.wait_ready(
+                    local_port, plan.context.token, read_logs=read_logs, progress=progress
+                )
+                ready = f"jupyter answers through the tunnel on port {local_port}"
             if token != plan.context.token:
                 state.update(name, token=token)
             url = url_for(local_port, token)
-            state.event(name, "ready", f"jupyter answers through the tunnel on port {local_port}")
+            state.event(name, "ready", ready)
             outcome = Outcome(name, url, local_port, token, report.summary(), kept_tunnel=keep)
             cluster = plan.context.cluster
             if cluster is not None and cluster.is_head:

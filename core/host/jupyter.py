@@ -1,7 +1,10 @@
 """Waiting for Jupyter through the tunnel, and finding its token when an image ignores ours.
 
 The check goes through the local end of the tunnel on purpose: it proves the whole path the
-browser will take (tunnel, sshd, docker's port, Jupyter) before the URL is shown.
+browser will take (tunnel, sshd, docker's port, Jupyter) before the URL is shown. On a host
+set up before, where no step ran, the probe's own check on the host (`probe`, "Jupyter's
+answer") stands in for it: the same request with the same token, to the port the tunnel
+forwards to, only without the tunnel's forward, which every earlier launch used.
 """
 
 from __future__ import annotations

@@ -30,7 +30,18 @@ Facts JSON (schema 1)::
                "require_cuda": str|null},
      "container": {"name", "state": str|null, "image": str|null},
      "reboot_required": bool,                           # /var/run/reboot-required
+     "jupyter": int|null,                               # see "Jupyter's answer" below
      "extra": {STEP: str}}                              # HostStep.probe snippets' stdout
+
+Jupyter's answer: asked for (`probe(..., jupyter=True)`), the probe also sends Jupyter's
+``GET /api/status`` with the notebook token to the host's 127.0.0.1:REMOTE_PORT, the port
+the tunnel forwards to, and reports the HTTP status of the answer (null: not asked, no
+container running, or nothing that speaks HTTP answered). On a set-up host a 200 proves
+what the check through the tunnel proved, except the tunnel's own forward, in the same
+exec: `launch` then shows the URL without a channel and a request of its own. The token
+comes on the probe's stdin, sent right behind the exec request (no round trip), and only
+bash builtins touch it, so it is never on a command line `ps` shows; bash's /dev/tcp makes
+the connection (no curl on a minimal host; bash is what the stages already run).
 """
 
 from __future__ import annotations
@@ -74,6 +85,8 @@ LC_ALL=C
 export PATH LC_ALL
 image=@IMAGE@
 container=@CONTAINER@
+# the notebook's port on the host's loopback, or empty: Jupyter's answer was not asked for
+jupyter_port=@JUPYTER_PORT@
 
 has() { command -v "$1" >/dev/null 2>&1; }
 
@@ -180,6 +193,24 @@ if [ -n "$dq" ]; then
     fmt_state='{{.State.Status}}|{{.Config.Image}}'
     docker --version >"$dq/client" 2>/dev/null &
     client_pid=$!
+    jupyter_pid=''
+    if [ -n "$jupyter_port" ] && has bash; then
+        # Jupyter's answer, beside the docker questions (see the module's docstring). An
+        # asynchronous command's stdin is /dev/null in sh: the token's stdin goes through
+        # fd 4. HTTP/1.0, so Jupyter closes after its answer; only its status line is read.
+        exec 4<&0
+        # shellcheck disable=SC2016
+        t 3 bash -c '
+            IFS= read -r token || [ -n "$token" ] || exit 0
+            exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 0
+            printf "GET /api/status HTTP/1.0\r\nHost: 127.0.0.1:%s\r\n%s\r\n\r\n" \
+                "$1" "Authorization: token $token" >&3
+            IFS=" " read -r proto code _ <&3 || exit 0
+            case $proto in HTTP/1.*) printf %s "${code%%[!0-9]*}" ;; esac' sh "$jupyter_port" \
+            <&4 >"$dq/jupyter" 2>/dev/null &
+        jupyter_pid=$!
+        exec 4<&-
+    fi
     # shellcheck disable=SC2016
     as_root sh -c '
         { docker info --format "$2" >"$1/info" 2>&1; echo $? >"$1/info.rc"; } &
@@ -191,6 +222,7 @@ if [ -n "$dq" ]; then
     # its own job only: a caller may have started others in this shell (the stage beside
     # the probe after a reboot, `stagescript.probe_then_stage_command`)
     wait "$client_pid"
+    [ -n "$jupyter_pid" ] && wait "$jupyter_pid"
     # one-line answers are read without a `cat` process each
     { read -r docker_client <"$dq/client"; } 2>/dev/null || :
     rc=''
@@ -221,6 +253,11 @@ if [ "$docker_running" = true ]; then
         container_image=${state#*|}
     fi
 fi
+jupyter=''
+if [ "$container_state" = running ] && [ -n "$dq" ]; then
+    { read -r jupyter <"$dq/jupyter"; } 2>/dev/null || :
+fi
+case $jupyter in '' | *[!0-9]*) jupyter=null ;; esac
 # removed in the background: the facts do not wait for it
 [ -n "$dq" ] && { rm -rf "$dq" >/dev/null 2>&1 & }
 toolkit=''
@@ -278,7 +315,7 @@ add '},"container":{"name":' "$container"
 addn ',"state":' "$container_state"
 addn ',"image":' "$container_image"
 tf test -e /var/run/reboot-required
-o="$o},\"reboot_required\":$T,\"extra\":{"
+o="$o},\"reboot_required\":$T,\"jupyter\":$jupyter,\"extra\":{"
 @EXTRA@
 o="$o}}"
 printf '%s\n%s\n' "$o" '@END@'
@@ -292,8 +329,13 @@ add {prefix} "$extra_out"
 """
 
 
-def probe_script(context: StepContext, steps: Iterable[HostStep] = ()) -> str:
-    """The probe for `context` (its image and container names), with every step's snippet."""
+def probe_script(
+    context: StepContext, steps: Iterable[HostStep] = (), *, jupyter: bool = False
+) -> str:
+    """The probe for `context` (its image and container names), with every step's snippet;
+    with `jupyter`, it also asks Jupyter on the notebook's port, reading the token from its
+    stdin (`probe` sends it). Without, it never reads stdin: after a reboot the stage
+    follows the probe on the same stdin (`stagescript.probe_then_stage_command`)."""
     extras = []
     for i, step in enumerate(s for s in steps if s.probe):
         extras.append(
@@ -308,6 +350,7 @@ def probe_script(context: StepContext, steps: Iterable[HostStep] = ()) -> str:
             "@IMAGE@": shlex.quote(context.notebook_image),
             "@CONTAINER@": shlex.quote(context.notebook_container),
             "@EXTRA@": "".join(extras).rstrip("\n"),
+            "@JUPYTER_PORT@": str(int(context.remote_port)) if jupyter else "''",
             "@END@": END,
         },
     )
@@ -325,6 +368,11 @@ def _s(value: Any) -> str:
 
 def _opt(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _status(value: Any) -> int | None:
+    """An HTTP status from the facts (a bool is no status, though Python calls it an int)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _map(value: Any) -> Mapping[str, Any]:
@@ -418,6 +466,7 @@ def facts_from_dict(data: Mapping[str, Any]) -> Facts:
             image=_opt(cont.get("image")),
         ),
         reboot_required=data.get("reboot_required") is True,
+        jupyter_status=_status(data.get("jupyter")),
         extra={k: v for k, v in _map(data.get("extra")).items() if isinstance(v, str)},
         raw=dict(data),
     )
@@ -439,10 +488,26 @@ def facts_from_result(result: CommandResult) -> Facts:
 
 
 def probe(
-    session: Session, context: StepContext, steps: Iterable[HostStep] = (), *, timeout: float = 120
+    session: Session,
+    context: StepContext,
+    steps: Iterable[HostStep] = (),
+    *,
+    timeout: float = 120,
+    jupyter: bool = False,
 ) -> Facts:
-    """Run the probe over `session` and parse it: one channel, one exec."""
-    result = session.run(
-        probe_command(probe_script(context, steps)), timeout=timeout, done_when=probe_ended
-    )
+    """Run the probe over `session` and parse it: one channel, one exec. With `jupyter`,
+    the facts also say how Jupyter answered the context's token on the host
+    (`Facts.jupyter_status`); the token goes on stdin, behind the exec request."""
+    if jupyter:
+        command, stdin = probe_request(context, steps)
+    else:
+        command, stdin = probe_command(probe_script(context, steps)), None
+    result = session.run(command, stdin=stdin, timeout=timeout, done_when=probe_ended)
     return facts_from_result(result)
+
+
+def probe_request(context: StepContext, steps: Iterable[HostStep] = ()) -> tuple[str, str]:
+    """The probe that also asks Jupyter, as an exec command and its stdin (the token): what
+    `probe(..., jupyter=True)` sends, and what a launch hands the background tunnel process
+    that connects for it."""
+    return probe_command(probe_script(context, steps, jupyter=True)), context.token + "\n"

@@ -205,17 +205,20 @@ class Runner:
     # -- probe and plan ---------------------------------------------------------------
 
     def probe(self) -> Facts:
-        """One probe round trip; the facts go to the log."""
-        return self._probed(lambda: probe(self.session, self.context, self.steps))
+        """One probe round trip; the facts go to the log. It also asks Jupyter on the host
+        (`Facts.jupyter_status`): on a set-up host this probe is the whole setup, and its
+        answer spares the launch a check of its own."""
+        return self._probed(lambda: probe(self.session, self.context, self.steps, jupyter=True))
 
-    def _probed(self, get: Callable[[], Facts]) -> Facts:
-        """The facts `get` returns, timed, logged and shown."""
+    def _probed(self, get: Callable[[], Facts], where: str = "") -> Facts:
+        """The facts `get` returns, timed, logged and shown (`where`: who ran the probe,
+        when not this runner)."""
         self._emit("probe", "probing the host")
         started = time.monotonic()
         facts = get()
         self.probes += 1
         elapsed = time.monotonic() - started
-        self._stamp(f"probe ({elapsed:.2f} s)")
+        self._stamp(f"probe {where or f'({elapsed:.2f} s)'}")
         self._log(json.dumps(facts.raw, indent=1, sort_keys=True))
         self._emit("probe", f"probed in {elapsed:.1f} s", elapsed=elapsed)
         return facts
@@ -235,9 +238,13 @@ class Runner:
     # -- run --------------------------------------------------------------------------
 
     def run(self, facts: Facts | None = None) -> SetupReport:
-        """Probe (unless `facts` are given), then run stages until nothing is needed."""
+        """Probe (unless `facts` are given: the same probe, run by another process on its
+        connection, logged here as this runner's), then run stages until nothing is needed."""
         if facts is None:
             facts = self.probe()
+        else:
+            given = facts
+            facts = self._probed(lambda: given, "(run on another process's connection)")
         report = SetupReport(facts=facts, log_path=self.log_path)
         self._add_warnings(report, facts)
         changed: list[str] = []

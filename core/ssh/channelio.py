@@ -8,10 +8,12 @@ in `compat`), then stdout and stderr read as they come, line by line for live pr
 from __future__ import annotations
 
 import select
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrate.core.api import compat
 from orchestrate.core.api.errors import HostError
@@ -30,6 +32,30 @@ class CommandResult:
     rc: int
     stdout: str
     stderr: str
+
+
+#: Transports that carried an exec request of ours, with the quickest session-channel open
+#: timed on each (None: none timed). sshd sets TCP_NODELAY on a connection's first exec,
+#: and a channel open is one round trip: a tunnel over such a transport needs neither its
+#: own nudge nor its own timing exchanges (`tunnel_link.LinkCare.nudge_once`).
+_EXECS: weakref.WeakKeyDictionary[Any, float | None] = weakref.WeakKeyDictionary()
+_EXECS_LOCK = threading.Lock()
+
+
+def note_exec(transport: Any, open_s: float | None = None) -> None:
+    """Record an exec sent on `transport`, and how long its channel took to open if timed."""
+    with _EXECS_LOCK:
+        known = _EXECS.get(transport)
+        times = [t for t in (known, open_s) if t is not None]
+        _EXECS[transport] = min(times) if times else None
+
+
+def exec_seen(transport: Any) -> tuple[bool, float | None]:
+    """Whether an exec of ours ran on `transport`, and its quickest timed channel open."""
+    with _EXECS_LOCK:
+        if transport not in _EXECS:
+            return False, None
+        return True, _EXECS[transport]
 
 
 def exec_pipelined(chan: paramiko.Channel, command: str) -> None:

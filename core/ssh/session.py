@@ -35,6 +35,7 @@ from orchestrate.core.ssh.channelio import (
     Exchange,
     OnLine,
     exec_pipelined,
+    note_exec,
 )
 
 if TYPE_CHECKING:  # pragma: no cover - types only, keeps start-up light
@@ -280,8 +281,13 @@ class Session:
 
         self.commands += 1
         dropped = (paramiko.SSHException, EOFError, OSError)
+        opened_s = None
         try:
-            chan = channel or self.transport.open_session(timeout=self.connect_timeout_s)
+            if channel is None:
+                began = time.monotonic()
+                channel = self.transport.open_session(timeout=self.connect_timeout_s)
+                opened_s = time.monotonic() - began
+            chan = channel
         except dropped as exc:
             raise HostError(
                 f"the SSH connection to {self.address}:{self.port} dropped: {exc}",
@@ -289,6 +295,7 @@ class Session:
             ) from exc
         try:
             exec_pipelined(chan, command)
+            note_exec(chan.get_transport(), opened_s)
             yield Exchange(chan, command)
         except dropped as exc:
             raise HostError(
@@ -440,10 +447,16 @@ def _connect_once(
     try:
         transport.banner_timeout = timeout
         transport.handshake_timeout = timeout
+        options = transport.get_security_options()
+        # AES-GCM first, in the first key exchange: the tunnel wants it (one pass in OpenSSL,
+        # `tunnel_link.rekey_to_aead`), and a re-key later costs round trips that a launch
+        # waits for before its tunnel listens. A server without it gets paramiko's order.
+        ciphers = tuple(options.ciphers)
+        aead = tuple(c for c in ciphers if c.endswith("-gcm@openssh.com"))
+        options.ciphers = aead + tuple(c for c in ciphers if c not in aead)
         pinned = normalize_key(pinned_host_key) if pinned_host_key else None
         if pinned:
             key_type = pinned.split()[0]
-            options = transport.get_security_options()
             wanted = _KEY_TYPES.get(key_type, (key_type,))
             allowed = tuple(t for t in wanted if t in options.key_types)
             if not allowed:

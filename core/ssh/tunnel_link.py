@@ -136,9 +136,10 @@ def rekey_to_aead(transport: paramiko.Transport) -> bool:
     paramiko prefers aes128-ctr with hmac-sha2-256: two passes over every byte, the MAC in
     Python-called hashlib. AES-GCM is one pass in OpenSSL. Measured on loopback, 200 MB
     through a raw channel: aes128-ctr 170-217 MB/s with 0.6-0.8 s of CPU, aes128-gcm
-    284-387 MB/s with 0.3-0.47 s. Session should ask for GCM when it connects, making this a
-    no-op; until then the tunnel re-keys once, with paramiko's public API (the cipher
-    preference, then ``renegotiate_keys``). A server without GCM just gets its old cipher.
+    284-387 MB/s with 0.3-0.47 s. core's Session asks for GCM when it connects, making this
+    a no-op; a transport made elsewhere (a plugin's) is re-keyed once, with paramiko's public
+    API (the cipher preference, then ``renegotiate_keys``). A server without GCM just gets
+    its old cipher.
     """
     import paramiko
 
@@ -260,10 +261,21 @@ class LinkCare:
         nudge_sshd_nodelay(transport, self._tuning.open_timeout_s)
 
     def nudge_once(self, transport: paramiko.Transport) -> float | None:
-        """The link's round trip after the nudge; None when this transport had its nudge."""
+        """The link's round trip after the nudge; None when this transport had its nudge.
+
+        Neither is sent on a transport where core's Session already ran a command (the
+        probe, on a launch's path): sshd set TCP_NODELAY then, and the command's channel
+        open was timed. Exchanges here would only come after the launch's own, as round
+        trips on its wire while it finishes."""
+        from orchestrate.core.ssh.channelio import exec_seen
+
         with self._lock:
             if transport is self._nudged:
                 return None
             self._nudged = transport
-        self.nudge_sshd(transport)
+        executed, opened_s = exec_seen(transport)
+        if not executed:
+            self.nudge_sshd(transport)
+        if opened_s is not None:
+            return opened_s
         return round_trip_s(transport)

@@ -13,6 +13,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +230,97 @@ def test_closing_the_tunnel_removes_its_socket(bed: Bed) -> None:
     assert control_path("nb").is_socket()
     bed.cli("tunnel", "nb", "--close")
     assert not control_path("nb").exists()
+
+
+# -- a warm relaunch: Jupyter's answer comes with the probe -----------------------------------
+
+
+def last_ready() -> str:
+    with State(state_db()) as state:
+        ready = [e.message for e in state.events("nb") if e.kind == "ready"]
+    assert ready, "a launch that printed its URL records that Jupyter answered"
+    return ready[-1]
+
+
+def test_warm_relaunch_takes_jupyters_answer_from_the_probe(bed: Bed) -> None:
+    first = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    url = URL.search(first.stdout)
+    assert url, first.stdout + first.stderr
+    assert last_ready().startswith("jupyter answers through the tunnel"), "set up just now"
+
+    # Set up, Jupyter answering: the probe's answer is the check, no request through the
+    # tunnel (over a direct connection here, the tunnel's own connection below).
+    bed.cli("tunnel", "nb", "--close")
+    warm = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    assert "0 steps applied" in warm.stderr
+    again = URL.search(warm.stdout)
+    assert again and again.group(0) == url.group(0)
+    assert last_ready().startswith("jupyter answered the probe on the host")
+    port, token = int(again.group(1)), again.group(2)
+    assert get(port, f"/api/status?token={token}") == 200
+
+    # The container runs but Jupyter does not answer (stopped): the probe says so within
+    # its bound, and the launch waits for Jupyter through the tunnel as before, until it
+    # answers again.
+    docker("kill", "--signal", "STOP", bed.container)
+    resume = threading.Timer(5.0, docker, ("kill", "--signal", "CONT", bed.container))
+    resume.start()
+    try:
+        stalled = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    finally:
+        resume.join()
+    assert "0 steps applied" in stalled.stderr
+    same = URL.search(stalled.stdout)
+    assert same and same.group(0) == url.group(0)
+    assert last_ready().startswith("jupyter answers through the tunnel")
+    assert get(port, f"/api/status?token={token}") == 200
+
+
+def test_detached_relaunch_logs_in_once_and_its_failure_reaches_the_foreground(
+    bed: Bed, tmp_path: Path
+) -> None:
+    """`launch --detach` on a host set up before: the background tunnel process makes the
+    one SSH login and runs the launch's probe; the launch prints what it always did."""
+    first = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    url = URL.search(first.stdout)
+    assert url, first.stdout + first.stderr
+    bed.cli("tunnel", "nb", "--close")
+
+    before = logins(bed)
+    again = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    assert "host already set up: 1 probe, 0 steps applied" in again.stderr
+    same = URL.search(again.stdout)
+    assert same and same.group(0) == url.group(0)
+    assert is_our_tunnel(row().tunnel_pid, "nb")
+    assert get(int(same.group(1)), f"/api/status?token={same.group(2)}") == 200
+    assert logins(bed) == before + 1, bed.ssh.sshd.log()[-2000:]
+
+    # The container is gone: the probe the background process ran says so, and the launch
+    # runs the notebook step over that process's connection, then waits for Jupyter
+    # through the new tunnel. Still one login.
+    bed.cli("tunnel", "nb", "--close")
+    docker("rm", "-f", bed.container)
+    before = logins(bed)
+    repaired = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser")
+    assert "1 step(s) applied (notebook)" in repaired.stderr, repaired.stderr
+    fixed = URL.search(repaired.stdout)
+    assert fixed and fixed.group(0) == url.group(0)
+    assert get(int(fixed.group(1)), f"/api/status?token={fixed.group(2)}") == 200
+    assert last_ready().startswith("jupyter answers through the tunnel")
+    assert logins(bed) == before + 1, bed.ssh.sshd.log()[-2000:]
+
+    # The background process refuses the host (another key is pinned): the launch fails
+    # with the one line it gave when it connected itself, and leaves no tunnel.
+    bed.cli("tunnel", "nb", "--close")
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    with State(state_db()) as state:
+        state.update("nb", host_key=" ".join(other.with_suffix(".pub").read_text().split()[:2]))
+    failed = bed.cli(*LAUNCH, host_flag(bed), "--detach", "--no-browser", check=False)
+    lines = failed.stderr.strip().splitlines()
+    assert failed.returncode == 1, failed.stderr
+    assert "host key" in lines[-1] and "changed" in lines[-1], failed.stderr
+    assert "orchestrate forget-host-key nb" in lines[-1] and "Traceback" not in failed.stderr
+    assert not URL.search(failed.stdout)
+    assert not is_our_tunnel(row().tunnel_pid, "nb")
+    assert json.loads(bed.cli("status", "nb", "--offline", "--json").stdout)[0]["name"] == "nb"
