@@ -49,6 +49,10 @@ and ``<workdir>/docker.sock`` that the tests reach from the laptop.  A slot is a
 locked (flock) for as long as a bed uses it: two sessions never share a data root; a second
 concurrent session takes the next slots (and imports the image there once).
 
+CPU.  Nodes share the machine's cores unless ``start_nodes(cpu_cores=...)`` gives each the
+same quota (``tests/bed/node_cpu.py``: its holder, sshd, dockerd and containers in one
+cgroup), so that a node gets the same CPU alone or beside others, as a VM does.
+
 Firewall.  GCE enforces firewall rules outside the VM; the bed enforces them in each node's
 namespace with iptables on ``ext0`` and ``int0`` only (the node's own loopback and Docker
 bridges stay open, as inside a VM).  :meth:`NodeBed.apply_ingress` takes the rules computed
@@ -95,6 +99,7 @@ from typing import IO
 from orchestrate.core.flows.processes import end_child
 
 from tests.bed.docker_engine import IP_FORWARD, STORAGE_DRIVERS, _locked, docker_binary
+from tests.bed.node_cpu import NodeCpu, remove_groups
 from tests.bed.sshd import Sshd, start_sshd
 
 #: The half of 198.18.0.0/15 the WAN bed leaves alone.
@@ -216,6 +221,8 @@ class BedNode:
     #: How long this node took to start, and the part of it spent importing the image.
     startup_seconds: float = 0.0
     image_seconds: float = 0.0
+    #: The node's CPU quota (``tests/bed/node_cpu.py``); None: it shares the machine's cores.
+    cpu: NodeCpu | None = None
     sshd: Sshd | None = field(default=None, repr=False)
     _holder: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _dockerd: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -233,7 +240,8 @@ class BedNode:
         """Prefix that runs a command inside the node's network and mount namespaces."""
         if self._holder is None or self._holder.poll() is not None:
             raise NodeBedError(f"{self.name} is not running")
-        return ["nsenter", "--target", str(self._holder.pid), "--mount", "--uts", "--net", "--"]
+        inside = ["nsenter", "--target", str(self._holder.pid), "--mount", "--uts", "--net", "--"]
+        return [*self.cpu.enter_argv(), *inside] if self.cpu is not None else inside
 
     def exec(
         self, cmd: str | Sequence[str], *, timeout: float = 60, check: bool = True
@@ -394,6 +402,9 @@ class NodeBed:
             if proc.returncode != 0 and Path("/run/netns", ns).exists():
                 errors.append(f"ip netns delete {ns}: {proc.stderr.strip()}")
         self._namespaces.clear()
+        for node in self.nodes:  # again: processes the namespaces held have ended now
+            if node.cpu is not None:
+                node.cpu.remove()
         # Deleting the net namespace deleted the laptop's veth end too; make sure.
         subprocess.run(["ip", "link", "delete", self.laptop_if], capture_output=True, timeout=30)
         _drop_unreachable_route(str(self.internal_net))
@@ -448,6 +459,8 @@ def _stop_node(node: BedNode) -> None:
     if node._holder is not None:
         end_child(node._holder, grace_s=5)
     node._holder = None
+    if node.cpu is not None:
+        node.cpu.remove()
     shutil.rmtree(node.workdir, ignore_errors=True)
 
 
@@ -513,6 +526,7 @@ def _record(node: BedNode, net_ns: str) -> None:
     record = {
         "dockerd": node._dockerd.pid if node._dockerd else None,
         "namespaces": [node.netns, net_ns],
+        "cgroup": node.cpu.name if node.cpu is not None else None,
         "workdir": str(node.workdir),
         "route": str(ipaddress.IPv4Network(f"{node.internal_address}/24", strict=False)),
     }
@@ -550,6 +564,9 @@ def _clear_dead_bed(slot_dir: Path) -> None:
         if isinstance(ns, str) and ns.startswith("orchbed-") and Path("/run/netns", ns).exists():
             _kill_netns_processes(ns)
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=30)
+    group = record.get("cgroup")
+    if isinstance(group, str) and group.startswith("orchbed-") and "/" not in group:
+        remove_groups(group)
     route = record.get("route")
     if isinstance(route, str) and ipaddress.IPv4Network(route).subnet_of(NODE_NET):
         _drop_unreachable_route(route)
@@ -615,6 +632,7 @@ def _start_holder(node: BedNode) -> None:
     hosts = Path("/etc/hosts").read_text()
     (node.workdir / "hosts").write_text(f"{hosts.rstrip()}\n127.0.1.1\t{node.netns}\n")
     argv = [
+        *(node.cpu.enter_argv() if node.cpu is not None else ()),
         "nsenter", f"--net=/run/netns/{node.netns}", "--",
         "unshare", "--mount", "--uts", "--propagation", "private", "--",
         "sh", "-c", _HOLDER, "holder", str(node.workdir), str(private), node.netns,
@@ -658,6 +676,7 @@ def _start_dockerd(node: BedNode, ready_timeout: float) -> None:
             "--exec-opt", "native.cgroupdriver=cgroupfs",
             "--host", "unix:///var/run/docker.sock",
             "--host", node.docker_host,
+            *(node.cpu.docker_options() if node.cpu is not None else ()),
         ]  # fmt: skip
         log_path = node.workdir / "dockerd.log"
         with log_path.open("ab") as log:
@@ -738,12 +757,15 @@ def start_nodes(
     authorized_key: str,
     image: tuple[str, Path, Sequence[str]] | None = None,
     prefix: str | None = None,
+    cpu_cores: float | None = None,
 ) -> NodeBed:
     """Build ``count`` nodes (in parallel) and return the bed; close it when done.
 
     ``image``: (tag, rootfs tarball, ``docker import --change`` lines) to have in every
-    node's engine.  All ingress to the nodes is denied until :meth:`BedNode.apply_ingress`
-    says otherwise (the laptop reaches sshd once the fake's SSH rule applies).  Needs root.
+    node's engine.  ``cpu_cores``: each node's CPU quota (``tests/bed/node_cpu.py``), the
+    same for every node; None shares the machine's cores.  All ingress to the nodes is
+    denied until :meth:`BedNode.apply_ingress` says otherwise (the laptop reaches sshd once
+    the fake's SSH rule applies).  Needs root.
     """
     if os.geteuid() != 0:
         raise NodeBedError("the node bed needs root (namespaces, mounts, sshd, dockerd)")
@@ -786,8 +808,11 @@ def start_nodes(
                     data_root=cache_dir / "nodes" / str(slots[i]) / "docker-data",
                     user=user,
                     key_path=key_path,
+                    cpu=None if cpu_cores is None else NodeCpu(f"{prefix}-n{i}", cpu_cores),
                 )
             )
+            if bed.nodes[-1].cpu is not None:
+                bed.nodes[-1].cpu.create()
         # In parallel: each node waits mostly on its own dockerd (and, the first time, on
         # its image import), so N nodes start in about the time of one.
         with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
