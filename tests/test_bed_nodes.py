@@ -282,3 +282,67 @@ def test_stop_start_and_a_guest_poweroff_act_on_the_node_like_on_a_vm(
     _ssh_run(a, a.external_address, a.host_key, "sudo -n poweroff")
     assert driver.ex_get_node("bed-a", "us-east1-d").state == "stopped"
     assert docker_in(a, *running).stdout.split() == []
+
+
+# Runs inside a container: spends `cpu` seconds of CPU time (after its own start-up, which
+# counts in process_time too), prints the wall time it took.
+_BURN = """
+import sys, time
+cpu = float(sys.argv[1])
+began, spent = time.monotonic(), time.process_time()
+while time.process_time() - spent < cpu:
+    pass
+print(time.monotonic() - began)
+"""
+
+
+def _cpu_group(cgroup_text: str) -> str:
+    """The cpu controller's group in a /proc/PID/cgroup text."""
+    for line in cgroup_text.splitlines():
+        _, controllers, group = line.split(":", 2)
+        if "cpu" in controllers.split(","):
+            return group
+    raise AssertionError(f"no cpu controller in {cgroup_text!r}")
+
+
+@pytest.mark.bed
+def test_a_cpu_quota_holds_each_nodes_processes_and_containers_and_goes_with_the_bed(
+    ssh_host: SshHost, bed_cache: Path, jupyter_image: str
+) -> None:
+    """Every process of a node (sshd, dockerd, a command inside, a container) is in the
+    node's own group, a container is held to the quota, and tear-down removes the groups."""
+    from tests.bed.jupyter_image import rootfs_for_import
+    from tests.bed.node_cpu import CGROUP_ROOT
+    from tests.bed.nodes import start_nodes
+
+    public_key = ssh_host.key_path.with_name(ssh_host.key_path.name + ".pub").read_text()
+    with rootfs_for_import(bed_cache) as image:
+        bed = start_nodes(
+            2, cache_dir=bed_cache, user=ssh_host.user, key_path=ssh_host.key_path,
+            authorized_key=public_key, image=image, cpu_cores=0.25,
+        )  # fmt: skip
+    names = []
+    try:
+        for node in bed:
+            assert node.cpu is not None
+            names.append(node.cpu.name)
+            group = f"/{node.cpu.name}"
+            assert (node.cpu.path / "cpu.cfs_quota_us").read_text().strip() == "25000"
+            assert node.sshd is not None and node._dockerd is not None
+            for pid in (node.sshd.pid, node._dockerd.pid):
+                assert _cpu_group(Path(f"/proc/{pid}/cgroup").read_text()) == group
+            assert _cpu_group(node.exec("cat /proc/self/cgroup").stdout) == group
+        node = bed[0]
+        burn = docker_in(node, "run", "--rm", "--entrypoint", "python3", jupyter_image,
+                         "-c", _BURN, "0.5")  # fmt: skip
+        assert burn.returncode == 0, burn.stderr
+        # Half a second of CPU at a quarter of a core cannot take less than two seconds.
+        assert float(burn.stdout) >= 1.8, burn.stdout
+        assert node.cpu is not None and node.cpu.throttled_seconds() > 0.5
+        inside = docker_in(node, "run", "--rm", "--entrypoint", "cat", jupyter_image,
+                           "/proc/self/cgroup")  # fmt: skip
+        assert _cpu_group(inside.stdout).startswith(f"/{node.cpu.name}/"), inside.stdout
+    finally:
+        bed.close()
+    left = [str(h / n) for h in CGROUP_ROOT.iterdir() for n in names if (h / n).exists()]
+    assert not left, f"groups left after tear-down: {left}"

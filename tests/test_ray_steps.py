@@ -4,6 +4,8 @@ and how ``status`` reads Ray's report."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,14 @@ from typing import Any
 from orchestrate.core.api.hoststeps import ClusterContext, Facts, StepContext
 from orchestrate.core.host.probe import probe_script
 from orchestrate.plugins.host.ray import layout, status
-from orchestrate.plugins.host.ray.step import config_hash, ray_start_args, wanted_label
+from orchestrate.plugins.host.ray.step import (
+    IMAGES_THAT_WORK,
+    MIN_RAY,
+    RAY_CHECK,
+    config_hash,
+    ray_start_args,
+    wanted_label,
+)
 
 from tests.test_autostop_cluster import RAY_STATUS_BUSY
 from tests.test_host_scripts import all_steps, shellcheck
@@ -140,3 +149,43 @@ def test_status_says_nothing_for_lone_rows_workers_listings_and_names_a_silent_h
     down = FakeSession("Error: No such container: orchestrate-ray-head\n")
     (line,) = status.status_notes(Row(cluster="lab"), down)
     assert line.startswith("ray: not answering on the head") and "No such container" in line
+
+
+def fake_ray(root: Path, version: str) -> Path:
+    """A site folder holding a "ray" distribution of `version` (metadata, RECORD naming its
+    console script) and the bin folder with that script: what pip leaves in an image."""
+    site, bin_dir = root / "site", root / "bin"
+    info = site / f"ray-{version}.dist-info"
+    info.mkdir(parents=True)
+    bin_dir.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: ray\nVersion: {version}\n")
+    (info / "RECORD").write_text(f"ray-{version}.dist-info/METADATA,,\n../bin/ray,,\n")
+    (bin_dir / "ray").write_text("#!/bin/sh\n")
+    (bin_dir / "ray").chmod(0o755)
+    return site
+
+
+def run_check(site: Path, path: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": f"{path}:/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": "/tmp"}
+    return subprocess.run(
+        [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+         "exec(sys.argv[2])", str(site), RAY_CHECK],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_the_image_check_wants_token_auth_ray_whose_command_is_its_own(tmp_path: Path) -> None:
+    """The check reads Ray's metadata instead of importing Ray: it passes only for a Ray of
+    the minimum version or newer whose `ray` command on PATH is that distribution's."""
+    new = fake_ray(tmp_path / "new", "2.60.0")
+    shown = run_check(new, tmp_path / "new" / "bin")
+    assert shown.returncode == 0 and shown.stdout.strip() == "2.60.0", shown.stderr
+    newer = fake_ray(tmp_path / "newer", "3.1.0rc1")
+    assert run_check(newer, tmp_path / "newer" / "bin").stdout.strip() == "3.1.0rc1"
+    old = fake_ray(tmp_path / "old", "2.59.9")
+    refused = run_check(old, tmp_path / "old" / "bin")
+    assert refused.returncode != 0 and "no token authentication" in refused.stderr
+    # A new Ray installed, but the `ray` on PATH is another one's (or none at all).
+    assert run_check(new, tmp_path / "old" / "bin").returncode != 0
+    assert run_check(new, tmp_path / "nowhere").returncode != 0
+    assert ".".join(map(str, MIN_RAY)) in IMAGES_THAT_WORK
