@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,18 @@ pytest_plugins = [
     "tests.bed.fixtures_wan",
     "tests.support.gce_rows",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the commands the tests start, even from a shell's background job.
+
+    A non-interactive shell starts a background job with SIGINT ignored, and an ignored
+    signal stays ignored across exec: every `orchestrate` a test starts would then shrug off
+    the SIGINT that the Ctrl-C tests send. A handler of our own is reset to the default in a
+    child, so installing Python's usual one here gives the children a normal Ctrl-C."""
+    del config
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass
