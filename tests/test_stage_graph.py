@@ -94,6 +94,7 @@ def test_reboot_waits_for_running_steps_and_starts_nothing_new(tmp_path: Path) -
     assert ("driver", "reboot") in events and ("image", "reboot") not in events
     assert ("image", "done") in events, "the pull was not cut short"
     assert ("verify", "start") not in events and ("", "stage-done") not in events
+    assert events[-1] == ("", "stage-reboot"), "the runner stops reading at this last marker"
     assert output["image"] == ["pulled"]
 
 
