@@ -53,6 +53,10 @@ run_job() {
     # fd 3 (the FIFO) is the scheduler's: a daemon a step starts must not inherit it
     bash "$file" </dev/null 3>&- 2>&1 | tag_lines "$name"
     rc=${PIPESTATUS[0]}
+    # The step ran with the usual SIGPIPE. From here a reader that is gone (the launch was
+    # interrupted, its connection dropped) must not kill this job before it reports on fd 3:
+    # the scheduler would wait for that report forever, a root shell left on the host.
+    trap '' PIPE
     if [ "$rc" -ne 0 ]; then
         printf '##orchestrate step=%s event=fail rc=%d\n' "$name" "$rc"
     else
