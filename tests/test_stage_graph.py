@@ -7,6 +7,8 @@ up after its bound (which only turns a hang into a failure) and fail the stage.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -94,6 +96,7 @@ def test_reboot_waits_for_running_steps_and_starts_nothing_new(tmp_path: Path) -
     assert ("driver", "reboot") in events and ("image", "reboot") not in events
     assert ("image", "done") in events, "the pull was not cut short"
     assert ("verify", "start") not in events and ("", "stage-done") not in events
+    assert events[-1] == ("", "stage-reboot"), "the runner stops reading at this last marker"
     assert output["image"] == ["pulled"]
 
 
@@ -144,3 +147,29 @@ def test_probe_then_stage_with_nothing_sent_only_probes() -> None:
     )  # fmt: skip
     assert proc.returncode == 0 and proc.stdout.endswith(f"\n{END}\n")
     assert parse_facts(proc.stdout).os.kernel
+
+
+def test_a_stage_whose_reader_is_gone_ends_instead_of_waiting_forever(tmp_path: Path) -> None:
+    """A launch that dies mid-step (Ctrl-C, a dropped connection) closes the stage's stdout.
+    The step's own report must still reach the scheduler, so the stage ends rather than
+    leaving a root shell on the host waiting for a step that will never report."""
+    release = tmp_path / "release"
+    scripts = [
+        ("first", f"{WAIT_FOR.format(path=release, name='first')}"),
+        ("second", "echo second\n"),
+    ]
+    stage = subprocess.Popen(
+        ["bash", "-c", stage_script(scripts, {"second": ("first",)})],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert stage.stdout is not None
+        first = stage.stdout.readline().decode()
+        assert "step=first event=start" in first, first
+        stage.stdout.close()  # the reader is gone while the step runs
+        release.touch()
+        assert stage.wait(timeout=30) != 0
+    finally:
+        if stage.poll() is None:
+            os.killpg(stage.pid, signal.SIGKILL)
+            stage.wait()

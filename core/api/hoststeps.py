@@ -121,6 +121,7 @@ class DriverFacts:
 @dataclass(frozen=True)
 class DockerFacts:
     installed: bool = False
+    #: `docker --version`, asked only when the daemon does not answer (else None)
     client_version: str | None = None
     running: bool = False
     server_version: str | None = None

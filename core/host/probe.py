@@ -24,7 +24,7 @@ Facts JSON (schema 1)::
                 "smi_ok": bool, "smi": str},            # smi: nvidia-smi's table
      "docker": {"installed": bool, "client": str|null, "running": bool,
                 "server": str|null, "runtimes": [str], "default_runtime": str|null,
-                "cgroup_driver": str|null, "error": str},
+                "cgroup_driver": str|null, "error": str},  # client: see below
      "toolkit": {"version": str|null},                  # nvidia-ctk --version
      "image": {"name", "present": bool, "id": str|null, "cuda": str|null,
                "require_cuda": str|null},
@@ -32,6 +32,10 @@ Facts JSON (schema 1)::
      "reboot_required": bool,                           # /var/run/reboot-required
      "jupyter": int|null,                               # see "Jupyter's answer" below
      "extra": {STEP: str}}                              # HostStep.probe snippets' stdout
+
+docker's client: ``docker --version`` is asked only when the daemon does not answer, to
+tell what is installed then; a daemon that answers gives its own version (``server``),
+and the probe saves a Go program's start.
 
 Jupyter's answer: asked for (`probe(..., jupyter=True)`), the probe also sends Jupyter's
 ``GET /api/status`` with the notebook token to the host's 127.0.0.1:REMOTE_PORT, the port
@@ -120,6 +124,74 @@ tf() { if "$@"; then T=true; else T=false; fi; }
 t() { if has timeout; then timeout "$@"; else shift; "$@"; fi; }
 
 uid=$(id -u)
+docker_installed=false docker_client='' docker_running=false docker_info='' docker_error=''
+image_present=false image_id='' image_cuda='' image_require='' container_state='' container_image=''
+# The docker questions start first and run while the rest is read: each is a Go program's
+# start and a daemon request (about 40 ms apiece and 20 ms of CPU on a small VM), the
+# longest part of a probe that is on every launch's path, twice on a cold one. The three
+# questions for the daemon run at the same time under one sudo, started before the probe
+# knows that sudo works (a refused sudo asks nothing, and they are asked again as the
+# login user below); Jupyter's answer is asked beside them. Their answers meet in a
+# private folder. The client's own version is reported only when the daemon does not
+# answer (it then tells what is installed): a daemon that answers says its own version,
+# and the probe does not pay a fourth Go start for it. It is asked beside the others
+# where the daemon is surely down (no socket at the default path).
+dq=''
+if has docker; then
+    docker_installed=true
+    dq=$(mktemp -d 2>/dev/null) || dq=''
+fi
+root_pid=''
+if [ -n "$dq" ]; then
+    # shellcheck disable=SC2016
+    fmt='{{.ServerVersion}}|{{.CgroupDriver}}|{{.DefaultRuntime}}|{{range $k, $v := .Runtimes}}'
+    fmt="$fmt{{\$k}} {{end}}"
+    fmt_image='{{.Id}}{{range .Config.Env}}{{println}}{{.}}{{end}}'
+    fmt_state='{{.State.Status}}|{{.Config.Image}}'
+    # shellcheck disable=SC2016
+    ask='{ docker info --format "$2" >"$1/info" 2>&1; echo $? >"$1/info.rc"; } &
+        { docker image inspect --format "$3" "$5" >"$1/image" 2>/dev/null
+          echo $? >"$1/image.rc"; } &
+        { docker inspect --type container --format "$4" "$6" >"$1/state" 2>/dev/null
+          echo $? >"$1/state.rc"; } &
+        wait'
+    # ask_daemon [sudo -n]: the three questions, as root through sudo, or as the login
+    ask_daemon() {
+        t 20 "$@" sh -c "$ask" sh "$dq" "$fmt" "$fmt_image" "$fmt_state" "$image" "$container" \
+            >"$dq/root" 2>&1
+    }
+    if [ "$uid" -eq 0 ]; then
+        ask_daemon &
+        root_pid=$!
+    elif has sudo; then
+        ask_daemon sudo -n &
+        root_pid=$!
+    fi
+    client_pid=''
+    if [ -n "${DOCKER_HOST:-}" ] || [ ! -S /var/run/docker.sock ]; then
+        docker --version >"$dq/client" 2>/dev/null &
+        client_pid=$!
+    fi
+    jupyter_pid=''
+    if [ -n "$jupyter_port" ] && has bash; then
+        # Jupyter's answer, beside the docker questions (see the module's docstring). An
+        # asynchronous command's stdin is /dev/null in sh: the token's stdin goes through
+        # fd 4. HTTP/1.0, so Jupyter closes after its answer; only its status line is read.
+        exec 4<&0
+        # shellcheck disable=SC2016
+        t 3 bash -c '
+            IFS= read -r token || [ -n "$token" ] || exit 0
+            exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 0
+            printf "GET /api/status HTTP/1.0\r\nHost: 127.0.0.1:%s\r\n%s\r\n\r\n" \
+                "$1" "Authorization: token $token" >&3
+            IFS=" " read -r proto code _ <&3 || exit 0
+            case $proto in HTTP/1.*) printf %s "${code%%[!0-9]*}" ;; esac' sh "$jupyter_port" \
+            <&4 >"$dq/jupyter" 2>/dev/null &
+        jupyter_pid=$!
+        exec 4<&-
+    fi
+fi
+
 if [ "$uid" -eq 0 ]; then
     privilege=root
 elif has sudo && sudo -n true >/dev/null 2>&1; then
@@ -174,57 +246,26 @@ fi
 if has nvidia-smi; then
     if smi=$(t 30 nvidia-smi 2>&1); then smi_ok=true; fi
 fi
-
-docker_installed=false docker_client='' docker_running=false docker_info='' docker_error=''
-image_present=false image_id='' image_cuda='' image_require='' container_state='' container_image=''
-# The four docker commands run at the same time, the three that need the daemon under one
-# sudo: each is a Go program's start and a daemon request (about 40 ms apiece on a small
-# VM), and the probe is on every launch's path. Their answers meet in a private folder.
-dq=''
-if has docker; then
-    docker_installed=true
-    dq=$(mktemp -d 2>/dev/null) || dq=''
+toolkit=''
+if has nvidia-ctk; then
+    toolkit=$(nvidia-ctk --version 2>/dev/null | awk '/version/ { print $NF; exit }')
 fi
+uname_rm=$(uname -r -m)
+user_name=$(id -un)
+# the steps' snippets (HostStep.probe), as the members of "extra", while docker answers
+o=''
+@EXTRA@
+extra=$o
+
 if [ -n "$dq" ]; then
-    # shellcheck disable=SC2016
-    fmt='{{.ServerVersion}}|{{.CgroupDriver}}|{{.DefaultRuntime}}|{{range $k, $v := .Runtimes}}'
-    fmt="$fmt{{\$k}} {{end}}"
-    fmt_image='{{.Id}}{{range .Config.Env}}{{println}}{{.}}{{end}}'
-    fmt_state='{{.State.Status}}|{{.Config.Image}}'
-    docker --version >"$dq/client" 2>/dev/null &
-    client_pid=$!
-    jupyter_pid=''
-    if [ -n "$jupyter_port" ] && has bash; then
-        # Jupyter's answer, beside the docker questions (see the module's docstring). An
-        # asynchronous command's stdin is /dev/null in sh: the token's stdin goes through
-        # fd 4. HTTP/1.0, so Jupyter closes after its answer; only its status line is read.
-        exec 4<&0
-        # shellcheck disable=SC2016
-        t 3 bash -c '
-            IFS= read -r token || [ -n "$token" ] || exit 0
-            exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 0
-            printf "GET /api/status HTTP/1.0\r\nHost: 127.0.0.1:%s\r\n%s\r\n\r\n" \
-                "$1" "Authorization: token $token" >&3
-            IFS=" " read -r proto code _ <&3 || exit 0
-            case $proto in HTTP/1.*) printf %s "${code%%[!0-9]*}" ;; esac' sh "$jupyter_port" \
-            <&4 >"$dq/jupyter" 2>/dev/null &
-        jupyter_pid=$!
-        exec 4<&-
-    fi
-    # shellcheck disable=SC2016
-    as_root sh -c '
-        { docker info --format "$2" >"$1/info" 2>&1; echo $? >"$1/info.rc"; } &
-        { docker image inspect --format "$3" "$5" >"$1/image" 2>/dev/null
-          echo $? >"$1/image.rc"; } &
-        { docker inspect --type container --format "$4" "$6" >"$1/state" 2>/dev/null
-          echo $? >"$1/state.rc"; } &
-        wait' sh "$dq" "$fmt" "$fmt_image" "$fmt_state" "$image" "$container" >"$dq/root" 2>&1
-    # its own job only: a caller may have started others in this shell (the stage beside
+    # its own jobs only: a caller may have started others in this shell (the stage beside
     # the probe after a reboot, `stagescript.probe_then_stage_command`)
-    wait "$client_pid"
+    [ -z "$root_pid" ] || wait "$root_pid"
+    # no sudo: a login in the docker group may still ask the daemon itself
+    [ "$privilege" != none ] || ask_daemon
+    [ -z "$client_pid" ] || wait "$client_pid"
     [ -n "$jupyter_pid" ] && wait "$jupyter_pid"
-    # one-line answers are read without a `cat` process each
-    { read -r docker_client <"$dq/client"; } 2>/dev/null || :
+    # answers are read with the shell's own read, without a process each
     rc=''
     [ -r "$dq/info.rc" ] && read -r rc <"$dq/info.rc"
     if [ "$rc" = 0 ]; then
@@ -232,17 +273,32 @@ if [ -n "$dq" ]; then
         { read -r docker_info <"$dq/info"; } 2>/dev/null || :
     else
         docker_error=$(cat "$dq/info" "$dq/root" 2>/dev/null | tail -n 1)
+        if [ -n "$client_pid" ]; then
+            { read -r docker_client <"$dq/client"; } 2>/dev/null || :
+        else
+            docker_client=$(docker --version 2>/dev/null)
+        fi
     fi
 fi
 if [ "$docker_running" = true ]; then
     rc=''
     [ -r "$dq/image.rc" ] && read -r rc <"$dq/image.rc"
     if [ "$rc" = 0 ]; then
-        inspect=$(cat "$dq/image")
         image_present=true
-        image_id=$(printf '%s\n' "$inspect" | head -n 1)
-        image_cuda=$(printf '%s\n' "$inspect" | sed -n 's/^CUDA_VERSION=//p' | head -n 1)
-        image_require=$(printf '%s\n' "$inspect" | sed -n 's/^NVIDIA_REQUIRE_CUDA=//p' | head -n 1)
+        # the image's id on the first line, then its environment: the first of each
+        # variable counts
+        first=true
+        while IFS= read -r line || [ -n "$line" ]; do
+            if [ "$first" = true ]; then
+                image_id=$line first=false
+                continue
+            fi
+            case $line in
+                CUDA_VERSION=*) [ -n "$image_cuda" ] || image_cuda=${line#CUDA_VERSION=} ;;
+                NVIDIA_REQUIRE_CUDA=*)
+                    [ -n "$image_require" ] || image_require=${line#NVIDIA_REQUIRE_CUDA=} ;;
+            esac
+        done <"$dq/image"
     fi
     rc=''
     [ -r "$dq/state.rc" ] && read -r rc <"$dq/state.rc"
@@ -260,10 +316,6 @@ fi
 case $jupyter in '' | *[!0-9]*) jupyter=null ;; esac
 # removed in the background: the facts do not wait for it
 [ -n "$dq" ] && { rm -rf "$dq" >/dev/null 2>&1 & }
-toolkit=''
-if has nvidia-ctk; then
-    toolkit=$(nvidia-ctk --version 2>/dev/null | awk '/version/ { print $NF; exit }')
-fi
 
 IFS='|' read -r d_server d_cgroup d_default d_runtimes <<EOF
 $docker_info
@@ -274,7 +326,6 @@ for r in $d_runtimes; do jv "$r"; runtimes="$runtimes${runtimes:+,}$J"; done
 # The facts are built in one variable and printed with one write at the end: sshd sends
 # output as it reads it, and with Nagle on its side each later small piece would wait a
 # round trip for an ACK.
-uname_rm=$(uname -r -m)
 o='{"schema":1'
 add ',"os":{"id":' "$ID"
 add ',"version":' "$VERSION_ID"
@@ -287,7 +338,7 @@ tf test -d /run/systemd/system
 o="$o,\"systemd\":$T"
 tf has apt-get
 o="$o,\"apt\":$T,\"secure_boot\":$secure_boot}"
-add ',"user":{"name":' "$(id -un)"
+add ',"user":{"name":' "$user_name"
 o="$o,\"uid\":$uid"
 add ',"home":' "${HOME:-}"
 o="$o,\"privilege\":\"$privilege\"},\"gpus\":[$gpus]"
@@ -315,9 +366,7 @@ add '},"container":{"name":' "$container"
 addn ',"state":' "$container_state"
 addn ',"image":' "$container_image"
 tf test -e /var/run/reboot-required
-o="$o},\"reboot_required\":$T,\"jupyter\":$jupyter,\"extra\":{"
-@EXTRA@
-o="$o}}"
+o="$o},\"reboot_required\":$T,\"jupyter\":$jupyter,\"extra\":{$extra}}"
 printf '%s\n%s\n' "$o" '@END@'
 """
 

@@ -142,8 +142,8 @@ class _StageOutcome:
     reboot_by: str | None
 
 
-#: Runs a stage script on an exec already open: (script, on_line) -> its result.
-_Execute = Callable[[str, "OnLine"], "CommandResult"]
+#: Runs a stage script on an exec already open: (script, on_line, done_when) -> its result.
+_Execute = Callable[[str, "OnLine", Callable[[str], bool]], "CommandResult"]
 
 
 class Runner:
@@ -313,8 +313,10 @@ class Runner:
                 lambda: facts_from_result(talk.read_until(probe_ended, self.probe_timeout_s))
             )
 
-            def execute(script: str, on_line: OnLine) -> CommandResult:
-                return talk.finish(script, self.stage_timeout_s, on_line)  # type: ignore[no-any-return]
+            def execute(
+                script: str, on_line: OnLine, done_when: Callable[[str], bool]
+            ) -> CommandResult:
+                return talk.finish(script, self.stage_timeout_s, on_line, done_when)  # type: ignore[no-any-return]
 
             yield facts, execute
 
@@ -340,6 +342,9 @@ class Runner:
         # Steps running now, by name; several at once when the graph allows it.
         current: dict[str, _StepRun] = {}
         reboot_by: list[str] = []
+        # The stage's last marker: its outcome is known there, and the shell's clean-up and
+        # exit status after it (a few process exits and a round trip) are not waited for.
+        ended: list[str] = []
         stderr_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         log = self.log_path.open("a", encoding="utf-8")
 
@@ -388,6 +393,9 @@ class Runner:
             if marker is None or "warning" in marker:
                 return
             event, name = marker.get("event"), marker.get("step", "")
+            if event in ("stage-done", "stage-reboot"):
+                ended.append(event)
+                return
             step = by_name.get(name)
             if step is None:
                 return
@@ -408,10 +416,14 @@ class Runner:
 
         try:
             if execute is not None:
-                result = execute(script, on_line)
+                result = execute(script, on_line, lambda _out: bool(ended))
             else:
                 result = self.session.run(
-                    command, stdin=script, timeout=self.stage_timeout_s, on_line=on_line
+                    command,
+                    stdin=script,
+                    timeout=self.stage_timeout_s,
+                    on_line=on_line,
+                    done_when=lambda _out: bool(ended),
                 )
         finally:
             log.close()

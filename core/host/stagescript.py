@@ -12,7 +12,6 @@ failure or a reboot request starts nothing new; the steps already running finish
 
 from __future__ import annotations
 
-import secrets
 import shlex
 from collections.abc import Mapping, Sequence
 
@@ -31,16 +30,15 @@ set -uo pipefail
 ORCHESTRATE_WORKDIR=$(mktemp -d /tmp/orchestrate-stage.XXXXXX) || exit 90
 trap 'rm -rf "$ORCHESTRATE_WORKDIR"' EXIT
 ORCHESTRATE_LOGIN_USER=${SUDO_USER:-$(id -un)}
-ORCHESTRATE_LOGIN_HOME=$(getent passwd "$ORCHESTRATE_LOGIN_USER" | cut -d: -f6)
+# the passwd entry's sixth field, cut by the shell (a `cut` is one more process start)
+ORCHESTRATE_LOGIN_HOME=$(getent passwd "$ORCHESTRATE_LOGIN_USER")
+ORCHESTRATE_LOGIN_HOME=${ORCHESTRATE_LOGIN_HOME#*:*:*:*:*:}
+ORCHESTRATE_LOGIN_HOME=${ORCHESTRATE_LOGIN_HOME%%:*}
 export ORCHESTRATE_WORKDIR ORCHESTRATE_LOGIN_USER ORCHESTRATE_LOGIN_HOME
 # Finished steps report "INDEX RC" on this FIFO: the scheduler blocks on it, so the next
 # step starts the moment its last dependency is done (no polling).
 mkfifo "$ORCHESTRATE_WORKDIR/finished" || exit 90
 exec 3<>"$ORCHESTRATE_WORKDIR/finished"
-
-# save FILE: writes the here-document on stdin to FILE with bash's own read and printf
-# (a `cat` per step is a process start, a few ms each on a busy small VM).
-save() { local body=''; IFS= read -r -d '' body || true; printf '%s' "$body" >"$1"; }
 
 # Every output line of a step is tagged with its name: steps run at the same time, and the
 # runner gives each its own output tail.
@@ -55,6 +53,10 @@ run_job() {
     # fd 3 (the FIFO) is the scheduler's: a daemon a step starts must not inherit it
     bash "$file" </dev/null 3>&- 2>&1 | tag_lines "$name"
     rc=${PIPESTATUS[0]}
+    # The step ran with the usual SIGPIPE. From here a reader that is gone (the launch was
+    # interrupted, its connection dropped) must not kill this job before it reports on fd 3:
+    # the scheduler would wait for that report forever, a root shell left on the host.
+    trap '' PIPE
     if [ "$rc" -ne 0 ]; then
         printf '##orchestrate step=%s event=fail rc=%d\n' "$name" "$rc"
     else
@@ -102,7 +104,10 @@ run_graph() {
     done
     wait
     [ "$fail_rc" -eq 0 ] || exit "$fail_rc"
-    [ "$stop" != reboot ] || exit 0
+    if [ "$stop" = reboot ]; then
+        printf '##orchestrate event=stage-reboot\n'
+        exit 0
+    fi
     for i in "${!STEP_NAMES[@]}"; do
         [ "${state[i]}" = ok ] || exit 92
     done
@@ -146,11 +151,13 @@ def stage_script(
     names: list[str] = []
     waits: list[str] = []
     for i, (name, script) in enumerate(scripts):
-        delimiter = f"ORCHESTRATE_STEP_{secrets.token_hex(6)}"
         if not script.endswith("\n"):
             script += "\n"
+        # A quoted word, written by the builtin printf: bash parses it from the script it
+        # reads in blocks, where a here-document is read back a byte at a time (about 30
+        # KB for a GPU host's stage) and a `cat` per step is a process start.
         target = f'"$ORCHESTRATE_WORKDIR/step-{i}.sh"'
-        parts.append(f"save {target} <<'{delimiter}'\n{script}{delimiter}\n")
+        parts.append(f"# shellcheck disable=SC2016\nprintf '%s' {shlex.quote(script)} >{target}\n")
         names.append(shlex.quote(name))
         if after is None:
             deps = [i - 1] if i else []
@@ -188,10 +195,12 @@ def probe_then_stage_command(probe: str) -> str:
     message).
     """
     runner = shlex.quote(_STAGE_RUNNER)
+    # No `sudo -n true` first: a refused sudo starts nothing by itself, and each sudo is a
+    # few ms of CPU taken from the probe that runs beside it.
     head = (
         "exec 3<&0\n"
         'if [ "$(id -u)" -eq 0 ]; then bash -c ' + runner + " <&3 &\n"
-        "elif sudo -n true >/dev/null 2>&1; then sudo -n bash -c " + runner + " <&3 &\n"
+        "else sudo -n bash -c " + runner + " <&3 &\n"
         "fi\n"
         "stage=$!\n"
         "exec 3<&-\n"
