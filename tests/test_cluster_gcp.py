@@ -4,7 +4,6 @@ addresses and the whole-cluster failover, through libcloud's real driver over HT
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,32 +14,15 @@ from orchestrate.plugins.providers.gcp import GcpProvider
 from orchestrate.plugins.providers.gcp.resources import SSH_TAG
 
 from tests.bed.gce_fake import GceFake
+from tests.support.gcp_provider import PUBLIC_KEY, Events
 
 WHERE = "orchestrate.toml:7: [profiles.c.gcp]"
-PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq2wLUy8M1pXxFAKEFAKEFAKEkeyq0 me@laptop"
 RULE = "orchestrate-cluster-rc"
 
 
-class Events(list[tuple[str, str]]):
-    def __call__(self, kind: str, message: str, data: dict[str, Any]) -> None:
-        self.append((kind, message))
-
-    def kinds(self) -> list[str]:
-        return [kind for kind, _ in self]
-
-
-@pytest.fixture
-def table(gce_api: GceFake, gce_credentials: Path) -> dict[str, Any]:
-    return {
-        "project": gce_api.project,
-        "credentials": str(gce_credentials),
-        "api_endpoint": gce_api.endpoint,
-    }
-
-
-def node_specs(table: dict[str, Any], count: int, **keys: Any) -> list[LaunchSpec]:
+def node_specs(gcp_table: dict[str, Any], count: int, **keys: Any) -> list[LaunchSpec]:
     provider = GcpProvider(retry_deadline_s=5.0)
-    options = provider.validate_options({**table, **keys}, WHERE)
+    options = provider.validate_options({**gcp_table, **keys}, WHERE)
     names = ["rc"] + [f"rc-w{i}" for i in range(1, count)]
     return [
         LaunchSpec(
@@ -58,11 +40,11 @@ def node_specs(table: dict[str, Any], count: int, **keys: Any) -> list[LaunchSpe
 
 
 def test_cluster_rule_admits_only_the_clusters_own_nodes(
-    table: dict[str, Any], gce_api: GceFake
+    gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
     provider = GcpProvider(retry_deadline_s=5.0)
     assert isinstance(provider, ClusterNetworks)
-    options = provider.validate_options(table, WHERE)
+    options = provider.validate_options(gcp_table, WHERE)
     provider.ensure_cluster_network("rc", options)
     provider.ensure_cluster_network("rc", options)  # a relaunch: found, not sent again
     rule = gce_api.firewalls[RULE]
@@ -75,9 +57,9 @@ def test_cluster_rule_admits_only_the_clusters_own_nodes(
 
 
 def test_nodes_are_made_in_one_zone_tagged_with_internal_addresses(
-    table: dict[str, Any], gce_api: GceFake
+    gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
-    specs = node_specs(table, 3, zones=["us-central1-a"])
+    specs = node_specs(gcp_table, 3, zones=["us-central1-a"])
     made: list[str] = []
     records = create_cluster(
         lambda: GcpProvider(retry_deadline_s=5.0), specs, Events(),
@@ -92,9 +74,9 @@ def test_nodes_are_made_in_one_zone_tagged_with_internal_addresses(
         assert instance["labels"][CLUSTER_LABEL] == "rc"
 
 
-def test_a_stockout_moves_the_whole_cluster(table: dict[str, Any], gce_api: GceFake) -> None:
+def test_a_stockout_moves_the_whole_cluster(gcp_table: dict[str, Any], gce_api: GceFake) -> None:
     gce_api.faults.stockout_zones.add("us-east1-d")
-    specs = node_specs(table, 3, zones=["us-east1-d", "us-central1-a"])
+    specs = node_specs(gcp_table, 3, zones=["us-east1-d", "us-central1-a"])
     events = Events()
     records = create_cluster(
         lambda: GcpProvider(retry_deadline_s=5.0), specs, events,
@@ -106,11 +88,11 @@ def test_a_stockout_moves_the_whole_cluster(table: dict[str, Any], gce_api: GceF
 
 
 def test_a_node_refused_for_quota_deletes_the_nodes_made_beside_it(
-    table: dict[str, Any], gce_api: GceFake
+    gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
     # Room for two nodes of two T4s, not three: two inserts succeed, the third is refused.
     gce_api.gpu_quota = 4.0
-    specs = node_specs(table, 3, accelerator_count=2, zones=["us-central1-a"])
+    specs = node_specs(gcp_table, 3, accelerator_count=2, zones=["us-central1-a"])
     removed: list[str] = []
     with pytest.raises((QuotaError, CapacityError)):
         create_cluster(
@@ -123,9 +105,9 @@ def test_a_node_refused_for_quota_deletes_the_nodes_made_beside_it(
 
 
 def test_release_waits_for_the_last_tagged_instance(
-    table: dict[str, Any], gce_api: GceFake
+    gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
-    specs = node_specs(table, 2, zones=["us-central1-a"])
+    specs = node_specs(gcp_table, 2, zones=["us-central1-a"])
     provider = GcpProvider(retry_deadline_s=5.0)
     provider.ensure_cluster_network("rc", specs[0].options)
     records = create_cluster(
@@ -141,8 +123,8 @@ def test_release_waits_for_the_last_tagged_instance(
     assert RULE not in gce_api.firewalls
 
 
-def test_plan_shows_the_cluster_rule(table: dict[str, Any]) -> None:
-    spec = node_specs(table, 2)[0]
+def test_plan_shows_the_cluster_rule(gcp_table: dict[str, Any]) -> None:
+    spec = node_specs(gcp_table, 2)[0]
     requests = GcpProvider().plan(spec)
     bodies = [r.body for r in requests if r.body is not None]
     rule = next(b for b in bodies if b.get("name") == RULE)

@@ -23,18 +23,10 @@ from orchestrate.plugins.providers.gcp.resources import SSH_TAG, firewall_name
 
 from tests.bed.fixtures_gce import write_private_file
 from tests.bed.gce_fake import GceFake
+from tests.support.gcp_provider import PUBLIC_KEY, Events
 
 WHERE = "orchestrate.toml:7: [profiles.t.gcp]"
-PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq2wLUy8M1pXxFAKEFAKEFAKEkeyq0 me@laptop"
 FIREWALL = firewall_name("default")
-
-
-class Events(list[tuple[str, str]]):
-    def __call__(self, kind: str, message: str, data: dict[str, Any]) -> None:
-        self.append((kind, message))
-
-    def kinds(self) -> list[str]:
-        return [kind for kind, _ in self]
 
 
 @pytest.fixture
@@ -42,23 +34,14 @@ def provider() -> GcpProvider:
     return GcpProvider(retry_deadline_s=5.0)
 
 
-@pytest.fixture
-def table(gce_api: GceFake, gce_credentials: Path) -> dict[str, Any]:
-    return {
-        "project": gce_api.project,
-        "credentials": str(gce_credentials),
-        "api_endpoint": gce_api.endpoint,
-    }
-
-
 def make_spec(
     provider: GcpProvider,
-    table: dict[str, Any],
+    gcp_table: dict[str, Any],
     name: str = "nb1",
     startup_script: str | None = None,
     **keys: Any,
 ) -> LaunchSpec:
-    options = provider.validate_options({**table, **keys}, WHERE)
+    options = provider.validate_options({**gcp_table, **keys}, WHERE)
     return LaunchSpec(
         name=name,
         provider="gcp",
@@ -75,9 +58,9 @@ def inserts(fake: GceFake, zone: str = "") -> list[Any]:
 
 
 def test_create_t4_sends_the_seed_instance(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
-    spec = make_spec(provider, table, startup_script="#!/bin/bash\necho host setup\n")
+    spec = make_spec(provider, gcp_table, startup_script="#!/bin/bash\necho host setup\n")
     events = Events()
     record = create_with_failover(provider, spec, events)
 
@@ -113,25 +96,25 @@ def test_create_t4_sends_the_seed_instance(
 
 
 def test_firewall_opens_tcp_22_only_and_is_reused(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
-    create_with_failover(provider, make_spec(provider, table), Events())
+    create_with_failover(provider, make_spec(provider, gcp_table), Events())
     rule = gce_api.firewalls[FIREWALL]
     assert rule["allowed"] == [{"IPProtocol": "tcp", "ports": ["22"]}]
     assert rule["direction"] == "INGRESS" and rule["targetTags"] == [SSH_TAG]
 
     other = GcpProvider(retry_deadline_s=5.0)  # no cache: it must find the rule on the API
-    create_with_failover(other, make_spec(other, table, name="nb2"), Events())
+    create_with_failover(other, make_spec(other, gcp_table, name="nb2"), Events())
     assert len(gce_api.calls("POST", "/global/firewalls")) == 1
     assert list(gce_api.firewalls) == [FIREWALL]
 
 
 def test_stockout_in_first_zone_creates_in_the_second(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
     gce_api.faults.stockout_zones.add("us-east1-d")
     gce_api.faults.operation_latency = 0.05
-    spec = make_spec(provider, table, zones=["us-east1-d", "us-central1-a"])
+    spec = make_spec(provider, gcp_table, zones=["us-east1-d", "us-central1-a"])
     events = Events()
     record = create_with_failover(provider, spec, events)
     assert record.zone == "us-central1-a"
@@ -140,33 +123,33 @@ def test_stockout_in_first_zone_creates_in_the_second(
 
 
 def test_synchronous_stockout_503_is_not_retried(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
     gce_api.faults.stockout_zones.add("us-east1-d")
     gce_api.faults.stockout_on_insert = True
-    spec = make_spec(provider, table, zones=["us-east1-d", "us-east1-c"])
+    spec = make_spec(provider, gcp_table, zones=["us-east1-d", "us-east1-c"])
     record = create_with_failover(provider, spec, Events())
     assert record.zone == "us-east1-c"
     assert len(inserts(gce_api, "us-east1-d")) == 1
 
 
 def test_regional_quota_skips_the_region(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
     gce_api.faults.exhausted_quota_regions.add("us-east1")
     events = Events()
-    record = create_with_failover(provider, make_spec(provider, table), events)
+    record = create_with_failover(provider, make_spec(provider, gcp_table), events)
     assert record.zone == "us-central1-a"
     assert events.kinds() == ["try", "quota", "skip", "try", "created"]
     assert not inserts(gce_api, "us-east1"), "preflight's quota reading saved the insert"
 
 
 def test_regional_quota_error_from_the_api_skips_the_region(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
     gce_api.faults.exhausted_quota_regions.add("us-east1")
     events = Events()
-    spec = make_spec(provider, table)
+    spec = make_spec(provider, gcp_table)
     record = create_with_failover(provider, spec, events, preflight=False)
     assert record.zone == "us-central1-a"
     assert [r.path.split("/")[-2] for r in inserts(gce_api)] == ["us-east1-c", "us-central1-a"]
@@ -175,11 +158,11 @@ def test_regional_quota_error_from_the_api_skips_the_region(
 
 
 def test_zero_global_gpu_quota_stops_before_any_insert(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
     gce_api.faults.zero_global_gpu_quota = True
     with pytest.raises(QuotaError) as caught:
-        create_with_failover(provider, make_spec(provider, table), Events())
+        create_with_failover(provider, make_spec(provider, gcp_table), Events())
     assert caught.value.scope == "cloud"
     line = caught.value.line()
     assert "GPUS_ALL_REGIONS" in line
@@ -189,21 +172,21 @@ def test_zero_global_gpu_quota_stops_before_any_insert(
 
 
 def test_global_quota_error_from_the_api_stops_the_loop(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
     gce_api.faults.zero_global_gpu_quota = True
     with pytest.raises(QuotaError) as caught:
-        create_with_failover(provider, make_spec(provider, table), Events(), preflight=False)
+        create_with_failover(provider, make_spec(provider, gcp_table), Events(), preflight=False)
     assert caught.value.scope == "cloud"
     assert len(inserts(gce_api)) == 1
 
 
 def test_stop_start_refreshes_the_address(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
     gce_api.instance_addresses = ["127.0.0.1", "127.0.0.2"]
     gce_api.faults.change_ip_on_start = True
-    record = create_with_failover(provider, make_spec(provider, table), Events())
+    record = create_with_failover(provider, make_spec(provider, gcp_table), Events())
     assert record.address == "127.0.0.1"
 
     later = GcpProvider(retry_deadline_s=5.0)  # works from the stored record alone
@@ -216,10 +199,10 @@ def test_stop_start_refreshes_the_address(
 
 
 def test_destroy_removes_instance_and_last_firewall_user(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
-    first = create_with_failover(provider, make_spec(provider, table), Events())
-    second = create_with_failover(provider, make_spec(provider, table, name="nb2"), Events())
+    first = create_with_failover(provider, make_spec(provider, gcp_table), Events())
+    second = create_with_failover(provider, make_spec(provider, gcp_table, name="nb2"), Events())
     provider.destroy(first)
     assert "nb1" not in gce_api.instances and "nb1" not in gce_api.disks
     assert FIREWALL in gce_api.firewalls, "nb2 still uses the rule"
@@ -232,12 +215,12 @@ def test_destroy_removes_instance_and_last_firewall_user(
 
 
 def test_get_many_reads_every_instance_in_one_listing(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
     """`status` over many rows: one aggregated listing, no read per instance; an instance
     deleted behind orchestrate's back comes back as None, a stopped one as stopped."""
     records = [
-        create_with_failover(provider, make_spec(provider, table, name=n), Events())
+        create_with_failover(provider, make_spec(provider, gcp_table, name=n), Events())
         for n in ("nb1", "nb2", "nb3")
     ]
     later = GcpProvider(retry_deadline_s=5.0)  # from the stored records alone
@@ -259,9 +242,9 @@ def test_get_many_reads_every_instance_in_one_listing(
 
 
 def test_list_and_find_see_only_orchestrate_instances(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
-    spec = make_spec(provider, table)
+    spec = make_spec(provider, gcp_table)
     assert provider.find(spec) is None
     create_with_failover(provider, spec, Events())
     _, api = provider.connect(spec.options)
@@ -279,10 +262,10 @@ def test_list_and_find_see_only_orchestrate_instances(
 
 
 def test_cpu_host_has_no_accelerator_and_ignores_gpu_quota(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
     gce_api.faults.zero_global_gpu_quota = True
-    spec = make_spec(provider, table, accelerator="none", zone="us-west1-b")
+    spec = make_spec(provider, gcp_table, accelerator="none", zone="us-west1-b")
     assert spec.gpu is None
     record = create_with_failover(provider, spec, Events())
     (insert,) = inserts(gce_api)
@@ -292,18 +275,18 @@ def test_cpu_host_has_no_accelerator_and_ignores_gpu_quota(
 
 
 def test_server_error_is_retried(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
     gce_api.faults.server_errors = 1
     gce_api.faults.server_error_path = "/instances"
-    record = create_with_failover(provider, make_spec(provider, table), Events())
+    record = create_with_failover(provider, make_spec(provider, gcp_table), Events())
     assert record.status == RUNNING
     assert len(inserts(gce_api)) == 2, "the 503 insert was sent again"
 
 
 def test_missing_bad_and_refused_credentials_are_one_line_auth_errors(
     provider: GcpProvider,
-    table: dict[str, Any],
+    gcp_table: dict[str, Any],
     gce_api: GceFake,
     tmp_path: Path,
     gce_credentials: Path,
@@ -334,7 +317,7 @@ def test_missing_bad_and_refused_credentials_are_one_line_auth_errors(
         if "-----" not in line
     ]
     for path, expected in cases.items():
-        spec = make_spec(GcpProvider(), {**table, "credentials": path})
+        spec = make_spec(GcpProvider(), {**gcp_table, "credentials": path})
         with pytest.raises(AuthError) as caught:
             GcpProvider(retry_deadline_s=1.0).preflight(spec)
         line = caught.value.line()
@@ -343,14 +326,14 @@ def test_missing_bad_and_refused_credentials_are_one_line_auth_errors(
         assert not any(secret in line for secret in secret_lines)
     gce_api.faults.auth_failure = True
     with pytest.raises(AuthError, match="were refused"):
-        provider.preflight(make_spec(provider, table))
+        provider.preflight(make_spec(provider, gcp_table))
     assert inserts(gce_api) == []
 
 
 def test_application_default_credentials_work(
-    provider: GcpProvider, table: dict[str, Any], gce_adc_credentials: Path, gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_adc_credentials: Path, gce_api: GceFake
 ) -> None:
-    spec = make_spec(provider, {**table, "credentials": str(gce_adc_credentials)})
+    spec = make_spec(provider, {**gcp_table, "credentials": str(gce_adc_credentials)})
     record = create_with_failover(provider, spec, Events())
     assert record.address == "127.0.0.1"
     grants = [r.body["grant_type"] for r in gce_api.calls("POST", "/token")]
@@ -358,9 +341,11 @@ def test_application_default_credentials_work(
 
 
 def test_plan_shows_requests_without_secrets_or_network(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake, gce_credentials: Path
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake, gce_credentials: Path
 ) -> None:
-    spec = make_spec(provider, table, startup_script="#!/bin/sh\necho setup\n", zone="us-east1-d")
+    spec = make_spec(
+        provider, gcp_table, startup_script="#!/bin/sh\necho setup\n", zone="us-east1-d"
+    )
     plan = provider.plan(spec)
     shown = json.dumps([[p.method, p.path, p.body] for p in plan])
     shown += json.dumps(provider.redacted_options(spec.options))
@@ -446,34 +431,34 @@ def test_overrides_zone_and_gpu(provider: GcpProvider) -> None:
 
 
 def test_candidate_zones_cheapest_then_nearest_region_first(
-    provider: GcpProvider, table: dict[str, Any]
+    provider: GcpProvider, gcp_table: dict[str, Any]
 ) -> None:
     # n1-standard-2 + T4 lists at the same price in us-east1, us-central1 and us-west1 in the
     # catalog snapshot, more in europe-west1: the home region leads the cheapest tier.
-    zones = provider.candidate_zones(make_spec(provider, table))
+    zones = provider.candidate_zones(make_spec(provider, gcp_table))
     assert zones[:8] == [
         "us-east1-c", "us-east1-d", "us-central1-a", "us-central1-b", "us-central1-c",
         "us-central1-f", "us-west1-a", "us-west1-b",
     ]  # fmt: skip
     assert zones.index("europe-west1-b") > zones.index("us-west1-b")
     assert sorted(zones) == gpu_catalog.gce_offer_zones("nvidia-tesla-t4")
-    europe = make_spec(provider, table, region="europe-west1")
+    europe = make_spec(provider, gcp_table, region="europe-west1")
     in_europe = provider.candidate_zones(europe)
     assert in_europe[0] == "us-central1-a", "a cheaper region wins over the home region"
     assert in_europe.index("europe-west1-b") < in_europe.index("asia-east1-a")
-    listed = make_spec(provider, table, zones=["us-central1-a", "us-east1-d"])
+    listed = make_spec(provider, gcp_table, zones=["us-central1-a", "us-east1-d"])
     assert provider.candidate_zones(listed) == ["us-central1-a", "us-east1-d"]
     assert provider.region_of("europe-west1-b", None) == "europe-west1"
 
 
 def test_preflight_rejects_a_zone_without_the_accelerator(
-    provider: GcpProvider, table: dict[str, Any], gce_api: GceFake
+    provider: GcpProvider, gcp_table: dict[str, Any], gce_api: GceFake
 ) -> None:
     with pytest.raises(ProfileError, match="not offered in us-east1-b") as caught:
-        provider.preflight(make_spec(provider, table, zone="us-east1-b"))
+        provider.preflight(make_spec(provider, gcp_table, zone="us-east1-b"))
     assert "us-east1-c" in caught.value.line()
     with pytest.raises(ProfileError, match="image family ubuntu-9999"):
-        provider.preflight(make_spec(provider, table, image_family="ubuntu-9999"))
+        provider.preflight(make_spec(provider, gcp_table, image_family="ubuntu-9999"))
     assert inserts(gce_api) == []
 
 

@@ -60,18 +60,13 @@ def launch(
 
 @pytest.fixture
 def provider_spec(
-    gce_api: GceFake, gce_credentials: Path, ssh_public_key: str
+    gcp_table: dict[str, Any], ssh_public_key: str
 ) -> Callable[..., tuple[GcpProvider, LaunchSpec]]:
     """A provider and the spec `launch` would build for a gcp table with `keys`."""
 
     def make(**keys: Any) -> tuple[GcpProvider, LaunchSpec]:
         provider = GcpProvider(retry_deadline_s=5.0)
-        table = {
-            "project": gce_api.project,
-            "credentials": str(gce_credentials),
-            "api_endpoint": gce_api.endpoint,
-            **keys,
-        }
+        table = {**gcp_table, **keys}
         options = provider.validate_options(table, "orchestrate.toml [profiles.nb.gcp]")
         spec = LaunchSpec(
             name="nb",

@@ -124,6 +124,16 @@ def gce_credentials(gce_api: GceFake, gce_service_account_key: Any, tmp_path: Pa
 
 
 @pytest.fixture
+def gcp_table(gce_api: GceFake, gce_credentials: Path) -> dict[str, Any]:
+    """A profile's ``[profiles.X.gcp]`` table aimed at the fake, with a key it accepts."""
+    return {
+        "project": gce_api.project,
+        "credentials": str(gce_credentials),
+        "api_endpoint": gce_api.endpoint,
+    }
+
+
+@pytest.fixture
 def gce_adc_credentials(gce_api: GceFake, tmp_path: Path) -> Path:
     """Path of an application-default credentials file (``gcloud auth application-default
     login`` writes this shape) whose refresh token the fake accepts."""
