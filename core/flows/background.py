@@ -333,14 +333,9 @@ def _serve(name: str, port: int, explicit: bool, say: Say, probe: dict[str, Any]
 
     session = connect(runtime, name, ensure_ssh_key(), progress)
     if probe is not None:
-        from orchestrate.core.host.probe import probe_ended
+        from orchestrate.core.host.probe import run_probe
 
-        result = session.run(
-            str(probe["command"]),
-            stdin=str(probe["stdin"]),
-            timeout=120,
-            done_when=probe_ended,
-        )
+        result = run_probe(session, str(probe["command"]), str(probe["stdin"]))
         say(
             "probe", json.dumps({"rc": result.rc, "stdout": result.stdout, "stderr": result.stderr})
         )

@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from orchestrate.core.api import errors
 from orchestrate.core.api.errors import HostError, OrchestrateError
+from orchestrate.core.host.probe import PROBE_TIMEOUT_S
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from orchestrate.core.ssh.channelio import CommandResult
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 MODULE = "orchestrate.core.flows.background"
 #: How long a launch waits for the probe's result: the process's own wait for SSH (a host
 #: just started) and the probe's time limit, with room for its start-up.
-PROBE_WAIT_S = 300.0 + 120.0 + 30.0
+PROBE_WAIT_S = 300.0 + PROBE_TIMEOUT_S + 30.0
 
 
 def encode_error(exc: OrchestrateError) -> str:

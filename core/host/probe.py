@@ -75,6 +75,8 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from orchestrate.core.ssh.session import Session
 
 SCHEMA = 1
+#: How long a probe may take on the host: each command in it has its own shorter limit.
+PROBE_TIMEOUT_S = 120.0
 #: The probe's last line: seeing it, the session stops reading without waiting for the exit
 #: status sshd sends after the output (most of a round trip on a slow link).
 END = "##orchestrate probe-end"
@@ -541,7 +543,7 @@ def probe(
     context: StepContext,
     steps: Iterable[HostStep] = (),
     *,
-    timeout: float = 120,
+    timeout: float = PROBE_TIMEOUT_S,
     jupyter: bool = False,
 ) -> Facts:
     """Run the probe over `session` and parse it: one channel, one exec. With `jupyter`,
@@ -551,8 +553,16 @@ def probe(
         command, stdin = probe_request(context, steps)
     else:
         command, stdin = probe_command(probe_script(context, steps)), None
-    result = session.run(command, stdin=stdin, timeout=timeout, done_when=probe_ended)
-    return facts_from_result(result)
+    return facts_from_result(run_probe(session, command, stdin, timeout))
+
+
+def run_probe(
+    session: Session, command: str, stdin: str | None, timeout: float = PROBE_TIMEOUT_S
+) -> CommandResult:
+    """One exec of a probe `command` (with `stdin`: the token, for `probe_request`'s), read
+    up to its end marker: here, and in the background tunnel process that probes for a
+    `launch --detach`."""
+    return session.run(command, stdin=stdin, timeout=timeout, done_when=probe_ended)
 
 
 def probe_request(context: StepContext, steps: Iterable[HostStep] = ()) -> tuple[str, str]:

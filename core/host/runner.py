@@ -45,7 +45,13 @@ from orchestrate.core.api.hoststeps import (
     plan,
 )
 from orchestrate.core.api.retry import Retry
-from orchestrate.core.host.probe import facts_from_result, probe, probe_ended, probe_script
+from orchestrate.core.host.probe import (
+    PROBE_TIMEOUT_S,
+    facts_from_result,
+    probe,
+    probe_ended,
+    probe_script,
+)
 from orchestrate.core.host.stagescript import (
     parse_marker,
     probe_then_stage_command,
@@ -166,7 +172,7 @@ class Runner:
         reboot: Reboot | None = None,
         ssh_deadline_s: float = 600.0,
         stage_timeout_s: float = 3600.0,
-        probe_timeout_s: float = 120.0,
+        probe_timeout_s: float = PROBE_TIMEOUT_S,
         max_reboots: int = 2,
     ) -> None:
         self.session = session
@@ -208,7 +214,11 @@ class Runner:
         """One probe round trip; the facts go to the log. It also asks Jupyter on the host
         (`Facts.jupyter_status`): on a set-up host this probe is the whole setup, and its
         answer spares the launch a check of its own."""
-        return self._probed(lambda: probe(self.session, self.context, self.steps, jupyter=True))
+        return self._probed(
+            lambda: probe(
+                self.session, self.context, self.steps, timeout=self.probe_timeout_s, jupyter=True
+            )
+        )
 
     def _probed(self, get: Callable[[], Facts], where: str = "") -> Facts:
         """The facts `get` returns, timed, logged and shown (`where`: who ran the probe,
