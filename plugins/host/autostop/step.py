@@ -146,7 +146,7 @@ def cluster_config(context: StepContext) -> dict[str, Any]:
         "head_address": cluster.head_address,
         "ray_port": cluster.ray_port,
         "ray_container": ray_container_name(cluster),
-        "ray_tmp_dir": f"{ray_layout.host_dir(cluster)}/{ray_layout.TMP_SUBDIR}",
+        "ray_tmp_dir": ray_layout.tmp_dir(cluster),
         "ray_container_tmp": ray_layout.CONTAINER_TMP,
     }
 

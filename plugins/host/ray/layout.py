@@ -76,6 +76,12 @@ def host_dir(cluster: ClusterContext) -> str:
     return f"{HOST_ROOT}/{cluster.name}-{cluster.index}"
 
 
+def tmp_dir(cluster: ClusterContext) -> str:
+    """This node's Ray temp folder on the host: what its containers mount at CONTAINER_TMP,
+    and where its autostop agent finds the head's stop request."""
+    return f"{host_dir(cluster)}/{TMP_SUBDIR}"
+
+
 #: Bash that makes the node's folder ("$ray_dir") for the login user and refreshes the
 #: token copy from "$token_file"; it expects ``ray_dir``, ``uid``, ``gid`` and ``token_file``
 #: set. The copy is written under another name and renamed, so a running container never
@@ -102,6 +108,6 @@ def mount_options(cluster: ClusterContext) -> str:
         shlex.quote(word)
         for word in (
             "-v", f"{base}/{AUTH_SUBDIR}:{CONTAINER_AUTH_DIR}:ro",
-            "-v", f"{base}/{TMP_SUBDIR}:{CONTAINER_TMP}",
+            "-v", f"{tmp_dir(cluster)}:{CONTAINER_TMP}",
         )
     )  # fmt: skip
