@@ -438,6 +438,7 @@ def _connect_once(
     socket_factory: SocketFactory | None,
 ) -> tuple[paramiko.Transport, str]:
     import paramiko
+    from orchestrate.core.ssh.tunnel_link import prefer_aead
 
     try:
         sock = _tcp_socket(address, port, timeout, socket_factory)
@@ -451,9 +452,7 @@ def _connect_once(
         # AES-GCM first, in the first key exchange: the tunnel wants it (one pass in OpenSSL,
         # `tunnel_link.rekey_to_aead`), and a re-key later costs round trips that a launch
         # waits for before its tunnel listens. A server without it gets paramiko's order.
-        ciphers = tuple(options.ciphers)
-        aead = tuple(c for c in ciphers if c.endswith("-gcm@openssh.com"))
-        options.ciphers = aead + tuple(c for c in ciphers if c not in aead)
+        prefer_aead(options)
         pinned = normalize_key(pinned_host_key) if pinned_host_key else None
         if pinned:
             key_type = pinned.split()[0]

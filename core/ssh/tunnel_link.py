@@ -130,6 +130,15 @@ def keep_alive(transport: paramiko.Transport, keepalive_s: int) -> None:
             sock.setsockopt(level, opt, value)
 
 
+def prefer_aead(options: paramiko.SecurityOptions) -> bool:
+    """Put AES-GCM first in a transport's cipher preference (the next key exchange's);
+    False when paramiko offers none."""
+    current = tuple(options.ciphers)
+    aead = tuple(c for c in current if c.endswith("-gcm@openssh.com"))
+    options.ciphers = aead + tuple(c for c in current if c not in aead)
+    return bool(aead)
+
+
 def rekey_to_aead(transport: paramiko.Transport) -> bool:
     """Re-key to AES-GCM if the transport runs another cipher; True if it now runs GCM.
 
@@ -146,12 +155,8 @@ def rekey_to_aead(transport: paramiko.Transport) -> bool:
     cipher = str(getattr(transport, "remote_cipher", ""))
     if cipher.endswith("-gcm@openssh.com"):
         return True
-    options = transport.get_security_options()
-    current = tuple(options.ciphers)
-    aead = tuple(c for c in current if c.endswith("-gcm@openssh.com"))
-    if not aead:
+    if not prefer_aead(transport.get_security_options()):
         return False
-    options.ciphers = aead + tuple(c for c in current if c not in aead)
     try:
         transport.renegotiate_keys()
     except (paramiko.SSHException, OSError, EOFError) as exc:
